@@ -1,0 +1,233 @@
+//! Customers and API keys, free of I/O.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::money::{Currency, MAX_AMOUNT};
+
+/// A customer account status. Only `active` accounts may order, pay or use
+/// their API keys; `blocked` is reversible, `closed` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Blocked,
+    Closed,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Blocked => "blocked",
+            AccountStatus::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => AccountStatus::Active,
+            "blocked" => AccountStatus::Blocked,
+            "closed" => AccountStatus::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// A customer of the hosting company.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Account {
+    pub id: String,
+    /// Unique, stored lower-cased.
+    pub email: String,
+    pub name: String,
+    /// The one currency the account is billed in.
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: Currency,
+    /// How far below zero the balance may go, in minor units (0 = prepaid).
+    pub credit_limit: i64,
+    pub status: AccountStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Invalid account input, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Normalises and checks an e-mail address: trimmed, lower-cased, one `@`
+/// with text on both sides and a dot in the domain, no spaces, at most 254
+/// characters.
+pub fn normalize_email(email: &str) -> Result<String, FieldError> {
+    let email = email.trim().to_lowercase();
+    let ok = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+    if ok {
+        Ok(email)
+    } else {
+        Err(FieldError::new("email", "is not a valid e-mail address"))
+    }
+}
+
+/// Checks a display name: 1 to 200 characters after trimming.
+pub fn normalize_name(name: &str) -> Result<String, FieldError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(FieldError::new("name", "must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn check_credit_limit(limit: i64) -> Result<i64, FieldError> {
+    if !(0..=MAX_AMOUNT).contains(&limit) {
+        return Err(FieldError::new(
+            "credit_limit",
+            format!("must be between 0 and {MAX_AMOUNT} minor units"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Staff: sees and does everything.
+    Admin,
+    /// A customer: only its own account.
+    Customer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Customer => "customer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "customer" => Some(Role::Customer),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored: never the secret itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub role: Role,
+    /// The customer account a customer key is scoped to.
+    pub account_id: Option<String>,
+    pub name: String,
+    /// The first characters of the secret, to recognise a key in a list.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A freshly generated secret. Shown once, then only its hash is kept.
+pub struct ApiKeySecret(String);
+
+/// Keys are long random strings, so a fast hash is enough to store them
+/// safely (there is nothing to brute-force); SHA-256 keeps look-ups cheap.
+impl ApiKeySecret {
+    pub fn generate(role: Role) -> Self {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        let tag = match role {
+            Role::Admin => "adm",
+            Role::Customer => "cus",
+        };
+        ApiKeySecret(format!("bsr_{tag}_{}", hex::encode(bytes)))
+    }
+
+    /// Wraps a secret supplied by the operator (`BURSAR_ADMIN_KEY`).
+    pub fn from_supplied(secret: String) -> Result<Self, FieldError> {
+        if secret.len() < 24 || secret.len() > 200 || !secret.is_ascii() || secret.contains(' ') {
+            return Err(FieldError::new(
+                "BURSAR_ADMIN_KEY",
+                "must be 24 to 200 printable ASCII characters without spaces",
+            ));
+        }
+        Ok(ApiKeySecret(secret))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> String {
+        hash_key(&self.0)
+    }
+
+    pub fn prefix(&self) -> String {
+        self.0.chars().take(12).collect()
+    }
+}
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeySecret(…)")
+    }
+}
+
+/// The stored form of a presented key.
+pub fn hash_key(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_email("  Ann@Example.COM ").unwrap(),
+            "ann@example.com"
+        );
+        for bad in ["", "ann", "ann@", "@x.com", "a b@x.com", "a@b", "a@@b.com", "a@.com"] {
+            assert!(normalize_email(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn generated_keys_are_unique_and_only_their_hash_is_kept() {
+        let a = ApiKeySecret::generate(Role::Customer);
+        let b = ApiKeySecret::generate(Role::Customer);
+        assert_ne!(a.expose(), b.expose());
+        assert!(a.expose().starts_with("bsr_cus_"));
+        assert_eq!(a.hash(), hash_key(a.expose()));
+        assert_ne!(a.hash(), a.expose());
+        assert_eq!(format!("{a:?}"), "ApiKeySecret(…)");
+    }
+}

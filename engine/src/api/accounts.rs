@@ -1,0 +1,379 @@
+//! `/api/v1/accounts`: customers, their balance, ledger, credits and API keys.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::accounts::{
+    Account, AccountStatus, ApiKey, ApiKeySecret, Role, check_credit_limit, normalize_email, normalize_name,
+};
+use crate::api::error::Problem;
+use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
+use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::{AppState, ListQuery, PageBody};
+use crate::ledger::{LedgerAccountId, TransactionDraft, TransactionKind};
+use crate::money::{Currency, Money};
+use crate::store::accounts::{self as repo, AccountChanges, NewAccount};
+use crate::store::ledger::{self as ledger_repo, LedgerTransaction, StatementLine};
+
+/// A new customer account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// Unique among accounts (compared case-insensitively).
+    pub email: String,
+    pub name: String,
+    /// ISO 4217 code of the currency the account is billed in.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    /// How far below zero the balance may go, in minor units (default 0).
+    #[serde(default)]
+    pub credit_limit: i64,
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts",
+    request_body = CreateAccount,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays return the first response")),
+    responses((status = 201, body = Account), (status = 409, description = "e-mail taken"), (status = 422, description = "invalid field")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    body: ApiJson<CreateAccount>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let req = body.value;
+    let new = NewAccount {
+        email: normalize_email(&req.email)?,
+        name: normalize_name(&req.name)?,
+        currency: Currency::from_code(&req.currency)
+            .map_err(|e| Problem::invalid("currency", e.to_string()))?,
+        credit_limit: check_credit_limit(req.credit_limit)?,
+    };
+    let now = state.clock.now();
+    let idem = Idempotency { principal: &principal, key: &key, request_hash: &body.request_hash };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            let account = repo::create(tx.conn(), new, now).await?;
+            Reply::new(StatusCode::CREATED, account)
+        })
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Account), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, Problem> {
+    principal.require_account(&id)?;
+    let mut r = state.store.reader().await?;
+    Ok(Json(repo::get(r.conn(), &id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts",
+    params(ListQuery),
+    responses((status = 200, body = PageBody<Account>)),
+    security(("bearer" = [])))]
+/// Admins list all accounts; a customer key lists its own.
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<PageBody<Account>>, Problem> {
+    let limit = q.limit(&state)?;
+    let mut r = state.store.reader().await?;
+    if let Some(own) = &principal.account_id {
+        let account = repo::get(r.conn(), own).await?;
+        let data = if q.after.as_deref().is_some_and(|a| a >= own.as_str()) {
+            vec![]
+        } else {
+            vec![account]
+        };
+        return Ok(Json(PageBody { data, next_cursor: None }));
+    }
+    let page = repo::list(r.conn(), q.after.as_deref(), limit).await?;
+    Ok(Json(page.into()))
+}
+
+/// Changes to an account. Customers may change their own `email` and
+/// `name`; `credit_limit` and `status` are for staff.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub credit_limit: Option<i64>,
+    pub status: Option<AccountStatus>,
+}
+
+#[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path)), request_body = UpdateAccount,
+    responses((status = 200, body = Account), (status = 409), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: ApiJson<UpdateAccount>,
+) -> Result<Json<Account>, Problem> {
+    principal.require_account(&id)?;
+    let req = body.value;
+    if (req.credit_limit.is_some() || req.status.is_some()) && !principal.is_admin() {
+        return Err(Problem::forbidden("only staff change credit_limit and status"));
+    }
+    let changes = AccountChanges {
+        email: req.email.as_deref().map(normalize_email).transpose()?,
+        name: req.name.as_deref().map(normalize_name).transpose()?,
+        credit_limit: req.credit_limit.map(check_credit_limit).transpose()?,
+        status: req.status,
+    };
+    let mut tx = state.store.begin().await?;
+    let account = repo::update(tx.conn(), &id, changes, state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(Json(account))
+}
+
+/// A customer's balance in minor units.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceView {
+    pub account_id: String,
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: Currency,
+    /// Sum of the account's ledger entries (minor units).
+    pub balance: i64,
+    /// The same as a decimal string, e.g. `12.34`.
+    pub balance_decimal: String,
+    pub credit_limit: i64,
+    /// What can still be spent: balance plus credit limit.
+    pub available: i64,
+}
+
+async fn balance_view(conn: crate::store::Conn<'_>, account: &Account) -> Result<BalanceView, Problem> {
+    let b = ledger_repo::balance(conn, &LedgerAccountId::customer(&account.id)).await?;
+    let credit_limit = b.min_balance.map_or(0, |m| -m);
+    Ok(BalanceView {
+        account_id: account.id.clone(),
+        currency: account.currency,
+        balance: b.balance,
+        balance_decimal: Money::new(b.balance, account.currency)
+            .map(Money::to_decimal_string)
+            .unwrap_or_else(|_| b.balance.to_string()),
+        credit_limit,
+        available: b.balance.saturating_add(credit_limit),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/balance", tag = "accounts",
+    params(("id" = String, Path)),
+    responses((status = 200, body = BalanceView)),
+    security(("bearer" = [])))]
+pub async fn balance(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<BalanceView>, Problem> {
+    principal.require_account(&id)?;
+    let mut r = state.store.reader().await?;
+    let account = repo::get(r.conn(), &id).await?;
+    Ok(Json(balance_view(r.conn(), &account).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/ledger", tag = "accounts",
+    params(("id" = String, Path), ListQuery),
+    responses((status = 200, body = PageBody<StatementLine>)),
+    security(("bearer" = [])))]
+/// The account's ledger entries, oldest first.
+pub async fn ledger(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<PageBody<StatementLine>>, Problem> {
+    principal.require_account(&id)?;
+    let limit = q.limit(&state)?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| a.parse::<i64>().map_err(|_| Problem::bad_request("invalid-query", "`after` must be an entry id")))
+        .transpose()?;
+    let mut r = state.store.reader().await?;
+    repo::get(r.conn(), &id).await?;
+    let page = ledger_repo::statement(r.conn(), &LedgerAccountId::customer(&id), after, limit).await?;
+    Ok(Json(page.into()))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditKind {
+    /// Add money to the balance.
+    Credit,
+    /// Take money from the balance (never below minus the credit limit).
+    Debit,
+}
+
+/// A manual credit or debit by staff.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCredit {
+    pub kind: CreditKind,
+    /// Positive, in minor units of `currency`.
+    pub amount: i64,
+    /// Must be the account's currency.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    /// Why: shown on the customer's statement.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditResult {
+    pub transaction: LedgerTransaction,
+    pub balance: BalanceView,
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/credits", tag = "accounts",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = CreateCredit,
+    responses((status = 201, body = CreditResult), (status = 402, description = "insufficient funds"), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn credit(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: ApiJson<CreateCredit>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let req = body.value;
+    let currency = Currency::from_code(&req.currency).map_err(|e| Problem::invalid("currency", e.to_string()))?;
+    if req.amount <= 0 {
+        return Err(Problem::invalid("amount", "must be a positive number of minor units"));
+    }
+    let amount = Money::new(req.amount, currency).map_err(|e| Problem::invalid("amount", e.to_string()))?;
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(Problem::invalid("reason", "must be 1 to 500 characters"));
+    }
+    let kind = match req.kind {
+        CreditKind::Credit => TransactionKind::Credit,
+        CreditKind::Debit => TransactionKind::Debit,
+    };
+    let now = state.clock.now();
+    let idem = Idempotency { principal: &principal, key: &key, request_hash: &body.request_hash };
+    let ledger_key = idem.ledger_key(kind.as_str());
+    let actor = principal.actor();
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            let account = repo::get(tx.conn(), &id).await?;
+            if account.status != AccountStatus::Active {
+                return Err(Problem::new(StatusCode::CONFLICT, "account-not-active", "Account not active",
+                    format!("account {id} is {}", account.status.as_str())));
+            }
+            if account.currency != currency {
+                return Err(crate::error::Error::from(crate::money::MoneyError::CurrencyMismatch(currency, account.currency)).into());
+            }
+            let draft = TransactionDraft::adjustment(&id, kind, amount, &reason, ledger_key, &actor);
+            let transaction = ledger_repo::post(tx.conn(), &draft, now).await?.into_transaction();
+            metrics::counter!("bursar_ledger_transactions_total", "kind" => kind.as_str()).increment(1);
+            let balance = balance_view(tx.conn(), &account).await?;
+            Reply::new(StatusCode::CREATED, CreditResult { transaction, balance })
+        })
+    })
+    .await
+}
+
+/// A new customer API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A label to recognise the key by, e.g. "storefront".
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub key: ApiKey,
+    /// The secret, shown only in this response. A replay of the request
+    /// returns `null` here: the secret is never stored.
+    pub secret: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/api-keys", tag = "accounts",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey)),
+    security(("bearer" = [])))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: ApiJson<CreateApiKey>,
+) -> Result<Response, Problem> {
+    principal.require_account(&id)?;
+    let name = body.value.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Problem::invalid("name", "must be 1 to 100 characters"));
+    }
+    let now = state.clock.now();
+    let idem = Idempotency { principal: &principal, key: &key, request_hash: &body.request_hash };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            let account = repo::get(tx.conn(), &id).await?;
+            if account.status != AccountStatus::Active {
+                return Err(Problem::new(StatusCode::CONFLICT, "account-not-active", "Account not active",
+                    format!("account {id} is {}", account.status.as_str())));
+            }
+            let secret = ApiKeySecret::generate(Role::Customer);
+            let key = repo::create_key(tx.conn(), &secret, Role::Customer, Some(&id), &name, now).await?;
+            let stored = serde_json::to_value(CreatedApiKey { key: key.clone(), secret: None })
+                .map_err(|_| Problem::internal())?;
+            let mut reply = Reply::new(StatusCode::CREATED, CreatedApiKey { key, secret: Some(secret.expose().to_owned()) })?;
+            reply.stored_body = Some(stored);
+            Ok(reply)
+        })
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/api-keys", tag = "accounts",
+    params(("id" = String, Path)),
+    responses((status = 200, body = PageBody<ApiKey>)),
+    security(("bearer" = [])))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<PageBody<ApiKey>>, Problem> {
+    principal.require_account(&id)?;
+    let mut r = state.store.reader().await?;
+    repo::get(r.conn(), &id).await?;
+    let data = repo::list_keys(r.conn(), &id).await?;
+    Ok(Json(PageBody { data, next_cursor: None }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/accounts/{id}/api-keys/{key_id}", tag = "accounts",
+    params(("id" = String, Path), ("key_id" = String, Path)),
+    responses((status = 200, body = ApiKey)),
+    security(("bearer" = [])))]
+/// Revokes a key; it stops working at once.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Json<ApiKey>, Problem> {
+    principal.require_account(&id)?;
+    let mut tx = state.store.begin().await?;
+    let key = repo::revoke_key(tx.conn(), &id, &key_id, state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(Json(key))
+}

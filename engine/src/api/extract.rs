@@ -1,0 +1,185 @@
+//! Request extractors whose failures are problem+json: JSON bodies, query
+//! strings, the bearer key and the `Idempotency-Key` header.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::accounts::{AccountStatus, Role, hash_key};
+use crate::api::AppState;
+use crate::api::error::Problem;
+use crate::store::accounts::find_key_by_hash;
+
+/// A JSON body that must be `application/json`, fit the size limit, parse,
+/// and have no unknown fields (request types use `deny_unknown_fields`).
+/// Carries a hash of the request for idempotency checks.
+pub struct ApiJson<T> {
+    pub value: T,
+    pub request_hash: String,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(status, "payload-too-large", "Request body too large", rejection.body_text())
+            } else {
+                Problem::bad_request("unreadable-body", rejection.body_text())
+            }
+        })?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}")))?;
+        // Hash the canonical form (serde_json sorts object keys), so
+        // whitespace and key order do not make two equal requests differ.
+        let mut hasher = Sha256::new();
+        hasher.update(method.as_str());
+        hasher.update(b" ");
+        hasher.update(path.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(json.to_string());
+        let request_hash = hex::encode(hasher.finalize());
+        let value = serde_json::from_value(json).map_err(|e| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "The body does not match the expected shape",
+                e.to_string(),
+            )
+        })?;
+        Ok(ApiJson { value, request_hash })
+    }
+}
+
+/// A query string; a malformed one is a 400 problem.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| Problem::bad_request("invalid-query", e.body_text()))
+    }
+}
+
+/// Who is calling: resolved from `Authorization: Bearer <key>`.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub role: Role,
+    /// The account a customer key is scoped to.
+    pub account_id: Option<String>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn require_admin(&self) -> Result<(), Problem> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("this needs an admin API key"))
+        }
+    }
+
+    /// Admins may act on any account; a customer key only on its own.
+    pub fn require_account(&self, account_id: &str) -> Result<(), Problem> {
+        if self.is_admin() || self.account_id.as_deref() == Some(account_id) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("this API key belongs to another account"))
+        }
+    }
+
+    /// The string recorded as `created_by` on what this caller causes.
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key_id)
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer <key>`"))?;
+        let mut reader = state.store.reader().await.map_err(Problem::from)?;
+        let identity = find_key_by_hash(reader.conn(), &hash_key(secret))
+            .await
+            .map_err(Problem::from)?
+            .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
+        if identity.key.role == Role::Customer && identity.account_status != Some(AccountStatus::Active) {
+            return Err(Problem::forbidden("the account of this API key is not active"));
+        }
+        Ok(Principal {
+            key_id: identity.key.id,
+            role: identity.key.role,
+            account_id: identity.key.account_id,
+        })
+    }
+}
+
+/// The optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+pub struct IdempotencyKey(pub Option<String>);
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    "invalid-idempotency-key",
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                )
+            })?;
+        Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}

@@ -1,0 +1,160 @@
+//! The HTTP API (axum): `/api/v1/…` plus health, readiness, metrics and the
+//! OpenAPI document generated from the handlers.
+
+pub mod accounts;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+mod system;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::clock::SharedClock;
+use crate::config::ApiConfig;
+use crate::store::{Page, Store};
+use error::Problem;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub api: ApiConfig,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, clock: SharedClock, api: ApiConfig) -> Self {
+        AppState(Arc::new(AppInner { store, clock, api }))
+    }
+}
+
+/// `?limit=&after=` of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size (default and maximum set in the configuration).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub after: Option<String>,
+}
+
+impl ListQuery {
+    pub fn limit(&self, state: &AppState) -> Result<usize, Problem> {
+        match self.limit {
+            None => Ok(state.api.default_page_limit),
+            Some(0) => Err(Problem::bad_request("invalid-query", "`limit` must be at least 1")),
+            Some(l) if l > state.api.max_page_limit => Err(Problem::bad_request(
+                "invalid-query",
+                format!("`limit` must be at most {}", state.api.max_page_limit),
+            )),
+            Some(l) => Ok(l),
+        }
+    }
+}
+
+/// One page of a list. Pass `next_cursor` as `after` to get the next page;
+/// it is `null` on the last page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageBody<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> From<Page<T>> for PageBody<T> {
+    fn from(p: Page<T>) -> Self {
+        PageBody {
+            data: p.items,
+            next_cursor: p.next_cursor,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Bursar API", description = "Billing engine for hosting companies"),
+    paths(
+        accounts::create, accounts::get, accounts::list, accounts::update, accounts::balance,
+        accounts::ledger, accounts::credit, accounts::create_key, accounts::list_keys, accounts::revoke_key,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "accounts", description = "Customers, balances, ledger, credits and API keys"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.api.max_body_bytes;
+    let v1 = Router::new()
+        .route("/accounts", get(accounts::list).post(accounts::create))
+        .route("/accounts/{id}", get(accounts::get).patch(accounts::update))
+        .route("/accounts/{id}/balance", get(accounts::balance))
+        .route("/accounts/{id}/ledger", get(accounts::ledger))
+        .route("/accounts/{id}/credits", post(accounts::credit))
+        .route("/accounts/{id}/api-keys", get(accounts::list_keys).post(accounts::create_key))
+        .route("/accounts/{id}/api-keys/{key_id}", delete(accounts::revoke_key))
+        .route("/openapi.json", get(system::openapi));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
+        .with_state(state)
+}
+
+/// Counts requests and their latency by route and status.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("bursar_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("bursar_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,49 @@
+//! Health, readiness, metrics, the OpenAPI document and the fallbacks.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+
+use crate::api::error::Problem;
+use crate::api::{ApiDoc, AppState};
+
+/// The process is up.
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The process can serve: the database answers.
+pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready", "the database does not answer")
+    })?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+/// Prometheus text exposition.
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+pub async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint")
+}
+
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this endpoint does not accept that method",
+    )
+}

@@ -1,0 +1,236 @@
+//! Layered configuration: built-in defaults → `config/bursar.toml` (or the
+//! file given with `--config`) → `BURSAR_*` environment variables → flags.
+//!
+//! Environment variables name a key with its section and an underscore:
+//! `BURSAR_LISTEN`, `BURSAR_DATABASE_URL`, `BURSAR_API_MAX_BODY_BYTES`.
+//! Unknown keys are errors, so a typo fails at start instead of being
+//! silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{StoreOptions, backend_of};
+
+/// The file read when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "config/bursar.toml";
+
+/// Sections whose keys environment variables may reach
+/// (`BURSAR_<SECTION>_<KEY>`).
+const SECTIONS: &[&str] = &["database", "api", "log"];
+
+/// Environment variables with the `BURSAR_` prefix that are not
+/// configuration keys.
+const NOT_CONFIG: &[&str] = &["admin_key", "test_database_url", "config"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created when missing) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How long SQLite waits for a lock before giving up.
+    pub busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Page size when a list request gives no `limit`.
+    pub default_page_limit: usize,
+    /// Largest `limit` a list request may ask for.
+    pub max_page_limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `bursar=debug,sqlx=warn`;
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig {
+                url: "sqlite://data/bursar.db".into(),
+                max_connections: 10,
+                busy_timeout_ms: 10_000,
+            },
+            api: ApiConfig {
+                max_body_bytes: 64 * 1024,
+                default_page_limit: 50,
+                max_page_limit: 500,
+            },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
+        }
+    }
+}
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    #[error("invalid configuration: `{key}` {message}")]
+    Value { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads the configuration. `file` is `--config`; without it the
+    /// default file is read when it exists.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        figment = figment.merge(
+            Env::prefixed("BURSAR_")
+                .ignore(NOT_CONFIG)
+                .map(|key| section_key(key.as_str()).into()),
+        );
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        backend_of(&self.database.url).map_err(|message| ConfigError::Value {
+            key: "database.url",
+            message,
+        })?;
+        let positive = |key, v: usize| {
+            if v == 0 {
+                Err(ConfigError::Value {
+                    key,
+                    message: "must be greater than zero".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("database.max_connections", self.database.max_connections as usize)?;
+        positive("api.max_body_bytes", self.api.max_body_bytes)?;
+        positive("api.default_page_limit", self.api.default_page_limit)?;
+        positive("api.max_page_limit", self.api.max_page_limit)?;
+        if self.api.default_page_limit > self.api.max_page_limit {
+            return Err(ConfigError::Value {
+                key: "api.default_page_limit",
+                message: "must not exceed api.max_page_limit".into(),
+            });
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| ConfigError::Value {
+            key: "log.level",
+            message: format!("is not a valid filter: {e}"),
+        })?;
+        Ok(())
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            max_connections: self.database.max_connections,
+            busy_timeout: std::time::Duration::from_millis(self.database.busy_timeout_ms),
+        }
+    }
+}
+
+/// `database_url` → `database.url`: the first underscore after a known
+/// section name separates section and key.
+fn section_key(key: &str) -> String {
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return format!("{section}.{rest}");
+        }
+    }
+    key.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_names_map_to_sections() {
+        assert_eq!(section_key("database_url"), "database.url");
+        assert_eq!(section_key("database_max_connections"), "database.max_connections");
+        assert_eq!(section_key("api_max_body_bytes"), "api.max_body_bytes");
+        assert_eq!(section_key("listen"), "listen");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "listen = \"not an address\"")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(err.contains("listen"), "{err}");
+
+            jail.create_file("typo.toml", "[database]\nulr = \"sqlite://x.db\"")?;
+            let err = Config::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            assert!(err.contains("ulr"), "{err}");
+
+            jail.create_file("scheme.toml", "[database]\nurl = \"mysql://x\"")?;
+            let err = Config::load(Some(Path::new("scheme.toml"))).unwrap_err().to_string();
+            assert!(err.contains("database.url"), "{err}");
+
+            let err = Config::load(Some(Path::new("nope.toml"))).unwrap_err().to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+
+            jail.set_env("BURSAR_DATABASE_MAX_CONNECTIONS", "lots");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("max_connections"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "listen = \"127.0.0.1:9000\"\n[database]\nurl = \"sqlite://a.db\"")?;
+            jail.set_env("BURSAR_DATABASE_URL", "postgres://db/bursar");
+            jail.set_env("BURSAR_ADMIN_KEY", "not-a-config-key-but-allowed");
+            let config = Config::load(Some(Path::new("c.toml"))).unwrap();
+            assert_eq!(config.listen.port(), 9000);
+            assert_eq!(config.database.url, "postgres://db/bursar");
+            Ok(())
+        });
+    }
+}

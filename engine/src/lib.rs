@@ -1,0 +1,17 @@
+//! Bursar: a billing engine for hosting companies.
+//!
+//! The domain (`money`, `ledger`, `accounts`) is pure and free of I/O;
+//! `store` is the one place that talks SQL; `api` is the HTTP edge;
+//! `server` wires them together for `bursar serve`.
+
+pub mod accounts;
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod ledger;
+pub mod metrics;
+pub mod money;
+pub mod server;
+pub mod store;

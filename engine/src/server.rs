@@ -1,0 +1,109 @@
+//! Start-up: connect, migrate, make sure an admin key exists, serve.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::accounts::{ApiKeySecret, Role};
+use crate::api::{self, AppState};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, LogFormat};
+use crate::error::Result;
+use crate::store::Store;
+use crate::store::accounts as repo;
+
+/// Sets up tracing from the configuration (`RUST_LOG` wins when set).
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Connects to the configured database and brings its schema up to date.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    let store = Store::connect(&config.database.url, &config.store_options()).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// What the admin-key bootstrap did.
+pub enum AdminKeyBootstrap {
+    /// A new key was generated; its secret must be shown once.
+    Generated(ApiKeySecret),
+    /// The key from `BURSAR_ADMIN_KEY` is registered.
+    Supplied,
+    /// Admin keys exist already; nothing to do.
+    Existing,
+}
+
+/// Makes sure the database has an admin key: registers `supplied` when
+/// given (idempotently), else generates one if there is none at all.
+pub async fn bootstrap_admin_key(
+    store: &Store,
+    supplied: Option<ApiKeySecret>,
+    clock: &SharedClock,
+) -> Result<AdminKeyBootstrap> {
+    let mut tx = store.begin().await?;
+    let outcome = if let Some(secret) = supplied {
+        repo::ensure_admin_key(tx.conn(), &secret, clock.now()).await?;
+        AdminKeyBootstrap::Supplied
+    } else if repo::count_admin_keys(tx.conn()).await? == 0 {
+        let secret = ApiKeySecret::generate(Role::Admin);
+        repo::create_key(tx.conn(), &secret, Role::Admin, None, "first admin key", clock.now()).await?;
+        AdminKeyBootstrap::Generated(secret)
+    } else {
+        AdminKeyBootstrap::Existing
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Runs `bursar serve` until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> anyhow::Result<()> {
+    crate::metrics::install();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = open_store(&config).await?;
+    match bootstrap_admin_key(&store, supplied_admin_key, &clock).await? {
+        AdminKeyBootstrap::Generated(secret) => {
+            println!("Admin API key (shown once, store it now): {}", secret.expose());
+            tracing::info!("generated the first admin API key");
+        }
+        AdminKeyBootstrap::Supplied => tracing::info!("admin API key from BURSAR_ADMIN_KEY is registered"),
+        AdminKeyBootstrap::Existing => {}
+    }
+    let state = AppState::new(store.clone(), clock, config.api.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = ?store.backend(), "Bursar is serving");
+    println!("Bursar listening on http://{addr}");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,288 @@
+//! Customers and API keys.
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use crate::accounts::{Account, AccountStatus, ApiKey, ApiKeySecret, Role};
+use crate::clock::{from_micros, to_micros};
+use crate::error::{Error, Result, is_unique_violation};
+use crate::ids::new_id;
+use crate::ledger::{LedgerAccountId, LedgerAccountKind};
+use crate::money::Currency;
+use crate::sql;
+use crate::store::{Conn, Page};
+
+#[derive(FromRow)]
+struct AccountRow {
+    id: String,
+    email: String,
+    name: String,
+    currency: String,
+    credit_limit: i64,
+    status: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl AccountRow {
+    fn into_account(self) -> Result<Account> {
+        let corrupt = |what: &str| {
+            Error::Database(sqlx::Error::Decode(
+                format!("account {}: bad {what}", self.id).into(),
+            ))
+        };
+        Ok(Account {
+            currency: Currency::from_code(&self.currency).map_err(|_| corrupt("currency"))?,
+            status: AccountStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
+            id: self.id,
+            email: self.email,
+            name: self.name,
+            credit_limit: self.credit_limit,
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+        })
+    }
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "id, email, name, currency, credit_limit, status, created_at, updated_at";
+
+/// A new customer, already validated.
+pub struct NewAccount {
+    pub email: String,
+    pub name: String,
+    pub currency: Currency,
+    pub credit_limit: i64,
+}
+
+/// Creates a customer and its balance account. A taken e-mail is a
+/// conflict.
+pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Result<Account> {
+    let id = new_id("acc");
+    let at = to_micros(now);
+    let inserted = sql!(&mut c, c => sqlx::query(
+        "INSERT INTO accounts (id, email, name, currency, credit_limit, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $6)")
+        .bind(&id).bind(&new.email).bind(&new.name).bind(new.currency.code())
+        .bind(new.credit_limit).bind(at)
+        .execute(&mut **c).await.map(|r| r.rows_affected()));
+    if let Err(e) = inserted {
+        if is_unique_violation(&e) {
+            return Err(Error::Conflict(format!(
+                "an account with e-mail {} already exists",
+                new.email
+            )));
+        }
+        return Err(e.into());
+    }
+    let ledger_id = LedgerAccountId::customer(&id);
+    sql!(&mut c, c => sqlx::query(
+        "INSERT INTO ledger_accounts (id, kind, account_id, currency, balance, min_balance, created_at)
+         VALUES ($1, $2, $3, $4, 0, $5, $6)")
+        .bind(ledger_id.as_str()).bind(LedgerAccountKind::Customer.as_str()).bind(&id)
+        .bind(new.currency.code()).bind(-new.credit_limit).bind(at)
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(Account {
+        id,
+        email: new.email,
+        name: new.name,
+        currency: new.currency,
+        credit_limit: new.credit_limit,
+        status: AccountStatus::Active,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+pub async fn get(mut c: Conn<'_>, id: &str) -> Result<Account> {
+    let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+    let row: Option<AccountRow> = sql!(&mut c, c => sqlx::query_as(&q).bind(id).fetch_optional(&mut **c).await)?;
+    row.ok_or_else(|| Error::not_found("account", id))?
+        .into_account()
+}
+
+/// Accounts in id (creation) order, starting after the cursor.
+pub async fn list(mut c: Conn<'_>, after: Option<&str>, limit: usize) -> Result<Page<Account>> {
+    let q = format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
+    );
+    let rows: Vec<AccountRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(after.unwrap_or("")).bind(limit as i64 + 1)
+        .fetch_all(&mut **c).await)?;
+    let accounts = rows
+        .into_iter()
+        .map(AccountRow::into_account)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(accounts, limit, |a| a.id.clone()))
+}
+
+/// Changes to an account; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct AccountChanges {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub credit_limit: Option<i64>,
+    pub status: Option<AccountStatus>,
+}
+
+pub async fn update(
+    mut c: Conn<'_>,
+    id: &str,
+    changes: AccountChanges,
+    now: DateTime<Utc>,
+) -> Result<Account> {
+    let current = get(c.reborrow(), id).await?;
+    if current.status == AccountStatus::Closed && changes.status.is_some_and(|s| s != AccountStatus::Closed) {
+        return Err(Error::Conflict(format!("account {id} is closed; a closed account stays closed")));
+    }
+    if let Some(limit) = changes.credit_limit {
+        let used = crate::store::ledger::balance(c.reborrow(), &LedgerAccountId::customer(id))
+            .await?
+            .balance;
+        if used < 0 && limit < -used {
+            return Err(Error::Conflict(format!(
+                "credit_limit cannot go below the {} minor units already used; credit the account first",
+                -used
+            )));
+        }
+    }
+    let email = changes.email.unwrap_or(current.email);
+    let name = changes.name.unwrap_or(current.name);
+    let credit_limit = changes.credit_limit.unwrap_or(current.credit_limit);
+    let status = changes.status.unwrap_or(current.status);
+    let updated = sql!(&mut c, c => sqlx::query(
+        "UPDATE accounts SET email = $2, name = $3, credit_limit = $4, status = $5, updated_at = $6 WHERE id = $1")
+        .bind(id).bind(&email).bind(&name).bind(credit_limit).bind(status.as_str()).bind(to_micros(now))
+        .execute(&mut **c).await.map(|r| r.rows_affected()));
+    if let Err(e) = updated {
+        if is_unique_violation(&e) {
+            return Err(Error::Conflict(format!("an account with e-mail {email} already exists")));
+        }
+        return Err(e.into());
+    }
+    if credit_limit != current.credit_limit {
+        sql!(&mut c, c => sqlx::query("UPDATE ledger_accounts SET min_balance = $2 WHERE id = $1")
+            .bind(LedgerAccountId::customer(id).as_str()).bind(-credit_limit)
+            .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    }
+    get(c, id).await
+}
+
+#[derive(FromRow)]
+struct ApiKeyRow {
+    id: String,
+    role: String,
+    account_id: Option<String>,
+    name: String,
+    prefix: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl ApiKeyRow {
+    fn into_key(self) -> Result<ApiKey> {
+        Ok(ApiKey {
+            role: Role::parse(&self.role).ok_or_else(|| {
+                Error::Database(sqlx::Error::Decode(format!("api key {}: bad role", self.id).into()))
+            })?,
+            id: self.id,
+            account_id: self.account_id,
+            name: self.name,
+            prefix: self.prefix,
+            created_at: from_micros(self.created_at),
+            revoked_at: self.revoked_at.map(from_micros),
+        })
+    }
+}
+
+const KEY_COLUMNS: &str = "id, role, account_id, name, prefix, created_at, revoked_at";
+
+/// Stores the hash of a new key. The secret itself is never written.
+pub async fn create_key(
+    mut c: Conn<'_>,
+    secret: &ApiKeySecret,
+    role: Role,
+    account_id: Option<&str>,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<ApiKey> {
+    let id = new_id("key");
+    sql!(&mut c, c => sqlx::query(
+        "INSERT INTO api_keys (id, key_hash, prefix, role, account_id, name, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(&id).bind(secret.hash()).bind(secret.prefix()).bind(role.as_str())
+        .bind(account_id).bind(name).bind(to_micros(now))
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(ApiKey {
+        id,
+        role,
+        account_id: account_id.map(str::to_owned),
+        name: name.to_owned(),
+        prefix: secret.prefix(),
+        created_at: now,
+        revoked_at: None,
+    })
+}
+
+/// Registers an operator-supplied admin key unless it is already known.
+pub async fn ensure_admin_key(mut c: Conn<'_>, secret: &ApiKeySecret, now: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query(
+        "INSERT INTO api_keys (id, key_hash, prefix, role, account_id, name, created_at)
+         VALUES ($1, $2, $3, 'admin', NULL, 'BURSAR_ADMIN_KEY', $4) ON CONFLICT (key_hash) DO NOTHING")
+        .bind(new_id("key")).bind(secret.hash()).bind(secret.prefix()).bind(to_micros(now))
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn count_admin_keys(mut c: Conn<'_>) -> Result<i64> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL")
+        .fetch_one(&mut **c).await)?)
+}
+
+/// What a presented key authenticates as: the key, and for a customer key
+/// the status of its account.
+pub struct KeyIdentity {
+    pub key: ApiKey,
+    pub account_status: Option<AccountStatus>,
+}
+
+/// Finds an unrevoked key by the hash of its secret.
+pub async fn find_key_by_hash(mut c: Conn<'_>, hash: &str) -> Result<Option<KeyIdentity>> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        key: ApiKeyRow,
+        account_status: Option<String>,
+    }
+    let row: Option<Row> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT k.id, k.role, k.account_id, k.name, k.prefix, k.created_at, k.revoked_at,
+                a.status AS account_status
+         FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
+         WHERE k.key_hash = $1 AND k.revoked_at IS NULL")
+        .bind(hash).fetch_optional(&mut **c).await)?;
+    row.map(|r| {
+        Ok(KeyIdentity {
+            account_status: r.account_status.as_deref().and_then(AccountStatus::parse),
+            key: r.key.into_key()?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn list_keys(mut c: Conn<'_>, account_id: &str) -> Result<Vec<ApiKey>> {
+    let q = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY id");
+    let rows: Vec<ApiKeyRow> = sql!(&mut c, c => sqlx::query_as(&q).bind(account_id).fetch_all(&mut **c).await)?;
+    rows.into_iter().map(ApiKeyRow::into_key).collect()
+}
+
+/// Revokes a customer key of `account_id`. Revoking twice is harmless.
+pub async fn revoke_key(mut c: Conn<'_>, account_id: &str, key_id: &str, now: DateTime<Utc>) -> Result<ApiKey> {
+    let q = format!(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND account_id = $2 RETURNING {KEY_COLUMNS}"
+    );
+    let row: Option<ApiKeyRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(key_id).bind(account_id).bind(to_micros(now))
+        .fetch_optional(&mut **c).await)?;
+    row.ok_or_else(|| Error::not_found("api key", key_id))?.into_key()
+}

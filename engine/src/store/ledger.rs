@@ -1,0 +1,413 @@
+//! Posting balanced transactions and reading balances.
+//!
+//! Invariants kept here, in the same database transaction as the entries:
+//! every ledger account's cached `balance` equals the sum of its entries;
+//! a debit never takes a balance below its `min_balance` (minus the credit
+//! limit). The floor is checked by the `UPDATE … WHERE` itself, so it holds
+//! under concurrency on both backends: PostgreSQL re-checks the condition
+//! against the committed row after waiting for its lock, SQLite has a
+//! single writer.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::FromRow;
+
+use crate::clock::{from_micros, to_micros};
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use crate::ledger::{LedgerAccountId, LedgerAccountKind, MAX_BALANCE, TransactionDraft, TransactionKind};
+use crate::money::{Currency, MoneyError};
+use crate::sql;
+use crate::store::{Conn, Page};
+
+/// One stored entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    pub id: i64,
+    pub transaction_id: String,
+    pub ledger_account_id: String,
+    /// Signed minor units: positive adds to the account.
+    pub amount: i64,
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored transaction with its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LedgerTransaction {
+    pub id: String,
+    pub idempotency_key: String,
+    pub kind: TransactionKind,
+    pub description: String,
+    pub account_id: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub entries: Vec<Entry>,
+}
+
+/// The result of posting: new, or the transaction that already carried
+/// this idempotency key (with identical postings).
+#[derive(Debug)]
+pub enum Posted {
+    New(LedgerTransaction),
+    Existing(LedgerTransaction),
+}
+
+impl Posted {
+    pub fn transaction(&self) -> &LedgerTransaction {
+        match self {
+            Posted::New(t) | Posted::Existing(t) => t,
+        }
+    }
+
+    pub fn into_transaction(self) -> LedgerTransaction {
+        match self {
+            Posted::New(t) | Posted::Existing(t) => t,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct EntryRow {
+    id: i64,
+    transaction_id: String,
+    ledger_account_id: String,
+    amount: i64,
+    currency: String,
+    created_at: i64,
+}
+
+fn decode_error(what: String) -> Error {
+    Error::Database(sqlx::Error::Decode(what.into()))
+}
+
+impl EntryRow {
+    fn into_entry(self) -> Result<Entry> {
+        Ok(Entry {
+            currency: Currency::from_code(&self.currency)
+                .map_err(|_| decode_error(format!("entry {}: bad currency", self.id)))?,
+            id: self.id,
+            transaction_id: self.transaction_id,
+            ledger_account_id: self.ledger_account_id,
+            amount: self.amount,
+            created_at: from_micros(self.created_at),
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct TransactionRow {
+    id: String,
+    idempotency_key: String,
+    kind: String,
+    description: String,
+    account_id: Option<String>,
+    created_by: String,
+    created_at: i64,
+}
+
+/// Posts a balanced transaction inside the caller's database transaction.
+///
+/// Posting a key that already exists posts nothing and returns the stored
+/// transaction, provided the postings are the same; different postings
+/// under a used key are an [`Error::IdempotencyMismatch`].
+pub async fn post(mut c: Conn<'_>, draft: &TransactionDraft, now: DateTime<Utc>) -> Result<Posted> {
+    draft.validate()?;
+    let id = new_id("txn");
+    let at = to_micros(now);
+    let inserted: Option<String> = sql!(&mut c, c => sqlx::query_scalar(
+        "INSERT INTO ledger_transactions (id, idempotency_key, kind, description, account_id, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id")
+        .bind(&id).bind(&draft.idempotency_key).bind(draft.kind.as_str()).bind(&draft.description)
+        .bind(draft.account_id.as_deref()).bind(&draft.created_by).bind(at)
+        .fetch_optional(&mut **c).await)?;
+    if inserted.is_none() {
+        let existing = find_by_key(c.reborrow(), &draft.idempotency_key)
+            .await?
+            .ok_or_else(|| Error::Conflict("ledger transaction vanished during posting".into()))?;
+        return if same_postings(&existing, draft) {
+            Ok(Posted::Existing(existing))
+        } else {
+            Err(Error::IdempotencyMismatch)
+        };
+    }
+
+    let mut entries = Vec::with_capacity(draft.postings.len());
+    for posting in draft.postings_in_lock_order() {
+        apply_to_balance(c.reborrow(), posting.ledger_account.clone(), posting.amount.minor(), posting.amount.currency(), posting.enforce_limit, at).await?;
+        let entry_id: i64 = sql!(&mut c, c => sqlx::query_scalar(
+            "INSERT INTO ledger_entries (transaction_id, ledger_account_id, amount, currency, created_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id")
+            .bind(&id).bind(posting.ledger_account.as_str()).bind(posting.amount.minor())
+            .bind(posting.amount.currency().code()).bind(at)
+            .fetch_one(&mut **c).await)?;
+        entries.push(Entry {
+            id: entry_id,
+            transaction_id: id.clone(),
+            ledger_account_id: posting.ledger_account.to_string(),
+            amount: posting.amount.minor(),
+            currency: posting.amount.currency(),
+            created_at: now,
+        });
+    }
+    entries.sort_by_key(|e| e.id);
+    Ok(Posted::New(LedgerTransaction {
+        id,
+        idempotency_key: draft.idempotency_key.clone(),
+        kind: draft.kind,
+        description: draft.description.clone(),
+        account_id: draft.account_id.clone(),
+        created_by: draft.created_by.clone(),
+        created_at: now,
+        entries,
+    }))
+}
+
+fn same_postings(existing: &LedgerTransaction, draft: &TransactionDraft) -> bool {
+    let mut a: Vec<(String, i64, Currency)> = existing
+        .entries
+        .iter()
+        .map(|e| (e.ledger_account_id.clone(), e.amount, e.currency))
+        .collect();
+    let mut b: Vec<(String, i64, Currency)> = draft
+        .postings
+        .iter()
+        .map(|p| (p.ledger_account.to_string(), p.amount.minor(), p.amount.currency()))
+        .collect();
+    a.sort();
+    b.sort();
+    existing.kind == draft.kind && a == b
+}
+
+/// Moves one ledger account's cached balance, refusing to cross its floor.
+async fn apply_to_balance(
+    mut c: Conn<'_>,
+    ledger_account: LedgerAccountId,
+    amount: i64,
+    currency: Currency,
+    enforce_limit: bool,
+    at: i64,
+) -> Result<()> {
+    for attempt in 0..2 {
+        let updated: Option<i64> = sql!(&mut c, c => sqlx::query_scalar(
+            "UPDATE ledger_accounts SET balance = balance + $1
+             WHERE id = $2 AND currency = $3
+               AND balance + $1 BETWEEN $5 AND $6
+               AND ($1 >= 0 OR $4 = 0 OR min_balance IS NULL OR balance + $1 >= min_balance)
+             RETURNING balance")
+            .bind(amount).bind(ledger_account.as_str()).bind(currency.code())
+            .bind(i64::from(enforce_limit)).bind(-MAX_BALANCE).bind(MAX_BALANCE)
+            .fetch_optional(&mut **c).await)?;
+        if updated.is_some() {
+            return Ok(());
+        }
+        let state = read_ledger_account(c.reborrow(), &ledger_account).await?;
+        match state {
+            None => {
+                let kind = ledger_account.kind();
+                if attempt > 0 || matches!(kind, None | Some(LedgerAccountKind::Customer)) {
+                    return Err(Error::not_found("ledger account", ledger_account.to_string()));
+                }
+                // The engine's own accounts are opened on first use.
+                sql!(&mut c, c => sqlx::query(
+                    "INSERT INTO ledger_accounts (id, kind, account_id, currency, balance, min_balance, created_at)
+                     VALUES ($1, $2, NULL, $3, 0, NULL, $4) ON CONFLICT (id) DO NOTHING")
+                    .bind(ledger_account.as_str()).bind(kind.map(LedgerAccountKind::as_str))
+                    .bind(currency.code()).bind(at)
+                    .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+            }
+            Some(state) => {
+                if state.currency != currency.code() {
+                    let theirs = Currency::from_code(&state.currency)?;
+                    return Err(MoneyError::CurrencyMismatch(currency, theirs).into());
+                }
+                return Err(match state.account_id {
+                    Some(account_id) if amount < 0 => Error::InsufficientFunds {
+                        account_id,
+                        currency: state.currency,
+                        balance: state.balance,
+                        credit_limit: state.min_balance.map_or(0, |m| -m),
+                        required: -amount,
+                    },
+                    _ => Error::Conflict(format!(
+                        "ledger account {ledger_account} would leave its allowed range"
+                    )),
+                });
+            }
+        }
+    }
+    Err(Error::not_found("ledger account", ledger_account.to_string()))
+}
+
+#[derive(FromRow)]
+struct LedgerAccountState {
+    account_id: Option<String>,
+    currency: String,
+    balance: i64,
+    min_balance: Option<i64>,
+}
+
+async fn read_ledger_account(mut c: Conn<'_>, id: &LedgerAccountId) -> Result<Option<LedgerAccountState>> {
+    Ok(sql!(&mut c, c => sqlx::query_as(
+        "SELECT account_id, currency, balance, min_balance FROM ledger_accounts WHERE id = $1")
+        .bind(id.as_str()).fetch_optional(&mut **c).await)?)
+}
+
+pub async fn find_by_key(mut c: Conn<'_>, key: &str) -> Result<Option<LedgerTransaction>> {
+    let row: Option<TransactionRow> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT id, idempotency_key, kind, description, account_id, created_by, created_at
+         FROM ledger_transactions WHERE idempotency_key = $1")
+        .bind(key).fetch_optional(&mut **c).await)?;
+    let Some(row) = row else { return Ok(None) };
+    let entries: Vec<EntryRow> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT id, transaction_id, ledger_account_id, amount, currency, created_at
+         FROM ledger_entries WHERE transaction_id = $1 ORDER BY id")
+        .bind(&row.id).fetch_all(&mut **c).await)?;
+    Ok(Some(LedgerTransaction {
+        kind: TransactionKind::parse(&row.kind)
+            .ok_or_else(|| decode_error(format!("transaction {}: bad kind", row.id)))?,
+        id: row.id,
+        idempotency_key: row.idempotency_key,
+        description: row.description,
+        account_id: row.account_id,
+        created_by: row.created_by,
+        created_at: from_micros(row.created_at),
+        entries: entries.into_iter().map(EntryRow::into_entry).collect::<Result<_>>()?,
+    }))
+}
+
+/// A ledger account's balance as cached, with its floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    pub balance: i64,
+    /// Lowest allowed balance; `None` means no floor.
+    pub min_balance: Option<i64>,
+}
+
+pub async fn balance(mut c: Conn<'_>, id: &LedgerAccountId) -> Result<Balance> {
+    let state = read_ledger_account(c.reborrow(), id)
+        .await?
+        .ok_or_else(|| Error::not_found("ledger account", id.to_string()))?;
+    Ok(Balance {
+        balance: state.balance,
+        min_balance: state.min_balance,
+    })
+}
+
+/// The sum of a ledger account's entries, computed from the entries.
+pub async fn sum_of_entries(mut c: Conn<'_>, id: &LedgerAccountId) -> Result<i64> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT COALESCE(CAST(SUM(amount) AS BIGINT), 0) FROM ledger_entries WHERE ledger_account_id = $1")
+        .bind(id.as_str()).fetch_one(&mut **c).await)?)
+}
+
+/// An entry as a customer statement shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StatementLine {
+    pub entry_id: i64,
+    pub transaction_id: String,
+    pub kind: TransactionKind,
+    pub description: String,
+    /// Signed minor units: positive adds to the balance.
+    pub amount: i64,
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Entries of one ledger account, oldest first, after the cursor (an entry id).
+pub async fn statement(
+    mut c: Conn<'_>,
+    id: &LedgerAccountId,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Page<StatementLine>> {
+    #[derive(FromRow)]
+    struct Row {
+        id: i64,
+        transaction_id: String,
+        kind: String,
+        description: String,
+        amount: i64,
+        currency: String,
+        created_by: String,
+        created_at: i64,
+    }
+    let rows: Vec<Row> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT e.id, e.transaction_id, t.kind, t.description, e.amount, e.currency, t.created_by, e.created_at
+         FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+         WHERE e.ledger_account_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3")
+        .bind(id.as_str()).bind(after.unwrap_or(0)).bind(limit as i64 + 1)
+        .fetch_all(&mut **c).await)?;
+    let lines = rows
+        .into_iter()
+        .map(|r| {
+            Ok(StatementLine {
+                kind: TransactionKind::parse(&r.kind)
+                    .ok_or_else(|| decode_error(format!("entry {}: bad kind", r.id)))?,
+                currency: Currency::from_code(&r.currency)
+                    .map_err(|_| decode_error(format!("entry {}: bad currency", r.id)))?,
+                entry_id: r.id,
+                transaction_id: r.transaction_id,
+                description: r.description,
+                amount: r.amount,
+                created_by: r.created_by,
+                created_at: from_micros(r.created_at),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(lines, limit, |l| l.entry_id.to_string()))
+}
+
+/// What an audit of the whole ledger found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Audit {
+    /// Sum of all entries per currency; each must be zero.
+    pub totals: Vec<(String, i64)>,
+    /// Ledger accounts whose cached balance differs from their entries:
+    /// (id, cached, sum of entries).
+    pub mismatched_balances: Vec<(String, i64, i64)>,
+    /// Ledger accounts below their floor: (id, balance, floor).
+    pub below_floor: Vec<(String, i64, i64)>,
+    /// Transactions whose entries do not sum to zero per currency.
+    pub unbalanced_transactions: Vec<String>,
+}
+
+impl Audit {
+    pub fn is_clean(&self) -> bool {
+        self.totals.iter().all(|(_, t)| *t == 0)
+            && self.mismatched_balances.is_empty()
+            && self.below_floor.is_empty()
+            && self.unbalanced_transactions.is_empty()
+    }
+}
+
+/// Checks the ledger's invariants over the whole database.
+pub async fn audit(mut c: Conn<'_>) -> Result<Audit> {
+    let totals: Vec<(String, i64)> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT currency, CAST(SUM(amount) AS BIGINT) FROM ledger_entries GROUP BY currency ORDER BY currency")
+        .fetch_all(&mut **c).await)?;
+    let mismatched_balances: Vec<(String, i64, i64)> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT la.id, la.balance, COALESCE(s.total, 0) FROM ledger_accounts la
+         LEFT JOIN (SELECT ledger_account_id, CAST(SUM(amount) AS BIGINT) AS total
+                    FROM ledger_entries GROUP BY ledger_account_id) s ON s.ledger_account_id = la.id
+         WHERE la.balance <> COALESCE(s.total, 0) ORDER BY la.id")
+        .fetch_all(&mut **c).await)?;
+    let below_floor: Vec<(String, i64, i64)> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT id, balance, min_balance FROM ledger_accounts
+         WHERE min_balance IS NOT NULL AND balance < min_balance ORDER BY id")
+        .fetch_all(&mut **c).await)?;
+    let unbalanced_transactions: Vec<String> = sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT transaction_id FROM ledger_entries GROUP BY transaction_id, currency
+         HAVING SUM(amount) <> 0 ORDER BY transaction_id")
+        .fetch_all(&mut **c).await)?;
+    Ok(Audit {
+        totals,
+        mismatched_balances,
+        below_floor,
+        unbalanced_transactions,
+    })
+}

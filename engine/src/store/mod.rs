@@ -1,0 +1,267 @@
+//! Storage: the one place that talks SQL.
+//!
+//! Two backends behind one interface: SQLite (the embedded zero-set-up
+//! default) and PostgreSQL (production, several nodes). Queries are written
+//! once in the SQL both understand (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`); the [`sql!`] macro expands each body once per backend, so
+//! there is no `Any` driver and no dynamic dispatch per row. Timestamps are
+//! stored as microseconds since the epoch (`BIGINT`) in both.
+//!
+//! Write transactions on SQLite go through a single-connection pool and
+//! start with `BEGIN IMMEDIATE`, taking the write lock up front; reads use a
+//! separate pool of read connections (WAL lets them run beside the writer).
+
+pub mod accounts;
+pub mod idempotency;
+pub mod ledger;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+
+use crate::error::Result;
+
+/// Runs `$body` with `$c` bound to the backend's connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`). The body is compiled
+/// once per backend.
+#[macro_export]
+macro_rules! sql {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::store::Conn::Sqlite($c) => $body,
+            $crate::store::Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 10,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A handle to the database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// A borrowed connection of either backend.
+pub enum Conn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+/// An open write transaction. Dropped without [`Tx::commit`] it rolls back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// A pooled connection for reads.
+pub enum Reader {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// The kind of database a URL names, or a message naming what is wrong.
+pub fn backend_of(url: &str) -> std::result::Result<Backend, String> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(format!(
+            "`{url}` is not a database URL Bursar knows: use sqlite://PATH or postgres://…"
+        ))
+    }
+}
+
+impl Store {
+    /// Connects to the database a URL names (`sqlite://…` or
+    /// `postgres://…`). A SQLite file and its directory are created when
+    /// missing.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
+        match backend_of(url).map_err(|m| sqlx::Error::Configuration(m.into()))? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)?;
+                Store::connect_sqlite(options, opts).await
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)?;
+                Store::connect_postgres(options, opts).await
+            }
+        }
+    }
+
+    pub async fn connect_sqlite(options: SqliteConnectOptions, opts: &StoreOptions) -> Result<Store> {
+        let path = options.get_filename().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                sqlx::Error::Configuration(
+                    format!("cannot create the directory {} for the SQLite database: {e}", dir.display()).into(),
+                )
+            })?;
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .connect_with(options.create_if_missing(false).read_only(true))
+            .await?;
+        Ok(Store::Sqlite { write, read })
+    }
+
+    pub async fn connect_postgres(options: PgConnectOptions, opts: &StoreOptions) -> Result<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(Store::Postgres(pool))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite { .. } => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Creates or upgrades the schema. Safe to run from several processes:
+    /// sqlx takes an advisory lock on PostgreSQL, SQLite serialises writers.
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Sqlite { write, .. } => {
+                sqlx::migrate!("src/store/migrations/sqlite").run(write).await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::migrate!("src/store/migrations/postgres").run(pool).await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction (on SQLite with `BEGIN IMMEDIATE`).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Store::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// A connection for reads outside any transaction.
+    pub async fn reader(&self) -> Result<Reader> {
+        Ok(match self {
+            Store::Sqlite { read, .. } => Reader::Sqlite(read.acquire().await?),
+            Store::Postgres(pool) => Reader::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// Is the database answering?
+    pub async fn ping(&self) -> Result<()> {
+        let mut r = self.reader().await?;
+        sql!(r.conn(), c => sqlx::query("SELECT 1").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// A shorter borrow of the same connection, to pass to another query
+    /// function and keep using this one afterwards.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(&mut **c),
+            Conn::Postgres(c) => Conn::Postgres(&mut **c),
+        }
+    }
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(t) => Conn::Sqlite(&mut *t),
+            Tx::Postgres(t) => Conn::Postgres(&mut *t),
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+impl Reader {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Reader::Sqlite(c) => Conn::Sqlite(&mut *c),
+            Reader::Postgres(c) => Conn::Postgres(&mut *c),
+        }
+    }
+}
+
+/// A page of a cursor-paginated list: the items and the cursor that fetches
+/// the next page, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched rows: the extra row only tells
+    /// that there is more.
+    pub fn from_rows(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Self {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = if more { rows.last().map(cursor_of) } else { None };
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Shared harness for Bursar's end-to-end tests.
+//!
+//! Every test gets its own database: a fresh SQLite file by default, or a
+//! fresh schema in the PostgreSQL database named by
+//! `BURSAR_TEST_DATABASE_URL` (e.g. `postgres://127.0.0.1/bursar_ci`).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use chrono::{TimeZone, Utc};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use bursar::accounts::ApiKeySecret;
+use bursar::api::{self, AppState};
+use bursar::clock::{ManualClock, SharedClock};
+use bursar::config::Config;
+use bursar::server::bootstrap_admin_key;
+use bursar::store::{Backend, Store, StoreOptions};
+
+pub const ADMIN_KEY: &str = "bsr_adm_test_0123456789abcdef0123456789";
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let opts = StoreOptions::default();
+        match std::env::var("BURSAR_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => {
+                let base = sqlx::postgres::PgConnectOptions::from_str(&url)
+                    .expect("BURSAR_TEST_DATABASE_URL");
+                let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+                let admin = Store::connect_postgres(
+                    base.clone(),
+                    &StoreOptions {
+                        max_connections: 1,
+                        ..opts.clone()
+                    },
+                )
+                .await
+                .expect("connect to the test PostgreSQL");
+                if let Store::Postgres(pool) = &admin {
+                    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                        .execute(pool)
+                        .await
+                        .expect("create test schema");
+                }
+                admin.close().await;
+                let store = Store::connect_postgres(
+                    base.options([("search_path", schema.as_str())]),
+                    &opts,
+                )
+                .await
+                .expect("connect to the test schema");
+                store.migrate().await.expect("migrate");
+                TestDb { store, _dir: None }
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("bursar.db").display());
+                let store = Store::connect(&url, &opts).await.expect("open SQLite");
+                store.migrate().await.expect("migrate");
+                TestDb {
+                    store,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+}
+
+/// The HTTP application over a fresh database, driven in-process.
+pub struct TestApp {
+    pub db: TestDb,
+    pub router: Router,
+    pub clock: Arc<ManualClock>,
+}
+
+/// What a request returned.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: axum::http::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    /// Asserts a problem+json error with this status and returns its `type`.
+    pub fn problem(&self, status: u16) -> String {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "body: {}",
+            self.text
+        );
+        assert_eq!(self.json["status"], json!(status));
+        self.json["type"].as_str().expect("problem type").to_owned()
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        bursar::metrics::install();
+        let db = TestDb::new().await;
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap(),
+        ));
+        let shared: SharedClock = clock.clone();
+        let secret = ApiKeySecret::from_supplied(ADMIN_KEY.to_owned()).unwrap();
+        bootstrap_admin_key(&db.store, Some(secret), &shared)
+            .await
+            .expect("admin key");
+        let state = AppState::new(db.store.clone(), shared, Config::default().api);
+        TestApp {
+            router: api::router(state),
+            db,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.db.store
+    }
+
+    /// Sends one request. `body` is sent as JSON when given.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.request(Method::GET, path, Some(key), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(key), Some(body), &[])
+            .await
+    }
+
+    /// Creates an account as admin and returns its id.
+    pub async fn create_account(&self, email: &str, currency: &str, credit_limit: i64) -> String {
+        let r = self
+            .post(
+                "/api/v1/accounts",
+                ADMIN_KEY,
+                json!({"email": email, "name": "Test Customer", "currency": currency, "credit_limit": credit_limit}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Creates a customer API key for an account and returns its secret.
+    pub async fn customer_key(&self, account_id: &str) -> String {
+        let r = self
+            .post(
+                &format!("/api/v1/accounts/{account_id}/api-keys"),
+                ADMIN_KEY,
+                json!({"name": "test"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json["secret"].as_str().expect("secret").to_owned()
+    }
+
+    /// Credits an account as admin.
+    pub async fn credit(&self, account_id: &str, amount: i64, currency: &str) -> Reply {
+        self.post(
+            &format!("/api/v1/accounts/{account_id}/credits"),
+            ADMIN_KEY,
+            json!({"kind": "credit", "amount": amount, "currency": currency, "reason": "test credit"}),
+        )
+        .await
+    }
+
+    /// The account's balance in minor units, as the API reports it.
+    pub async fn balance(&self, account_id: &str) -> i64 {
+        let r = self
+            .get(&format!("/api/v1/accounts/{account_id}/balance"), ADMIN_KEY)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["balance"].as_i64().expect("balance")
+    }
+
+    /// Row counts of the tables that record work, to prove nothing was
+    /// written.
+    pub async fn counts(&self) -> Counts {
+        counts(self.store()).await
+    }
+
+    /// Asserts the ledger's invariants over the whole database.
+    pub async fn assert_ledger_clean(&self) {
+        assert_ledger_clean(self.store()).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub accounts: i64,
+    pub api_keys: i64,
+    pub transactions: i64,
+    pub entries: i64,
+    pub idempotency_keys: i64,
+}
+
+pub async fn counts(store: &Store) -> Counts {
+    let mut r = store.reader().await.expect("reader");
+    let mut n = Vec::new();
+    for table in [
+        "accounts",
+        "api_keys",
+        "ledger_transactions",
+        "ledger_entries",
+        "idempotency_keys",
+    ] {
+        let q = format!("SELECT COUNT(*) FROM {table}");
+        let v: i64 = bursar::sql!(r.conn(), c => sqlx::query_scalar(&q).fetch_one(&mut *c).await)
+            .expect("count");
+        n.push(v);
+    }
+    Counts {
+        accounts: n[0],
+        api_keys: n[1],
+        transactions: n[2],
+        entries: n[3],
+        idempotency_keys: n[4],
+    }
+}
+
+pub async fn assert_ledger_clean(store: &Store) {
+    let mut r = store.reader().await.expect("reader");
+    let audit = bursar::store::ledger::audit(r.conn())
+        .await
+        .expect("audit");
+    assert!(audit.is_clean(), "ledger audit failed: {audit:?}");
+}
