@@ -102,11 +102,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = server::open_store(&config).await?;
             let secret = ApiKeySecret::generate(Role::Admin);
             let mut tx = store.begin().await?;
-            let key = repo::create_key(tx.conn(), &secret, Role::Admin, None, &name, clock.now()).await?;
+            let key =
+                repo::create_key(tx.conn(), &secret, Role::Admin, None, &name, clock.now()).await?;
             tx.commit().await?;
             store.close().await;
             println!("{}", secret.expose());
-            eprintln!("created admin key {} ({name}); the secret above is shown only once", key.id);
+            eprintln!(
+                "created admin key {} ({name}); the secret above is shown only once",
+                key.id
+            );
             Ok(())
         }
     }

@@ -342,7 +342,11 @@ mod tests {
     }
 
     fn currency() -> impl Strategy<Value = Currency> {
-        prop_oneof![Just(Currency::JPY), Just(Currency::EUR), Just(Currency::KWD)]
+        prop_oneof![
+            Just(Currency::JPY),
+            Just(Currency::EUR),
+            Just(Currency::KWD)
+        ]
     }
 
     proptest! {

@@ -16,7 +16,9 @@ use crate::store::accounts as repo;
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -53,7 +55,15 @@ pub async fn bootstrap_admin_key(
         AdminKeyBootstrap::Supplied
     } else if repo::count_admin_keys(tx.conn()).await? == 0 {
         let secret = ApiKeySecret::generate(Role::Admin);
-        repo::create_key(tx.conn(), &secret, Role::Admin, None, "first admin key", clock.now()).await?;
+        repo::create_key(
+            tx.conn(),
+            &secret,
+            Role::Admin,
+            None,
+            "first admin key",
+            clock.now(),
+        )
+        .await?;
         AdminKeyBootstrap::Generated(secret)
     } else {
         AdminKeyBootstrap::Existing
@@ -69,10 +79,15 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
     let store = open_store(&config).await?;
     match bootstrap_admin_key(&store, supplied_admin_key, &clock).await? {
         AdminKeyBootstrap::Generated(secret) => {
-            println!("Admin API key (shown once, store it now): {}", secret.expose());
+            println!(
+                "Admin API key (shown once, store it now): {}",
+                secret.expose()
+            );
             tracing::info!("generated the first admin API key");
         }
-        AdminKeyBootstrap::Supplied => tracing::info!("admin API key from BURSAR_ADMIN_KEY is registered"),
+        AdminKeyBootstrap::Supplied => {
+            tracing::info!("admin API key from BURSAR_ADMIN_KEY is registered")
+        }
         AdminKeyBootstrap::Existing => {}
     }
     let state = AppState::new(store.clone(), clock, config.api.clone());
@@ -96,7 +111,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

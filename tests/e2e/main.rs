@@ -1,1 +1,11 @@
+//! Bursar's end-to-end tests: the HTTP API in-process and the real binary,
+//! against SQLite by default or PostgreSQL when `BURSAR_TEST_DATABASE_URL`
+//! is set. One test binary with modules keeps link times down.
 
+mod accounts;
+mod auth;
+mod bad_input;
+mod cli;
+mod concurrency;
+mod idempotency;
+mod ledger_props;

@@ -295,8 +295,6 @@ pub async fn counts(store: &Store) -> Counts {
 
 pub async fn assert_ledger_clean(store: &Store) {
     let mut r = store.reader().await.expect("reader");
-    let audit = bursar::store::ledger::audit(r.conn())
-        .await
-        .expect("audit");
+    let audit = bursar::store::ledger::audit(r.conn()).await.expect("audit");
     assert!(audit.is_clean(), "ledger audit failed: {audit:?}");
 }

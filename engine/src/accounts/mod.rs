@@ -215,7 +215,16 @@ mod tests {
             normalize_email("  Ann@Example.COM ").unwrap(),
             "ann@example.com"
         );
-        for bad in ["", "ann", "ann@", "@x.com", "a b@x.com", "a@b", "a@@b.com", "a@.com"] {
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.com",
+            "a b@x.com",
+            "a@b",
+            "a@@b.com",
+            "a@.com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad} accepted");
         }
     }

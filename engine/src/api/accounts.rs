@@ -1,14 +1,15 @@
 //! `/api/v1/accounts`: customers, their balance, ledger, credits and API keys.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::accounts::{
-    Account, AccountStatus, ApiKey, ApiKeySecret, Role, check_credit_limit, normalize_email, normalize_name,
+    Account, AccountStatus, ApiKey, ApiKeySecret, Role, check_credit_limit, normalize_email,
+    normalize_name,
 };
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
@@ -55,7 +56,11 @@ pub async fn create(
         credit_limit: check_credit_limit(req.credit_limit)?,
     };
     let now = state.clock.now();
-    let idem = Idempotency { principal: &principal, key: &key, request_hash: &body.request_hash };
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
     idem.run(&state, |tx| {
         Box::pin(async move {
             let account = repo::create(tx.conn(), new, now).await?;
@@ -98,7 +103,10 @@ pub async fn list(
         } else {
             vec![account]
         };
-        return Ok(Json(PageBody { data, next_cursor: None }));
+        return Ok(Json(PageBody {
+            data,
+            next_cursor: None,
+        }));
     }
     let page = repo::list(r.conn(), q.after.as_deref(), limit).await?;
     Ok(Json(page.into()))
@@ -128,7 +136,9 @@ pub async fn update(
     principal.require_account(&id)?;
     let req = body.value;
     if (req.credit_limit.is_some() || req.status.is_some()) && !principal.is_admin() {
-        return Err(Problem::forbidden("only staff change credit_limit and status"));
+        return Err(Problem::forbidden(
+            "only staff change credit_limit and status",
+        ));
     }
     let changes = AccountChanges {
         email: req.email.as_deref().map(normalize_email).transpose()?,
@@ -157,7 +167,10 @@ pub struct BalanceView {
     pub available: i64,
 }
 
-async fn balance_view(conn: crate::store::Conn<'_>, account: &Account) -> Result<BalanceView, Problem> {
+async fn balance_view(
+    conn: crate::store::Conn<'_>,
+    account: &Account,
+) -> Result<BalanceView, Problem> {
     let b = ledger_repo::balance(conn, &LedgerAccountId::customer(&account.id)).await?;
     let credit_limit = b.min_balance.map_or(0, |m| -m);
     Ok(BalanceView {
@@ -203,11 +216,15 @@ pub async fn ledger(
     let after = q
         .after
         .as_deref()
-        .map(|a| a.parse::<i64>().map_err(|_| Problem::bad_request("invalid-query", "`after` must be an entry id")))
+        .map(|a| {
+            a.parse::<i64>()
+                .map_err(|_| Problem::bad_request("invalid-query", "`after` must be an entry id"))
+        })
         .transpose()?;
     let mut r = state.store.reader().await?;
     repo::get(r.conn(), &id).await?;
-    let page = ledger_repo::statement(r.conn(), &LedgerAccountId::customer(&id), after, limit).await?;
+    let page =
+        ledger_repo::statement(r.conn(), &LedgerAccountId::customer(&id), after, limit).await?;
     Ok(Json(page.into()))
 }
 
@@ -254,11 +271,16 @@ pub async fn credit(
 ) -> Result<Response, Problem> {
     principal.require_admin()?;
     let req = body.value;
-    let currency = Currency::from_code(&req.currency).map_err(|e| Problem::invalid("currency", e.to_string()))?;
+    let currency = Currency::from_code(&req.currency)
+        .map_err(|e| Problem::invalid("currency", e.to_string()))?;
     if req.amount <= 0 {
-        return Err(Problem::invalid("amount", "must be a positive number of minor units"));
+        return Err(Problem::invalid(
+            "amount",
+            "must be a positive number of minor units",
+        ));
     }
-    let amount = Money::new(req.amount, currency).map_err(|e| Problem::invalid("amount", e.to_string()))?;
+    let amount =
+        Money::new(req.amount, currency).map_err(|e| Problem::invalid("amount", e.to_string()))?;
     let reason = req.reason.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(Problem::invalid("reason", "must be 1 to 500 characters"));
@@ -268,24 +290,48 @@ pub async fn credit(
         CreditKind::Debit => TransactionKind::Debit,
     };
     let now = state.clock.now();
-    let idem = Idempotency { principal: &principal, key: &key, request_hash: &body.request_hash };
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
     let ledger_key = idem.ledger_key(kind.as_str());
     let actor = principal.actor();
     idem.run(&state, |tx| {
         Box::pin(async move {
             let account = repo::get(tx.conn(), &id).await?;
             if account.status != AccountStatus::Active {
-                return Err(Problem::new(StatusCode::CONFLICT, "account-not-active", "Account not active",
-                    format!("account {id} is {}", account.status.as_str())));
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "account-not-active",
+                    "Account not active",
+                    format!("account {id} is {}", account.status.as_str()),
+                ));
             }
             if account.currency != currency {
-                return Err(crate::error::Error::from(crate::money::MoneyError::CurrencyMismatch(currency, account.currency)).into());
+                return Err(
+                    crate::error::Error::from(crate::money::MoneyError::CurrencyMismatch(
+                        currency,
+                        account.currency,
+                    ))
+                    .into(),
+                );
             }
-            let draft = TransactionDraft::adjustment(&id, kind, amount, &reason, ledger_key, &actor);
-            let transaction = ledger_repo::post(tx.conn(), &draft, now).await?.into_transaction();
-            metrics::counter!("bursar_ledger_transactions_total", "kind" => kind.as_str()).increment(1);
+            let draft =
+                TransactionDraft::adjustment(&id, kind, amount, &reason, ledger_key, &actor);
+            let transaction = ledger_repo::post(tx.conn(), &draft, now)
+                .await?
+                .into_transaction();
+            metrics::counter!("bursar_ledger_transactions_total", "kind" => kind.as_str())
+                .increment(1);
             let balance = balance_view(tx.conn(), &account).await?;
-            Reply::new(StatusCode::CREATED, CreditResult { transaction, balance })
+            Reply::new(
+                StatusCode::CREATED,
+                CreditResult {
+                    transaction,
+                    balance,
+                },
+            )
         })
     })
     .await
@@ -325,19 +371,37 @@ pub async fn create_key(
         return Err(Problem::invalid("name", "must be 1 to 100 characters"));
     }
     let now = state.clock.now();
-    let idem = Idempotency { principal: &principal, key: &key, request_hash: &body.request_hash };
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
     idem.run(&state, |tx| {
         Box::pin(async move {
             let account = repo::get(tx.conn(), &id).await?;
             if account.status != AccountStatus::Active {
-                return Err(Problem::new(StatusCode::CONFLICT, "account-not-active", "Account not active",
-                    format!("account {id} is {}", account.status.as_str())));
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "account-not-active",
+                    "Account not active",
+                    format!("account {id} is {}", account.status.as_str()),
+                ));
             }
             let secret = ApiKeySecret::generate(Role::Customer);
-            let key = repo::create_key(tx.conn(), &secret, Role::Customer, Some(&id), &name, now).await?;
-            let stored = serde_json::to_value(CreatedApiKey { key: key.clone(), secret: None })
-                .map_err(|_| Problem::internal())?;
-            let mut reply = Reply::new(StatusCode::CREATED, CreatedApiKey { key, secret: Some(secret.expose().to_owned()) })?;
+            let key =
+                repo::create_key(tx.conn(), &secret, Role::Customer, Some(&id), &name, now).await?;
+            let stored = serde_json::to_value(CreatedApiKey {
+                key: key.clone(),
+                secret: None,
+            })
+            .map_err(|_| Problem::internal())?;
+            let mut reply = Reply::new(
+                StatusCode::CREATED,
+                CreatedApiKey {
+                    key,
+                    secret: Some(secret.expose().to_owned()),
+                },
+            )?;
             reply.stored_body = Some(stored);
             Ok(reply)
         })
@@ -358,7 +422,10 @@ pub async fn list_keys(
     let mut r = state.store.reader().await?;
     repo::get(r.conn(), &id).await?;
     let data = repo::list_keys(r.conn(), &id).await?;
-    Ok(Json(PageBody { data, next_cursor: None }))
+    Ok(Json(PageBody {
+        data,
+        next_cursor: None,
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/v1/accounts/{id}/api-keys/{key_id}", tag = "accounts",

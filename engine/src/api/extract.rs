@@ -48,13 +48,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(status, "payload-too-large", "Request body too large", rejection.body_text())
+                Problem::new(
+                    status,
+                    "payload-too-large",
+                    "Request body too large",
+                    rejection.body_text(),
+                )
             } else {
                 Problem::bad_request("unreadable-body", rejection.body_text())
             }
         })?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
+        })?;
         // Hash the canonical form (serde_json sorts object keys), so
         // whitespace and key order do not make two equal requests differ.
         let mut hasher = Sha256::new();
@@ -72,7 +78,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 e.to_string(),
             )
         })?;
-        Ok(ApiJson { value, request_hash })
+        Ok(ApiJson {
+            value,
+            request_hash,
+        })
     }
 }
 
@@ -117,7 +126,9 @@ impl Principal {
         if self.is_admin() || self.account_id.as_deref() == Some(account_id) {
             Ok(())
         } else {
-            Err(Problem::forbidden("this API key belongs to another account"))
+            Err(Problem::forbidden(
+                "this API key belongs to another account",
+            ))
         }
     }
 
@@ -130,25 +141,36 @@ impl Principal {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            Problem::unauthorized("send an API key as `Authorization: Bearer <key>`")
+        })?;
         let secret = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer <key>`"))?;
+            .ok_or_else(|| {
+                Problem::unauthorized("the Authorization header must be `Bearer <key>`")
+            })?;
         let mut reader = state.store.reader().await.map_err(Problem::from)?;
         let identity = find_key_by_hash(reader.conn(), &hash_key(secret))
             .await
             .map_err(Problem::from)?
             .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
-        if identity.key.role == Role::Customer && identity.account_status != Some(AccountStatus::Active) {
-            return Err(Problem::forbidden("the account of this API key is not active"));
+        if identity.key.role == Role::Customer
+            && identity.account_status != Some(AccountStatus::Active)
+        {
+            return Err(Problem::forbidden(
+                "the account of this API key is not active",
+            ));
         }
         Ok(Principal {
             key_id: identity.key.id,

@@ -75,17 +75,25 @@ impl Idempotency<'_> {
         if let Some(key) = &self.key.0 {
             let stored = StoredResponse {
                 status: reply.status.as_u16(),
-                body: reply.stored_body.as_ref().unwrap_or(&reply.body).to_string(),
+                body: reply
+                    .stored_body
+                    .as_ref()
+                    .unwrap_or(&reply.body)
+                    .to_string(),
             };
             let now = state.clock.now();
-            if let Err(e) = idempotency::save(tx.conn(), scope, key, self.request_hash, &stored, now).await {
+            if let Err(e) =
+                idempotency::save(tx.conn(), scope, key, self.request_hash, &stored, now).await
+            {
                 if !e.is_unique_violation() {
                     return Err(e.into());
                 }
                 // A concurrent request with the same key won; ours rolls back.
                 drop(tx);
                 let mut reader = state.store.reader().await?;
-                return match idempotency::lookup(reader.conn(), scope, key, self.request_hash).await? {
+                return match idempotency::lookup(reader.conn(), scope, key, self.request_hash)
+                    .await?
+                {
                     Seen::Same(stored) => Ok(replay(stored)),
                     _ => Err(Error::IdempotencyMismatch.into()),
                 };

@@ -63,7 +63,10 @@ impl ListQuery {
     pub fn limit(&self, state: &AppState) -> Result<usize, Problem> {
         match self.limit {
             None => Ok(state.api.default_page_limit),
-            Some(0) => Err(Problem::bad_request("invalid-query", "`limit` must be at least 1")),
+            Some(0) => Err(Problem::bad_request(
+                "invalid-query",
+                "`limit` must be at least 1",
+            )),
             Some(l) if l > state.api.max_page_limit => Err(Problem::bad_request(
                 "invalid-query",
                 format!("`limit` must be at most {}", state.api.max_page_limit),
@@ -124,8 +127,14 @@ pub fn router(state: AppState) -> Router {
         .route("/accounts/{id}/balance", get(accounts::balance))
         .route("/accounts/{id}/ledger", get(accounts::ledger))
         .route("/accounts/{id}/credits", post(accounts::credit))
-        .route("/accounts/{id}/api-keys", get(accounts::list_keys).post(accounts::create_key))
-        .route("/accounts/{id}/api-keys/{key_id}", delete(accounts::revoke_key))
+        .route(
+            "/accounts/{id}/api-keys",
+            get(accounts::list_keys).post(accounts::create_key),
+        )
+        .route(
+            "/accounts/{id}/api-keys/{key_id}",
+            delete(accounts::revoke_key),
+        )
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", v1)
@@ -137,7 +146,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::internal().into_response()
+        }))
         .with_state(state)
 }
 

@@ -96,16 +96,15 @@ pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Res
 
 pub async fn get(mut c: Conn<'_>, id: &str) -> Result<Account> {
     let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
-    let row: Option<AccountRow> = sql!(&mut c, c => sqlx::query_as(&q).bind(id).fetch_optional(&mut **c).await)?;
+    let row: Option<AccountRow> =
+        sql!(&mut c, c => sqlx::query_as(&q).bind(id).fetch_optional(&mut **c).await)?;
     row.ok_or_else(|| Error::not_found("account", id))?
         .into_account()
 }
 
 /// Accounts in id (creation) order, starting after the cursor.
 pub async fn list(mut c: Conn<'_>, after: Option<&str>, limit: usize) -> Result<Page<Account>> {
-    let q = format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
-    );
+    let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2");
     let rows: Vec<AccountRow> = sql!(&mut c, c => sqlx::query_as(&q)
         .bind(after.unwrap_or("")).bind(limit as i64 + 1)
         .fetch_all(&mut **c).await)?;
@@ -132,8 +131,12 @@ pub async fn update(
     now: DateTime<Utc>,
 ) -> Result<Account> {
     let current = get(c.reborrow(), id).await?;
-    if current.status == AccountStatus::Closed && changes.status.is_some_and(|s| s != AccountStatus::Closed) {
-        return Err(Error::Conflict(format!("account {id} is closed; a closed account stays closed")));
+    if current.status == AccountStatus::Closed
+        && changes.status.is_some_and(|s| s != AccountStatus::Closed)
+    {
+        return Err(Error::Conflict(format!(
+            "account {id} is closed; a closed account stays closed"
+        )));
     }
     if let Some(limit) = changes.credit_limit {
         let used = crate::store::ledger::balance(c.reborrow(), &LedgerAccountId::customer(id))
@@ -156,7 +159,9 @@ pub async fn update(
         .execute(&mut **c).await.map(|r| r.rows_affected()));
     if let Err(e) = updated {
         if is_unique_violation(&e) {
-            return Err(Error::Conflict(format!("an account with e-mail {email} already exists")));
+            return Err(Error::Conflict(format!(
+                "an account with e-mail {email} already exists"
+            )));
         }
         return Err(e.into());
     }
@@ -183,7 +188,9 @@ impl ApiKeyRow {
     fn into_key(self) -> Result<ApiKey> {
         Ok(ApiKey {
             role: Role::parse(&self.role).ok_or_else(|| {
-                Error::Database(sqlx::Error::Decode(format!("api key {}: bad role", self.id).into()))
+                Error::Database(sqlx::Error::Decode(
+                    format!("api key {}: bad role", self.id).into(),
+                ))
             })?,
             id: self.id,
             account_id: self.account_id,
@@ -225,7 +232,11 @@ pub async fn create_key(
 }
 
 /// Registers an operator-supplied admin key unless it is already known.
-pub async fn ensure_admin_key(mut c: Conn<'_>, secret: &ApiKeySecret, now: DateTime<Utc>) -> Result<()> {
+pub async fn ensure_admin_key(
+    mut c: Conn<'_>,
+    secret: &ApiKeySecret,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sql!(&mut c, c => sqlx::query(
         "INSERT INTO api_keys (id, key_hash, prefix, role, account_id, name, created_at)
          VALUES ($1, $2, $3, 'admin', NULL, 'BURSAR_ADMIN_KEY', $4) ON CONFLICT (key_hash) DO NOTHING")
@@ -272,17 +283,24 @@ pub async fn find_key_by_hash(mut c: Conn<'_>, hash: &str) -> Result<Option<KeyI
 
 pub async fn list_keys(mut c: Conn<'_>, account_id: &str) -> Result<Vec<ApiKey>> {
     let q = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY id");
-    let rows: Vec<ApiKeyRow> = sql!(&mut c, c => sqlx::query_as(&q).bind(account_id).fetch_all(&mut **c).await)?;
+    let rows: Vec<ApiKeyRow> =
+        sql!(&mut c, c => sqlx::query_as(&q).bind(account_id).fetch_all(&mut **c).await)?;
     rows.into_iter().map(ApiKeyRow::into_key).collect()
 }
 
 /// Revokes a customer key of `account_id`. Revoking twice is harmless.
-pub async fn revoke_key(mut c: Conn<'_>, account_id: &str, key_id: &str, now: DateTime<Utc>) -> Result<ApiKey> {
+pub async fn revoke_key(
+    mut c: Conn<'_>,
+    account_id: &str,
+    key_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ApiKey> {
     let q = format!(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND account_id = $2 RETURNING {KEY_COLUMNS}"
     );
     let row: Option<ApiKeyRow> = sql!(&mut c, c => sqlx::query_as(&q)
         .bind(key_id).bind(account_id).bind(to_micros(now))
         .fetch_optional(&mut **c).await)?;
-    row.ok_or_else(|| Error::not_found("api key", key_id))?.into_key()
+    row.ok_or_else(|| Error::not_found("api key", key_id))?
+        .into_key()
 }

@@ -15,7 +15,9 @@ use sqlx::FromRow;
 use crate::clock::{from_micros, to_micros};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
-use crate::ledger::{LedgerAccountId, LedgerAccountKind, MAX_BALANCE, TransactionDraft, TransactionKind};
+use crate::ledger::{
+    LedgerAccountId, LedgerAccountKind, MAX_BALANCE, TransactionDraft, TransactionKind,
+};
 use crate::money::{Currency, MoneyError};
 use crate::sql;
 use crate::store::{Conn, Page};
@@ -136,7 +138,15 @@ pub async fn post(mut c: Conn<'_>, draft: &TransactionDraft, now: DateTime<Utc>)
 
     let mut entries = Vec::with_capacity(draft.postings.len());
     for posting in draft.postings_in_lock_order() {
-        apply_to_balance(c.reborrow(), posting.ledger_account.clone(), posting.amount.minor(), posting.amount.currency(), posting.enforce_limit, at).await?;
+        apply_to_balance(
+            c.reborrow(),
+            posting.ledger_account.clone(),
+            posting.amount.minor(),
+            posting.amount.currency(),
+            posting.enforce_limit,
+            at,
+        )
+        .await?;
         let entry_id: i64 = sql!(&mut c, c => sqlx::query_scalar(
             "INSERT INTO ledger_entries (transaction_id, ledger_account_id, amount, currency, created_at)
              VALUES ($1, $2, $3, $4, $5) RETURNING id")
@@ -174,7 +184,13 @@ fn same_postings(existing: &LedgerTransaction, draft: &TransactionDraft) -> bool
     let mut b: Vec<(String, i64, Currency)> = draft
         .postings
         .iter()
-        .map(|p| (p.ledger_account.to_string(), p.amount.minor(), p.amount.currency()))
+        .map(|p| {
+            (
+                p.ledger_account.to_string(),
+                p.amount.minor(),
+                p.amount.currency(),
+            )
+        })
         .collect();
     a.sort();
     b.sort();
@@ -208,7 +224,10 @@ async fn apply_to_balance(
             None => {
                 let kind = ledger_account.kind();
                 if attempt > 0 || matches!(kind, None | Some(LedgerAccountKind::Customer)) {
-                    return Err(Error::not_found("ledger account", ledger_account.to_string()));
+                    return Err(Error::not_found(
+                        "ledger account",
+                        ledger_account.to_string(),
+                    ));
                 }
                 // The engine's own accounts are opened on first use.
                 sql!(&mut c, c => sqlx::query(
@@ -238,7 +257,10 @@ async fn apply_to_balance(
             }
         }
     }
-    Err(Error::not_found("ledger account", ledger_account.to_string()))
+    Err(Error::not_found(
+        "ledger account",
+        ledger_account.to_string(),
+    ))
 }
 
 #[derive(FromRow)]
@@ -249,7 +271,10 @@ struct LedgerAccountState {
     min_balance: Option<i64>,
 }
 
-async fn read_ledger_account(mut c: Conn<'_>, id: &LedgerAccountId) -> Result<Option<LedgerAccountState>> {
+async fn read_ledger_account(
+    mut c: Conn<'_>,
+    id: &LedgerAccountId,
+) -> Result<Option<LedgerAccountState>> {
     Ok(sql!(&mut c, c => sqlx::query_as(
         "SELECT account_id, currency, balance, min_balance FROM ledger_accounts WHERE id = $1")
         .bind(id.as_str()).fetch_optional(&mut **c).await)?)
@@ -274,7 +299,10 @@ pub async fn find_by_key(mut c: Conn<'_>, key: &str) -> Result<Option<LedgerTran
         account_id: row.account_id,
         created_by: row.created_by,
         created_at: from_micros(row.created_at),
-        entries: entries.into_iter().map(EntryRow::into_entry).collect::<Result<_>>()?,
+        entries: entries
+            .into_iter()
+            .map(EntryRow::into_entry)
+            .collect::<Result<_>>()?,
     }))
 }
 

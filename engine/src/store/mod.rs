@@ -116,12 +116,19 @@ impl Store {
         }
     }
 
-    pub async fn connect_sqlite(options: SqliteConnectOptions, opts: &StoreOptions) -> Result<Store> {
+    pub async fn connect_sqlite(
+        options: SqliteConnectOptions,
+        opts: &StoreOptions,
+    ) -> Result<Store> {
         let path = options.get_filename().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 sqlx::Error::Configuration(
-                    format!("cannot create the directory {} for the SQLite database: {e}", dir.display()).into(),
+                    format!(
+                        "cannot create the directory {} for the SQLite database: {e}",
+                        dir.display()
+                    )
+                    .into(),
                 )
             })?;
         }
@@ -164,10 +171,14 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match self {
             Store::Sqlite { write, .. } => {
-                sqlx::migrate!("src/store/migrations/sqlite").run(write).await?
+                sqlx::migrate!("src/store/migrations/sqlite")
+                    .run(write)
+                    .await?
             }
             Store::Postgres(pool) => {
-                sqlx::migrate!("src/store/migrations/postgres").run(pool).await?
+                sqlx::migrate!("src/store/migrations/postgres")
+                    .run(pool)
+                    .await?
             }
         }
         Ok(())
@@ -212,8 +223,8 @@ impl Conn<'_> {
     /// function and keep using this one afterwards.
     pub fn reborrow(&mut self) -> Conn<'_> {
         match self {
-            Conn::Sqlite(c) => Conn::Sqlite(&mut **c),
-            Conn::Postgres(c) => Conn::Postgres(&mut **c),
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
         }
     }
 }
@@ -258,7 +269,11 @@ impl<T> Page<T> {
     pub fn from_rows(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Self {
         let more = rows.len() > limit;
         rows.truncate(limit);
-        let next_cursor = if more { rows.last().map(cursor_of) } else { None };
+        let next_cursor = if more {
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
         Page {
             items: rows,
             next_cursor,

@@ -1,0 +1,248 @@
+//! The real `bursar` binary: start-up on an empty database, configuration
+//! errors, help, migrate and admin-key creation.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Builds the binary once (a no-op when it is fresh) and returns its path.
+fn bursar_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "bursar",
+                "--bin",
+                "bursar",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build");
+        assert!(out.status.success(), "cargo build failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bursar")
+            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .next_back()
+            .expect("cargo reported the bursar executable")
+    })
+}
+
+fn bursar(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(bursar_bin());
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BURSAR_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    stdout_lines: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bursar serve` on a free port and waits for its address line.
+fn serve(dir: &std::path::Path, envs: &[(&str, &str)]) -> Server {
+    let mut cmd = bursar(dir);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn bursar serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        seen.push(line.clone());
+        if let Some(addr) = line.strip_prefix("Bursar listening on http://") {
+            return Server {
+                child,
+                addr: addr.trim().to_owned(),
+                stdout_lines: seen,
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("bursar serve did not start; stdout: {seen:?}");
+}
+
+#[tokio::test]
+async fn serve_on_an_empty_database_creates_the_schema_and_prints_one_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    assert!(
+        dir.path().join("data/bursar.db").exists(),
+        "the default SQLite file is created"
+    );
+    let key = server
+        .stdout_lines
+        .iter()
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("bsr_adm_")))
+        .expect("an admin key is printed")
+        .to_owned();
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let created = client
+        .post(format!("{base}/api/v1/accounts"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"email": "cli@example.com", "name": "CLI", "currency": "EUR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    drop(server);
+
+    // A second start finds the admin key and prints none.
+    let again = serve(dir.path(), &[]);
+    assert!(
+        !again.stdout_lines.iter().any(|l| l.contains("bsr_adm_")),
+        "{:?}",
+        again.stdout_lines
+    );
+}
+
+#[tokio::test]
+async fn serve_registers_the_admin_key_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "bsr_adm_from_env_0123456789abcdef";
+    let server = serve(dir.path(), &[("BURSAR_ADMIN_KEY", key)]);
+    assert!(!server.stdout_lines.iter().any(|l| l.contains("bsr_adm_")));
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/accounts", server.addr))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn a_bad_configuration_fails_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[database]\nurl = \"mysql://nope\"\n",
+    )
+    .unwrap();
+    let out = bursar(dir.path())
+        .args(["serve", "--config", "bad.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database.url"));
+
+    std::fs::write(dir.path().join("typo.toml"), "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = bursar(dir.path())
+        .args(["migrate", "--config", "typo.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+
+    let out = bursar(dir.path())
+        .args(["migrate", "--config", "missing.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+
+    let out = bursar(dir.path())
+        .arg("migrate")
+        .env("BURSAR_DATABASE_MAX_CONNECTIONS", "many")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("max_connections")
+    );
+
+    let out = bursar(dir.path())
+        .arg("serve")
+        .env("BURSAR_ADMIN_KEY", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BURSAR_ADMIN_KEY"));
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["admin-key", "--help"],
+        vec!["admin-key", "create", "--help"],
+    ] {
+        let out = bursar(dir.path()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrate_then_admin_key_create_gives_a_working_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bursar(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bursar(dir.path())
+        .args(["admin-key", "create", "--name", "ops"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(key.starts_with("bsr_adm_"), "{key}");
+    let server = serve(dir.path(), &[]);
+    assert!(
+        !server.stdout_lines.iter().any(|l| l.contains("bsr_adm_")),
+        "the created key counts as the admin key"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/accounts", server.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
