@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::runner::RunnerConfig;
 use crate::store::{StoreOptions, backend_of};
 
 /// The file read when `--config` is not given.
@@ -20,7 +21,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/bursar.toml";
 
 /// Sections whose keys environment variables may reach
 /// (`BURSAR_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["database", "api", "log"];
+const SECTIONS: &[&str] = &["database", "api", "log", "operations"];
 
 /// Environment variables with the `BURSAR_` prefix that are not
 /// configuration keys.
@@ -34,6 +35,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+    /// The provisioning operation runner.
+    pub operations: RunnerConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +95,7 @@ impl Default for Config {
                 level: "info".into(),
                 format: LogFormat::Text,
             },
+            operations: RunnerConfig::default(),
         }
     }
 }
@@ -159,6 +163,19 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "api.default_page_limit",
                 message: "must not exceed api.max_page_limit".into(),
+            });
+        }
+        positive("operations.batch", self.operations.batch)?;
+        positive(
+            "operations.max_attempts",
+            self.operations.max_attempts as usize,
+        )?;
+        if self.operations.lease_ms <= self.operations.call_timeout_ms {
+            return Err(ConfigError::Value {
+                key: "operations.lease_ms",
+                message:
+                    "must exceed operations.call_timeout_ms, or a slow call would be run twice"
+                        .into(),
             });
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {

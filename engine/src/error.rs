@@ -33,6 +33,16 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    #[error("service {service_id} is {status}: `{action}` is not possible there")]
+    IllegalTransition {
+        service_id: String,
+        status: &'static str,
+        action: &'static str,
+    },
+
+    #[error("{message}")]
+    Unprocessable { kind: &'static str, message: String },
+
     #[error("this idempotency key was already used with a different request")]
     IdempotencyMismatch,
 

@@ -6,12 +6,16 @@
 
 pub mod accounts;
 pub mod api;
+pub mod calendar;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod ids;
 pub mod ledger;
+pub mod lifecycle;
 pub mod metrics;
 pub mod money;
 pub mod server;
+pub mod services;
 pub mod store;

@@ -9,6 +9,8 @@ use crate::api::{self, AppState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::error::Result;
+use crate::lifecycle::runner::OperationRunner;
+use crate::services::module::ModuleRegistry;
 use crate::store::Store;
 use crate::store::accounts as repo;
 
@@ -90,7 +92,16 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
         }
         AdminKeyBootstrap::Existing => {}
     }
-    let state = AppState::new(store.clone(), clock, config.api.clone());
+    let modules = ModuleRegistry::default();
+    let runner = Arc::new(OperationRunner::new(
+        store.clone(),
+        modules.clone(),
+        clock.clone(),
+        config.operations.clone(),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner_task = runner.spawn(stopped);
+    let state = AppState::new(store.clone(), clock, config.api.clone(), modules);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
@@ -100,6 +111,8 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    let _ = stop.send(true);
+    let _ = runner_task.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -19,7 +19,9 @@ use bursar::accounts::ApiKeySecret;
 use bursar::api::{self, AppState};
 use bursar::clock::{ManualClock, SharedClock};
 use bursar::config::Config;
+use bursar::lifecycle::runner::{OperationRunner, RunnerConfig};
 use bursar::server::bootstrap_admin_key;
+use bursar::services::module::{ModuleRegistry, ScriptedModule};
 use bursar::store::{Backend, Store, StoreOptions};
 
 pub const ADMIN_KEY: &str = "bsr_adm_test_0123456789abcdef0123456789";
@@ -86,6 +88,9 @@ pub struct TestApp {
     pub db: TestDb,
     pub router: Router,
     pub clock: Arc<ManualClock>,
+    /// The test double registered as module instance `test`.
+    pub module: Arc<ScriptedModule>,
+    pub modules: ModuleRegistry,
 }
 
 /// What a request returned.
@@ -129,12 +134,89 @@ impl TestApp {
         bootstrap_admin_key(&db.store, Some(secret), &shared)
             .await
             .expect("admin key");
-        let state = AppState::new(db.store.clone(), shared, Config::default().api);
+        let module = ScriptedModule::new();
+        let mut modules = ModuleRegistry::default();
+        modules.insert("test", module.clone());
+        let state = AppState::new(
+            db.store.clone(),
+            shared,
+            Config::default().api,
+            modules.clone(),
+        );
         TestApp {
             router: api::router(state),
             db,
             clock,
+            module,
+            modules,
         }
+    }
+
+    /// Runner settings for tests: quick retries, few attempts.
+    pub fn runner_config() -> RunnerConfig {
+        RunnerConfig {
+            lease_ms: 60_000,
+            batch: 8,
+            poll_interval_ms: 20,
+            call_timeout_ms: 5_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            max_attempts: 5,
+        }
+    }
+
+    /// An operation runner over this app's database, modules and clock.
+    pub fn runner(&self) -> OperationRunner {
+        let clock: SharedClock = self.clock.clone();
+        OperationRunner::new(
+            self.db.store.clone(),
+            self.modules.clone(),
+            clock,
+            Self::runner_config(),
+        )
+    }
+
+    /// Runs due operations until none is left.
+    pub async fn run_operations(&self) -> usize {
+        self.runner().run_until_idle(100).await.expect("runner")
+    }
+
+    /// Creates a plan as admin from a JSON spec and returns its id.
+    pub async fn create_plan(&self, spec: Value) -> String {
+        let r = self.post("/api/v1/plans", ADMIN_KEY, spec).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A simple monthly plan in EUR provisioned by the `test` module.
+    pub async fn simple_plan(&self, monthly: i64) -> String {
+        self.create_plan(json!({
+            "name": format!("Plan {monthly}"),
+            "product_type": "vps",
+            "module": "test",
+            "prices": [
+                {"period": "1m", "currency": "EUR", "amount": monthly},
+                {"period": "3m", "currency": "EUR", "amount": monthly * 3},
+                {"period": "12m", "currency": "EUR", "amount": monthly * 12}
+            ]
+        }))
+        .await
+    }
+
+    /// Orders a plan for an account as admin; returns the reply.
+    pub async fn order(&self, account_id: &str, plan_id: &str, period: &str) -> Reply {
+        self.post(
+            "/api/v1/orders",
+            ADMIN_KEY,
+            json!({"account_id": account_id, "plan_id": plan_id, "period": period}),
+        )
+        .await
+    }
+
+    pub async fn service(&self, id: &str) -> Value {
+        let r = self.get(&format!("/api/v1/services/{id}"), ADMIN_KEY).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json
     }
 
     pub fn store(&self) -> &Store {

@@ -159,6 +159,19 @@ impl From<Error> for Problem {
             .with("credit_limit", credit_limit)
             .with("required", required),
             Error::Conflict(msg) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", msg),
+            Error::IllegalTransition { status, .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "illegal-transition",
+                "Not possible in the service's current state",
+                e.to_string(),
+            )
+            .with("current_status", status),
+            Error::Unprocessable { kind, message } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                kind,
+                "Cannot be done",
+                message,
+            ),
             Error::IdempotencyMismatch => Problem::new(
                 StatusCode::CONFLICT,
                 "idempotency-key-reused",

@@ -25,64 +25,102 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim();
-                mime.eq_ignore_ascii_case("application/json")
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            });
-        if !is_json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                "send the body as JSON with Content-Type: application/json",
-            ));
-        }
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    status,
-                    "payload-too-large",
-                    "Request body too large",
-                    rejection.body_text(),
-                )
-            } else {
-                Problem::bad_request("unreadable-body", rejection.body_text())
-            }
-        })?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
-        })?;
-        // Hash the canonical form (serde_json sorts object keys), so
-        // whitespace and key order do not make two equal requests differ.
-        let mut hasher = Sha256::new();
-        hasher.update(method.as_str());
-        hasher.update(b" ");
-        hasher.update(path.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(json.to_string());
-        let request_hash = hex::encode(hasher.finalize());
-        let value = serde_json::from_value(json).map_err(|e| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "The body does not match the expected shape",
-                e.to_string(),
-            )
-        })?;
+        let (json, request_hash) = read_json(req, state, false).await?;
         Ok(ApiJson {
+            value: parse_body(json)?,
+            request_hash,
+        })
+    }
+}
+
+/// Like [`ApiJson`], but an empty body (with or without a content type)
+/// means `T::default()`: for actions such as `resume` that need no input.
+pub struct OptionalJson<T> {
+    pub value: T,
+    pub request_hash: String,
+}
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (json, request_hash) = read_json(req, state, true).await?;
+        let value = match json {
+            serde_json::Value::Null => T::default(),
+            json => parse_body(json)?,
+        };
+        Ok(OptionalJson {
             value,
             request_hash,
         })
     }
+}
+
+fn parse_body<T: DeserializeOwned>(json: serde_json::Value) -> Result<T, Problem> {
+    serde_json::from_value(json).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "The body does not match the expected shape",
+            e.to_string(),
+        )
+    })
+}
+
+/// Reads a JSON body and hashes the request (method, path, canonical
+/// body). With `allow_empty`, an empty body reads as `null`.
+async fn read_json<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    allow_empty: bool,
+) -> Result<(serde_json::Value, String), Problem> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+    let is_json = content_type.as_deref().is_some_and(|mime| {
+        mime.eq_ignore_ascii_case("application/json")
+            || (mime.starts_with("application/") && mime.ends_with("+json"))
+    });
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                status,
+                "payload-too-large",
+                "Request body too large",
+                rejection.body_text(),
+            )
+        } else {
+            Problem::bad_request("unreadable-body", rejection.body_text())
+        }
+    })?;
+    let json: serde_json::Value = if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else if !is_json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
+        })?
+    };
+    // Hash the canonical form (serde_json sorts object keys), so whitespace
+    // and key order do not make two equal requests differ.
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str());
+    hasher.update(b" ");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(json.to_string());
+    Ok((json, hex::encode(hasher.finalize())))
 }
 
 /// A query string; a malformed one is a 400 problem.

@@ -5,6 +5,9 @@ pub mod accounts;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod operations;
+pub mod plans;
+pub mod services;
 mod system;
 
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::clock::SharedClock;
 use crate::config::ApiConfig;
+use crate::services::module::ModuleRegistry;
 use crate::store::{Page, Store};
 use error::Problem;
 
@@ -33,6 +37,7 @@ pub struct AppInner {
     pub store: Store,
     pub clock: SharedClock,
     pub api: ApiConfig,
+    pub modules: ModuleRegistry,
 }
 
 impl std::ops::Deref for AppState {
@@ -43,8 +48,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, clock: SharedClock, api: ApiConfig) -> Self {
-        AppState(Arc::new(AppInner { store, clock, api }))
+    pub fn new(store: Store, clock: SharedClock, api: ApiConfig, modules: ModuleRegistry) -> Self {
+        AppState(Arc::new(AppInner {
+            store,
+            clock,
+            api,
+            modules,
+        }))
     }
 }
 
@@ -61,7 +71,14 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn limit(&self, state: &AppState) -> Result<usize, Problem> {
-        match self.limit {
+        page_limit(state, self.limit)
+    }
+}
+
+/// The page size a list request asked for, within the configured bounds.
+pub fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize, Problem> {
+    {
+        match limit {
             None => Ok(state.api.default_page_limit),
             Some(0) => Err(Problem::bad_request(
                 "invalid-query",
@@ -99,9 +116,18 @@ impl<T> From<Page<T>> for PageBody<T> {
     paths(
         accounts::create, accounts::get, accounts::list, accounts::update, accounts::balance,
         accounts::ledger, accounts::credit, accounts::create_key, accounts::list_keys, accounts::revoke_key,
+        plans::create, plans::get, plans::list, plans::update, plans::archive,
+        services::order, services::get, services::list, services::suspend, services::resume, services::close,
+        services::prolong, services::change_plan, services::operations, services::events,
+        operations::list, operations::get, operations::retry, operations::complete,
     ),
     modifiers(&BearerAuth),
-    tags((name = "accounts", description = "Customers, balances, ledger, credits and API keys"))
+    tags(
+        (name = "accounts", description = "Customers, balances, ledger, credits and API keys"),
+        (name = "plans", description = "The catalog: plans, prices, add-ons"),
+        (name = "services", description = "Orders and the service lifecycle"),
+        (name = "operations", description = "Provisioning operations and the manual queue"),
+    )
 )]
 pub struct ApiDoc;
 
@@ -135,6 +161,23 @@ pub fn router(state: AppState) -> Router {
             "/accounts/{id}/api-keys/{key_id}",
             delete(accounts::revoke_key),
         )
+        .route("/plans", get(plans::list).post(plans::create))
+        .route("/plans/{id}", get(plans::get).put(plans::update))
+        .route("/plans/{id}/archive", post(plans::archive))
+        .route("/orders", post(services::order))
+        .route("/services", get(services::list))
+        .route("/services/{id}", get(services::get))
+        .route("/services/{id}/suspend", post(services::suspend))
+        .route("/services/{id}/resume", post(services::resume))
+        .route("/services/{id}/close", post(services::close))
+        .route("/services/{id}/prolong", post(services::prolong))
+        .route("/services/{id}/change-plan", post(services::change_plan))
+        .route("/services/{id}/operations", get(services::operations))
+        .route("/services/{id}/events", get(services::events))
+        .route("/operations", get(operations::list))
+        .route("/operations/{id}", get(operations::get))
+        .route("/operations/{id}/retry", post(operations::retry))
+        .route("/operations/{id}/complete", post(operations::complete))
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", v1)

@@ -116,6 +116,27 @@ struct TransactionRow {
 /// under a used key are an [`Error::IdempotencyMismatch`].
 pub async fn post(mut c: Conn<'_>, draft: &TransactionDraft, now: DateTime<Utc>) -> Result<Posted> {
     draft.validate()?;
+    // A refused posting (insufficient funds) must leave nothing behind in
+    // the caller's transaction, which may go on and commit other work.
+    sql!(&mut c, c => sqlx::query("SAVEPOINT ledger_post").execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    let result = post_inner(c.reborrow(), draft, now).await;
+    let end = if result.is_ok() {
+        "RELEASE SAVEPOINT ledger_post"
+    } else {
+        "ROLLBACK TO SAVEPOINT ledger_post"
+    };
+    sql!(&mut c, c => sqlx::query(end).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    if result.is_err() {
+        sql!(&mut c, c => sqlx::query("RELEASE SAVEPOINT ledger_post").execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    }
+    result
+}
+
+async fn post_inner(
+    mut c: Conn<'_>,
+    draft: &TransactionDraft,
+    now: DateTime<Utc>,
+) -> Result<Posted> {
     let id = new_id("txn");
     let at = to_micros(now);
     let inserted: Option<String> = sql!(&mut c, c => sqlx::query_scalar(

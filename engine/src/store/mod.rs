@@ -12,8 +12,10 @@
 //! separate pool of read connections (WAL lets them run beside the writer).
 
 pub mod accounts;
+pub mod catalog;
 pub mod idempotency;
 pub mod ledger;
+pub mod services;
 
 use std::str::FromStr;
 use std::time::Duration;

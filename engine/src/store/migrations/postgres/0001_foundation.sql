@@ -60,14 +60,14 @@ CREATE INDEX ledger_entries_account ON ledger_entries (ledger_account_id, id);
 CREATE INDEX ledger_entries_transaction ON ledger_entries (transaction_id);
 
 -- The ledger is append-only: corrections are new transactions.
-CREATE FUNCTION bursar_ledger_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION bursar_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'the ledger is append-only (% on %)', TG_OP, TG_TABLE_NAME;
+    RAISE EXCEPTION '% on % is not allowed: the table is append-only', TG_OP, TG_TABLE_NAME;
 END $$;
 CREATE TRIGGER ledger_entries_immutable BEFORE UPDATE OR DELETE ON ledger_entries
-    FOR EACH ROW EXECUTE FUNCTION bursar_ledger_immutable();
+    FOR EACH ROW EXECUTE FUNCTION bursar_append_only();
 CREATE TRIGGER ledger_transactions_immutable BEFORE UPDATE OR DELETE ON ledger_transactions
-    FOR EACH ROW EXECUTE FUNCTION bursar_ledger_immutable();
+    FOR EACH ROW EXECUTE FUNCTION bursar_append_only();
 
 CREATE TABLE idempotency_keys (
     scope        TEXT NOT NULL,

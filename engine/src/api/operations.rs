@@ -1,0 +1,142 @@
+//! `/api/v1/operations`: the provisioning queue, and the manual queue staff
+//! work from.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::error::Problem;
+use crate::api::extract::{ApiQuery, IdempotencyKey, OptionalJson, Principal};
+use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::{AppState, PageBody, page_limit};
+use crate::lifecycle::complete_effects;
+use crate::services::{Operation, OperationStatus};
+use crate::store::services as repo;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OperationQuery {
+    /// e.g. `manual` for the operations waiting for staff.
+    #[param(value_type = Option<String>)]
+    pub status: Option<OperationStatus>,
+    pub service_id: Option<String>,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/operations", tag = "operations",
+    params(OperationQuery),
+    responses((status = 200, body = PageBody<Operation>)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<OperationQuery>,
+) -> Result<Json<PageBody<Operation>>, Problem> {
+    principal.require_admin()?;
+    let limit = page_limit(&state, q.limit)?;
+    let mut r = state.store.reader().await?;
+    let page = repo::list_operations(
+        r.conn(),
+        q.service_id.as_deref(),
+        q.status,
+        q.after.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(Json(page.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Operation)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Operation>, Problem> {
+    principal.require_admin()?;
+    let mut r = state.store.reader().await?;
+    Ok(Json(repo::get_operation(r.conn(), &id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/operations/{id}/retry", tag = "operations",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Operation), (status = 409, description = "not in the manual queue")),
+    security(("bearer" = [])))]
+/// Puts an operation from the manual queue back in the queue, due now,
+/// with a fresh set of attempts.
+pub async fn retry(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: OptionalJson<crate::api::services::Empty>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let now = state.clock.now();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            Reply::new(
+                StatusCode::OK,
+                repo::resolve_manual(tx.conn(), &id, true, now).await?,
+            )
+        })
+    })
+    .await
+}
+
+/// Staff did the work by hand.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// Params to store on the service (server id, IPs…).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/operations/{id}/complete", tag = "operations",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = CompleteRequest,
+    responses((status = 200, body = Operation), (status = 409)),
+    security(("bearer" = [])))]
+/// Marks an operation from the manual queue done, with what it would have
+/// returned; the service moves on as if the module had done it.
+pub async fn complete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: OptionalJson<CompleteRequest>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let params: Vec<(String, String)> = body.value.params.into_iter().collect();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            let op = repo::resolve_manual(tx.conn(), &id, false, now).await?;
+            repo::merge_params(tx.conn(), &op.service_id, &params, &[], now).await?;
+            complete_effects(tx.conn(), &op.service_id, op.kind, &actor, now).await?;
+            Reply::new(StatusCode::OK, op)
+        })
+    })
+    .await
+}

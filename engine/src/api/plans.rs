@@ -1,0 +1,147 @@
+//! `/api/v1/plans`: the catalog.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::api::error::Problem;
+use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
+use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::{AppState, PageBody};
+use crate::catalog::{Plan, PlanSpec, PlanStatus};
+use crate::store::catalog as repo;
+
+fn check_spec(state: &AppState, spec: &PlanSpec) -> Result<(), Problem> {
+    spec.validate()?;
+    if !state.modules.contains(&spec.module) {
+        return Err(Problem::invalid(
+            "module",
+            format!(
+                "no processing module instance named `{}` (known: {})",
+                spec.module,
+                state.modules.names().join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/plans", tag = "plans",
+    request_body = PlanSpec,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Plan), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    body: ApiJson<PlanSpec>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let mut spec = body.value;
+    spec.name = spec.name.trim().to_owned();
+    check_spec(&state, &spec)?;
+    let now = state.clock.now();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            Reply::new(
+                StatusCode::CREATED,
+                repo::create(tx.conn(), spec, now).await?,
+            )
+        })
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/plans/{id}", tag = "plans",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Plan), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    _principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Plan>, Problem> {
+    let mut r = state.store.reader().await?;
+    Ok(Json(repo::get(r.conn(), &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PlanQuery {
+    /// `active` or `archived`; customers always see active plans only.
+    pub status: Option<PlanStatus>,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/plans", tag = "plans",
+    params(PlanQuery),
+    responses((status = 200, body = PageBody<Plan>)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<PlanQuery>,
+) -> Result<Json<PageBody<Plan>>, Problem> {
+    let limit = crate::api::page_limit(&state, q.limit)?;
+    let status = if principal.is_admin() {
+        q.status
+    } else {
+        Some(PlanStatus::Active)
+    };
+    let mut r = state.store.reader().await?;
+    Ok(Json(
+        repo::list(r.conn(), status, q.after.as_deref(), limit)
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(put, path = "/api/v1/plans/{id}", tag = "plans",
+    params(("id" = String, Path)), request_body = PlanSpec,
+    responses((status = 200, body = Plan), (status = 422)),
+    security(("bearer" = [])))]
+/// Replaces a plan's definition. Services already sold keep their price
+/// until they renew.
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: ApiJson<PlanSpec>,
+) -> Result<Json<Plan>, Problem> {
+    principal.require_admin()?;
+    let mut spec = body.value;
+    spec.name = spec.name.trim().to_owned();
+    check_spec(&state, &spec)?;
+    let mut tx = state.store.begin().await?;
+    let plan = repo::update(tx.conn(), &id, spec, state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(Json(plan))
+}
+
+#[utoipa::path(post, path = "/api/v1/plans/{id}/archive", tag = "plans",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Plan)),
+    security(("bearer" = [])))]
+/// Stops selling a plan. Plans are never deleted: services keep using them.
+pub async fn archive(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Plan>, Problem> {
+    principal.require_admin()?;
+    let mut tx = state.store.begin().await?;
+    let plan = repo::archive(tx.conn(), &id, state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(Json(plan))
+}

@@ -1,0 +1,409 @@
+//! `/api/v1/orders` and `/api/v1/services`: ordering and the service
+//! lifecycle.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::error::Problem;
+use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Principal};
+use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::{AppState, ListQuery, PageBody, page_limit};
+use crate::calendar::Period;
+use crate::catalog::{AddonValues, CustomerAction};
+use crate::lifecycle::{self, OrderRequest};
+use crate::services::proration::Proration;
+use crate::services::{Operation, Service, ServiceStatus, SuspendReason};
+use crate::store::Conn;
+use crate::store::catalog as plans_repo;
+use crate::store::services::{self as repo, ServiceEvent};
+
+/// An order for a plan.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    /// The ordering account; a customer key may leave it out.
+    pub account_id: Option<String>,
+    pub plan_id: String,
+    #[schema(value_type = String, example = "1m")]
+    pub period: Period,
+    /// Add-on code → value (`true`, a number, or a choice).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub addons: AddonValues,
+    /// Overrides the plan's default.
+    pub auto_renew: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/api/v1/orders", tag = "services",
+    request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 201, body = Service, description = "`opening` when paid from the balance, else `ordered` with `amount_due`"),
+        (status = 422, description = "archived plan, unsold period or currency, add-on out of range")),
+    security(("bearer" = [])))]
+pub async fn order(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    body: ApiJson<CreateOrder>,
+) -> Result<Response, Problem> {
+    let req = body.value;
+    let account_id = match (req.account_id, &principal.account_id) {
+        (Some(a), _) => a,
+        (None, Some(own)) => own.clone(),
+        (None, None) => {
+            return Err(Problem::invalid(
+                "account_id",
+                "staff must name the account",
+            ));
+        }
+    };
+    principal.require_account(&account_id)?;
+    let order = OrderRequest {
+        account_id,
+        plan_id: req.plan_id,
+        period: req.period,
+        addons: req.addons,
+        auto_renew: req.auto_renew,
+    };
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            let service = lifecycle::place_order(tx.conn(), order, &actor, now).await?;
+            metrics::counter!("bursar_orders_total", "status" => service.status.as_str())
+                .increment(1);
+            Reply::new(StatusCode::CREATED, service)
+        })
+    })
+    .await
+}
+
+/// Loads a service the caller may see; for a customer action, also checks
+/// that the plan allows it.
+async fn authorize(
+    mut c: Conn<'_>,
+    principal: &Principal,
+    id: &str,
+    action: Option<CustomerAction>,
+) -> Result<Service, Problem> {
+    let service = repo::get(c.reborrow(), id).await?;
+    principal.require_account(&service.account_id)?;
+    if let (Some(action), false) = (action, principal.is_admin()) {
+        let plan = plans_repo::get(c, &service.plan_id).await?;
+        if !plan.spec.customer_actions.contains(&action) {
+            return Err(Problem::forbidden(format!(
+                "the plan does not let customers {}",
+                serde_json::to_value(action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    Ok(service)
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Service)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Service>, Problem> {
+    let mut r = state.store.reader().await?;
+    Ok(Json(authorize(r.conn(), &principal, &id, None).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ServiceQuery {
+    pub account_id: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub status: Option<ServiceStatus>,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    params(ServiceQuery),
+    responses((status = 200, body = PageBody<Service>)),
+    security(("bearer" = [])))]
+/// Services by account and status; a customer key sees its own.
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ServiceQuery>,
+) -> Result<Json<PageBody<Service>>, Problem> {
+    let limit = page_limit(&state, q.limit)?;
+    let account = match (&principal.account_id, q.account_id) {
+        (Some(own), Some(asked)) if *own != asked => {
+            return Err(Problem::forbidden(
+                "this API key belongs to another account",
+            ));
+        }
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked,
+    };
+    let mut r = state.store.reader().await?;
+    let page = repo::list(
+        r.conn(),
+        account.as_deref(),
+        q.status,
+        q.after.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(Json(page.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendRequest {
+    #[schema(value_type = String, example = "admin")]
+    pub reason: SuspendReason,
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{id}/suspend", tag = "services",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = SuspendRequest,
+    responses((status = 200, body = Service), (status = 409, description = "not possible in the current state")),
+    security(("bearer" = [])))]
+pub async fn suspend(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: ApiJson<SuspendRequest>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let reason = body.value.reason;
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            Reply::new(
+                StatusCode::OK,
+                lifecycle::suspend(tx.conn(), &id, reason, &actor, now).await?,
+            )
+        })
+    })
+    .await
+}
+
+/// No input.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[utoipa::path(post, path = "/api/v1/services/{id}/resume", tag = "services",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Service), (status = 409)),
+    security(("bearer" = [])))]
+/// Lifts any suspension (staff only).
+pub async fn resume(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: OptionalJson<Empty>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            Reply::new(
+                StatusCode::OK,
+                lifecycle::resume(tx.conn(), &id, &actor, now).await?,
+            )
+        })
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{id}/close", tag = "services",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Service), (status = 409)),
+    security(("bearer" = [])))]
+/// Closes a service (an unpaid order is canceled at once).
+pub async fn close(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: OptionalJson<Empty>,
+) -> Result<Response, Problem> {
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    let p = principal.clone();
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            authorize(tx.conn(), &p, &id, Some(CustomerAction::Close)).await?;
+            Reply::new(
+                StatusCode::OK,
+                lifecycle::close(tx.conn(), &id, &actor, now).await?,
+            )
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProlongRequest {
+    #[schema(value_type = String, example = "1m")]
+    pub period: Period,
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{id}/prolong", tag = "services",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = ProlongRequest,
+    responses((status = 200, body = Service), (status = 402, description = "the balance does not cover it; nothing written")),
+    security(("bearer" = [])))]
+/// Extends the paid time, charged from the balance.
+pub async fn prolong(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: ApiJson<ProlongRequest>,
+) -> Result<Response, Problem> {
+    let period = body.value.period;
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    let ledger_key = idem.ledger_key(&format!("prolong:{id}"));
+    let p = principal.clone();
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            authorize(tx.conn(), &p, &id, Some(CustomerAction::Prolong)).await?;
+            Reply::new(
+                StatusCode::OK,
+                lifecycle::prolong(tx.conn(), &id, period, &actor, ledger_key, now).await?,
+            )
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePlanRequest {
+    pub plan_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangePlanResult {
+    pub service: Service,
+    pub proration: Proration,
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{id}/change-plan", tag = "services",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = ChangePlanRequest,
+    responses((status = 200, body = ChangePlanResult), (status = 402), (status = 409)),
+    security(("bearer" = [])))]
+/// Moves the service to another plan, prorated by calendar days.
+pub async fn change_plan(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: ApiJson<ChangePlanRequest>,
+) -> Result<Response, Problem> {
+    let plan_id = body.value.plan_id;
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    let ledger_key = idem.ledger_key(&format!("change-plan:{id}"));
+    let p = principal.clone();
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            authorize(tx.conn(), &p, &id, Some(CustomerAction::ChangePlan)).await?;
+            let (service, proration) =
+                lifecycle::change_plan(tx.conn(), &id, &plan_id, &actor, &ledger_key, now).await?;
+            Reply::new(StatusCode::OK, ChangePlanResult { service, proration })
+        })
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}/operations", tag = "services",
+    params(("id" = String, Path), ListQuery),
+    responses((status = 200, body = PageBody<Operation>)),
+    security(("bearer" = [])))]
+pub async fn operations(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<PageBody<Operation>>, Problem> {
+    let limit = q.limit(&state)?;
+    let mut r = state.store.reader().await?;
+    authorize(r.conn(), &principal, &id, None).await?;
+    let page = repo::list_operations(r.conn(), Some(&id), None, q.after.as_deref(), limit).await?;
+    Ok(Json(page.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}/events", tag = "services",
+    params(("id" = String, Path), ListQuery),
+    responses((status = 200, body = PageBody<ServiceEvent>)),
+    security(("bearer" = [])))]
+/// The service's history: every transition, who made it and why.
+pub async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<PageBody<ServiceEvent>>, Problem> {
+    let limit = q.limit(&state)?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| {
+            a.parse::<i64>()
+                .map_err(|_| Problem::bad_request("invalid-query", "`after` must be an event id"))
+        })
+        .transpose()?;
+    let mut r = state.store.reader().await?;
+    authorize(r.conn(), &principal, &id, None).await?;
+    Ok(Json(
+        repo::events(r.conn(), &id, after, limit).await?.into(),
+    ))
+}

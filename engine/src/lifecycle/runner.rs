@@ -1,0 +1,363 @@
+//! The operation runner: claims due operations with a lease, calls their
+//! module outside any database transaction, and records the outcome fenced
+//! by the claim token, so a runner that lost its lease (paused, crashed,
+//! cut off) can never apply a result twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::clock::SharedClock;
+use crate::error::Result;
+use crate::services::module::{
+    ModuleError, ModuleOutcome, ModuleRegistry, ModuleRequest, ServiceContext,
+};
+use crate::services::{OperationStatus, RetryPolicy};
+use crate::store::Store;
+use crate::store::accounts as accounts_repo;
+use crate::store::catalog as plans_repo;
+use crate::store::services::{self as repo, Claimed, OperationUpdate};
+
+/// How the runner works; `[operations]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// How long a claim holds before another runner may take the
+    /// operation over (it must exceed `call_timeout_ms`).
+    pub lease_ms: u64,
+    /// Operations claimed at once.
+    pub batch: usize,
+    /// Pause between polls of the queue when it is idle.
+    pub poll_interval_ms: u64,
+    /// Longest a module call may take.
+    pub call_timeout_ms: u64,
+    /// First retry delay of a failed call; doubles each attempt.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Attempts before an operation goes to the manual queue.
+    pub max_attempts: u32,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        let retry = RetryPolicy::default();
+        RunnerConfig {
+            lease_ms: 300_000,
+            batch: 16,
+            poll_interval_ms: 500,
+            call_timeout_ms: 60_000,
+            retry_base_ms: retry.base_ms,
+            retry_max_ms: retry.max_ms,
+            max_attempts: retry.max_attempts,
+        }
+    }
+}
+
+impl RunnerConfig {
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            base_ms: self.retry_base_ms,
+            max_ms: self.retry_max_ms,
+            max_attempts: self.max_attempts,
+        }
+    }
+}
+
+/// Who the engine itself is in the event log.
+pub const RUNNER_ACTOR: &str = "system:operations";
+
+pub struct OperationRunner {
+    store: Store,
+    modules: ModuleRegistry,
+    clock: SharedClock,
+    owner: String,
+    config: RunnerConfig,
+}
+
+impl OperationRunner {
+    pub fn new(
+        store: Store,
+        modules: ModuleRegistry,
+        clock: SharedClock,
+        config: RunnerConfig,
+    ) -> Self {
+        let owner = format!(
+            "runner-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        );
+        OperationRunner {
+            store,
+            modules,
+            clock,
+            owner,
+            config,
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Claims one batch of due operations and runs them. Returns how many
+    /// were claimed.
+    pub async fn run_once(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let lease_until = now + chrono::Duration::milliseconds(self.config.lease_ms as i64);
+        let mut tx = self.store.begin().await?;
+        let claimed =
+            repo::claim_due(tx.conn(), &self.owner, now, lease_until, self.config.batch).await?;
+        tx.commit().await?;
+        let n = claimed.len();
+        let results = futures::future::join_all(claimed.into_iter().map(|c| self.process(c))).await;
+        for r in results {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "recording an operation result failed; its lease will expire and it runs again");
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs batches until nothing is due (at most `max_rounds`).
+    pub async fn run_until_idle(&self, max_rounds: usize) -> Result<usize> {
+        let mut total = 0;
+        for _ in 0..max_rounds {
+            let n = self.run_once().await?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Runs in the background until `shutdown` turns true.
+    pub fn spawn(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let idle = Duration::from_millis(self.config.poll_interval_ms);
+            loop {
+                let pause = match self.run_once().await {
+                    Ok(n) if n >= self.config.batch => Duration::ZERO,
+                    Ok(_) => idle,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "operation runner could not claim work");
+                        idle
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        })
+    }
+
+    async fn request_for(&self, claimed: &Claimed) -> Result<ModuleRequest> {
+        let op = &claimed.operation;
+        let mut r = self.store.reader().await?;
+        let service = repo::get(r.conn(), &op.service_id).await?;
+        let plan = plans_repo::get(r.conn(), &service.plan_id).await?;
+        let account = accounts_repo::get(r.conn(), &service.account_id).await?;
+        Ok(ModuleRequest {
+            operation_id: op.id.clone(),
+            kind: op.kind,
+            poll: op.remote_ref.is_some(),
+            remote_ref: op.remote_ref.clone(),
+            service: ServiceContext {
+                service_id: service.id,
+                plan_id: plan.id,
+                account_id: account.id,
+                account_email: account.email,
+                period: service.period,
+                settings: plan.spec.module_settings,
+                params: service.params,
+                addons: service.addons,
+            },
+            payload: op.payload.clone(),
+        })
+    }
+
+    async fn process(&self, claimed: Claimed) -> Result<()> {
+        let op = &claimed.operation;
+        let outcome = match self.request_for(&claimed).await {
+            Err(e) => Err(ModuleError::InvalidConfig(format!(
+                "cannot build the request: {e}"
+            ))),
+            Ok(request) => match self.modules.get(&op.module) {
+                None => Err(ModuleError::UnknownModule(op.module.clone())),
+                Some(module) => {
+                    let limit = Duration::from_millis(self.config.call_timeout_ms);
+                    match tokio::time::timeout(limit, module.call(&request)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(ModuleError::Timeout(format!(
+                            "no answer within {} ms",
+                            limit.as_millis()
+                        ))),
+                    }
+                }
+            },
+        };
+        self.record(claimed, outcome).await
+    }
+
+    async fn record(
+        &self,
+        claimed: Claimed,
+        outcome: std::result::Result<ModuleOutcome, ModuleError>,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let op = &claimed.operation;
+        let (update, done_params) = plan_update(
+            op.attempts,
+            op.remote_ref.clone(),
+            &outcome,
+            &self.config.retry(),
+            now,
+        );
+        let mut tx = self.store.begin().await?;
+        if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
+            tracing::warn!(operation = %op.id, "claim expired before the result was recorded; dropping it");
+            return Ok(());
+        }
+        if let Some((params, secret)) = done_params {
+            repo::merge_params(tx.conn(), &op.service_id, &params, &secret, now).await?;
+            crate::lifecycle::complete_effects(
+                tx.conn(),
+                &op.service_id,
+                op.kind,
+                RUNNER_ACTOR,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let outcome_label = match &outcome {
+            Ok(ModuleOutcome::Done { .. }) => "done",
+            Ok(ModuleOutcome::InProgress { .. }) => "in_progress",
+            Ok(ModuleOutcome::NeedsStaff(_)) => "needs_staff",
+            Err(e) => e.kind(),
+        };
+        metrics::counter!("bursar_operations_total", "kind" => op.kind.as_str(), "outcome" => outcome_label).increment(1);
+        if let Err(e) = &outcome {
+            metrics::counter!("bursar_module_failures_total", "module" => op.module.clone(), "kind" => e.kind()).increment(1);
+            tracing::warn!(operation = %op.id, module = %op.module, kind = e.kind(), error = %e, status = update.status.as_str(), "module call failed");
+        }
+        Ok(())
+    }
+}
+
+type DoneParams = (Vec<(String, String)>, Vec<(String, String)>);
+
+/// What an outcome does to the operation row. Pure.
+fn plan_update(
+    attempts: i64,
+    remote_ref: Option<String>,
+    outcome: &std::result::Result<ModuleOutcome, ModuleError>,
+    retry: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> (OperationUpdate, Option<DoneParams>) {
+    let at = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
+    match outcome {
+        Ok(ModuleOutcome::Done {
+            params,
+            secret_params,
+        }) => (
+            OperationUpdate {
+                status: OperationStatus::Done,
+                next_run_at: now,
+                remote_ref,
+                progress: None,
+                last_error: None,
+                error_kind: None,
+                finished: true,
+            },
+            Some((params.clone(), secret_params.clone())),
+        ),
+        Ok(ModuleOutcome::InProgress {
+            remote_ref,
+            poll_after,
+            progress,
+        }) => (
+            OperationUpdate {
+                status: OperationStatus::Waiting,
+                next_run_at: at(*poll_after),
+                remote_ref: Some(remote_ref.clone()),
+                progress: progress.clone(),
+                last_error: None,
+                error_kind: None,
+                finished: false,
+            },
+            None,
+        ),
+        Ok(ModuleOutcome::NeedsStaff(message)) => (
+            OperationUpdate {
+                status: OperationStatus::Manual,
+                next_run_at: now,
+                remote_ref,
+                progress: None,
+                last_error: Some(message.clone()),
+                error_kind: Some("needs_staff".into()),
+                finished: false,
+            },
+            None,
+        ),
+        Err(e) => {
+            let give_up = !e.retryable() || attempts >= i64::from(retry.max_attempts);
+            let delay = retry.delay(attempts.max(1) as u32, e.retry_after(), &mut rand::rng());
+            (
+                OperationUpdate {
+                    status: if give_up {
+                        OperationStatus::Manual
+                    } else {
+                        OperationStatus::Queued
+                    },
+                    next_run_at: if give_up { now } else { at(delay) },
+                    remote_ref,
+                    progress: None,
+                    last_error: Some(e.to_string()),
+                    error_kind: Some(e.kind().into()),
+                    finished: false,
+                },
+                None,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_failures_back_off_and_the_last_attempt_goes_manual() {
+        let policy = RetryPolicy {
+            base_ms: 1000,
+            max_ms: 60_000,
+            max_attempts: 3,
+        };
+        let now = Utc::now();
+        let err = Err(ModuleError::Unavailable {
+            message: "503".into(),
+            retry_after: None,
+        });
+        let (u, _) = plan_update(1, None, &err, &policy, now);
+        assert_eq!(u.status, OperationStatus::Queued);
+        assert!(u.next_run_at >= now + chrono::Duration::milliseconds(500));
+        let (u, _) = plan_update(3, None, &err, &policy, now);
+        assert_eq!(u.status, OperationStatus::Manual);
+        let rejected = Err(ModuleError::Rejected("no".into()));
+        let (u, _) = plan_update(1, None, &rejected, &policy, now);
+        assert_eq!(u.status, OperationStatus::Manual);
+        assert_eq!(u.error_kind.as_deref(), Some("rejected"));
+    }
+}

@@ -1,0 +1,404 @@
+//! The service state machine, operations and their retry policy. Pure.
+//!
+//! ```text
+//! ordered ──pay──▶ opening ──opened──▶ active ◀──resume── suspended
+//!    │                                   │ ──suspend(reason)──▶ │
+//!    └──cancel──▶ closed ◀──closed── closing ◀──close── active | suspended
+//! ```
+//!
+//! `suspend` and `resume` change the state at once (billing follows the
+//! state) and queue an operation that makes the remote side follow;
+//! `open` and `close` pass through `opening`/`closing` until the module
+//! reports the work done.
+
+pub mod module;
+pub mod proration;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::calendar::Period;
+use crate::catalog::AddonValues;
+use crate::money::Currency;
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    /// Ordered, not yet paid.
+    Ordered,
+    /// Paid; the module is setting it up.
+    Opening,
+    Active,
+    Suspended,
+    /// Being torn down by the module.
+    Closing,
+    Closed,
+}
+
+impl ServiceStatus {
+    pub const ALL: [ServiceStatus; 6] = [
+        ServiceStatus::Ordered,
+        ServiceStatus::Opening,
+        ServiceStatus::Active,
+        ServiceStatus::Suspended,
+        ServiceStatus::Closing,
+        ServiceStatus::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Ordered => "ordered",
+            ServiceStatus::Opening => "opening",
+            ServiceStatus::Active => "active",
+            ServiceStatus::Suspended => "suspended",
+            ServiceStatus::Closing => "closing",
+            ServiceStatus::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        ServiceStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Why a service is suspended. Only `non-payment` is lifted automatically
+/// (by a payment or credit); `admin` and `abuse` only by staff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuspendReason {
+    NonPayment,
+    Admin,
+    Abuse,
+}
+
+impl SuspendReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspendReason::NonPayment => "non-payment",
+            SuspendReason::Admin => "admin",
+            SuspendReason::Abuse => "abuse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "non-payment" => SuspendReason::NonPayment,
+            "admin" => SuspendReason::Admin,
+            "abuse" => SuspendReason::Abuse,
+            _ => return None,
+        })
+    }
+}
+
+/// Something that happens to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The order was paid.
+    Pay,
+    /// The module finished setting it up.
+    Opened,
+    Suspend,
+    Resume,
+    Close,
+    /// The module finished tearing it down.
+    Closed,
+    /// An unpaid order was given up.
+    Cancel,
+    Prolong,
+    ChangePlan,
+    Reinstall,
+}
+
+impl Action {
+    pub const ALL: [Action; 10] = [
+        Action::Pay,
+        Action::Opened,
+        Action::Suspend,
+        Action::Resume,
+        Action::Close,
+        Action::Closed,
+        Action::Cancel,
+        Action::Prolong,
+        Action::ChangePlan,
+        Action::Reinstall,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pay => "pay",
+            Action::Opened => "opened",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+            Action::Close => "close",
+            Action::Closed => "closed",
+            Action::Cancel => "cancel",
+            Action::Prolong => "prolong",
+            Action::ChangePlan => "change_plan",
+            Action::Reinstall => "reinstall",
+        }
+    }
+}
+
+/// The state an action leads to from `from`, or `None` when the action is
+/// not allowed there. This table is the whole state machine.
+pub fn transition(from: ServiceStatus, action: Action) -> Option<ServiceStatus> {
+    use Action as A;
+    use ServiceStatus as S;
+    Some(match (from, action) {
+        (S::Ordered, A::Pay) => S::Opening,
+        (S::Ordered, A::Cancel) => S::Closed,
+        (S::Opening, A::Opened) => S::Active,
+        (S::Active, A::Suspend) => S::Suspended,
+        (S::Suspended, A::Resume) => S::Active,
+        (S::Active | S::Suspended, A::Close) => S::Closing,
+        (S::Closing, A::Closed) => S::Closed,
+        (S::Active, A::Prolong) => S::Active,
+        (S::Suspended, A::Prolong) => S::Suspended,
+        (S::Active, A::ChangePlan) => S::Active,
+        (S::Active, A::Reinstall) => S::Active,
+        _ => return None,
+    })
+}
+
+/// The kinds of work a processing module does for a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    Open,
+    Suspend,
+    Resume,
+    Close,
+    Prolong,
+    ChangePlan,
+    Reinstall,
+}
+
+impl OperationKind {
+    pub const ALL: [OperationKind; 7] = [
+        OperationKind::Open,
+        OperationKind::Suspend,
+        OperationKind::Resume,
+        OperationKind::Close,
+        OperationKind::Prolong,
+        OperationKind::ChangePlan,
+        OperationKind::Reinstall,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Open => "open",
+            OperationKind::Suspend => "suspend",
+            OperationKind::Resume => "resume",
+            OperationKind::Close => "close",
+            OperationKind::Prolong => "prolong",
+            OperationKind::ChangePlan => "change_plan",
+            OperationKind::Reinstall => "reinstall",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        OperationKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The transition applied to the service when the module reports the
+    /// operation done (the others changed the state when they were queued).
+    pub fn completion(self) -> Option<Action> {
+        match self {
+            OperationKind::Open => Some(Action::Opened),
+            OperationKind::Close => Some(Action::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    /// Due at `next_run_at`.
+    Queued,
+    /// Claimed by a runner until its lease ends.
+    Running,
+    /// The module is working remotely; poll at `next_run_at`.
+    Waiting,
+    Done,
+    /// Needs staff: retry or complete it through the API.
+    Manual,
+    /// Superseded (e.g. the service was closed before it opened).
+    Canceled,
+}
+
+impl OperationStatus {
+    pub const ALL: [OperationStatus; 6] = [
+        OperationStatus::Queued,
+        OperationStatus::Running,
+        OperationStatus::Waiting,
+        OperationStatus::Done,
+        OperationStatus::Manual,
+        OperationStatus::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Queued => "queued",
+            OperationStatus::Running => "running",
+            OperationStatus::Waiting => "waiting",
+            OperationStatus::Done => "done",
+            OperationStatus::Manual => "manual",
+            OperationStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        OperationStatus::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A service a customer bought.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Service {
+    pub id: String,
+    pub account_id: String,
+    pub plan_id: String,
+    pub status: ServiceStatus,
+    pub suspend_reason: Option<SuspendReason>,
+    #[schema(value_type = String, example = "1m")]
+    pub period: Period,
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: Currency,
+    /// What one period costs (plan price plus add-ons), minor units.
+    pub recurring_price: i64,
+    /// For an unpaid order: what it costs to open it.
+    pub amount_due: i64,
+    #[schema(value_type = Object)]
+    pub addons: AddonValues,
+    /// What the module reported (server id, IPs…). Secret values are kept
+    /// apart and never listed.
+    pub params: BTreeMap<String, String>,
+    pub auto_renew: bool,
+    /// When it was first activated: periods are counted from here.
+    pub anchor_at: Option<DateTime<Utc>>,
+    /// Days or months paid since the anchor.
+    pub paid_units: i64,
+    /// Start of the paid range that contains now.
+    pub period_start: Option<DateTime<Utc>>,
+    /// End of the paid time.
+    pub paid_until: Option<DateTime<Utc>>,
+    /// What was paid for `[period_start, paid_until)`, and for how many periods.
+    pub range_price: i64,
+    pub range_periods: i64,
+    pub suspended_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A unit of provisioning work for a service, run by the operation runner.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Operation {
+    pub id: String,
+    pub service_id: String,
+    pub kind: OperationKind,
+    /// The module instance that does it.
+    pub module: String,
+    pub status: OperationStatus,
+    pub attempts: i64,
+    pub next_run_at: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The module's reference to work in progress.
+    pub remote_ref: Option<String>,
+    pub progress: Option<String>,
+    pub last_error: Option<String>,
+    /// `unavailable`, `rejected`, `timeout`, `trap`… of the last failure.
+    pub error_kind: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// How retries of `unavailable` outcomes are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Delay before the first retry, in milliseconds.
+    pub base_ms: u64,
+    /// Upper bound of any delay, in milliseconds.
+    pub max_ms: u64,
+    /// Attempts before the operation goes to the manual queue.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base_ms: 5_000,
+            max_ms: 3_600_000,
+            max_attempts: 12,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with "equal jitter": after attempt *n* (1-based)
+    /// wait between half and all of `base × 2^(n-1)`, capped at `max`, and
+    /// never less than what the module asked for.
+    pub fn delay(&self, attempt: u32, asked: Option<Duration>, rng: &mut impl Rng) -> Duration {
+        let exp = self
+            .base_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(32))
+            .min(self.max_ms);
+        let half = exp / 2;
+        let jittered = half + rng.random_range(0..=exp - half);
+        Duration::from_millis(jittered).max(
+            asked
+                .unwrap_or_default()
+                .min(Duration::from_millis(self.max_ms)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_listed_transitions_exist() {
+        let allowed: Vec<(ServiceStatus, Action)> = ServiceStatus::ALL
+            .into_iter()
+            .flat_map(|s| Action::ALL.into_iter().map(move |a| (s, a)))
+            .filter(|(s, a)| transition(*s, *a).is_some())
+            .collect();
+        assert_eq!(allowed.len(), 12);
+        assert_eq!(transition(ServiceStatus::Closed, Action::Resume), None);
+        assert_eq!(transition(ServiceStatus::Opening, Action::Close), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            base_ms: 1000,
+            max_ms: 10_000,
+            max_attempts: 5,
+        };
+        let mut rng = rand::rng();
+        for attempt in 1..10 {
+            let d = p.delay(attempt, None, &mut rng).as_millis() as u64;
+            let exp = (1000u64 << (attempt - 1)).min(10_000);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d}");
+        }
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7)), &mut rng),
+            Duration::from_secs(7)
+        );
+    }
+}

@@ -1,0 +1,514 @@
+//! Services, their event log and their operations.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use crate::calendar::Period;
+use crate::clock::{from_micros, to_micros};
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use crate::money::Currency;
+use crate::services::{
+    Operation, OperationKind, OperationStatus, Service, ServiceStatus, SuspendReason,
+};
+use crate::sql;
+use crate::store::{Conn, Page};
+
+fn corrupt(what: String) -> Error {
+    Error::Database(sqlx::Error::Decode(what.into()))
+}
+
+fn json_map(s: &str) -> BTreeMap<String, String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+#[derive(FromRow)]
+struct ServiceRow {
+    id: String,
+    account_id: String,
+    plan_id: String,
+    status: String,
+    suspend_reason: Option<String>,
+    period: String,
+    currency: String,
+    recurring_price: i64,
+    amount_due: i64,
+    addons: String,
+    params: String,
+    auto_renew: bool,
+    anchor_at: Option<i64>,
+    paid_units: i64,
+    period_start: Option<i64>,
+    paid_until: Option<i64>,
+    range_price: i64,
+    range_periods: i64,
+    suspended_at: Option<i64>,
+    closed_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const SERVICE_COLUMNS: &str = "id, account_id, plan_id, status, suspend_reason, period, currency, recurring_price, \
+    amount_due, addons, params, auto_renew, anchor_at, paid_units, period_start, paid_until, range_price, \
+    range_periods, suspended_at, closed_at, created_at, updated_at";
+
+impl ServiceRow {
+    fn into_service(self) -> Result<Service> {
+        let id = self.id.clone();
+        Ok(Service {
+            status: ServiceStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(format!("service {id}: status")))?,
+            suspend_reason: self
+                .suspend_reason
+                .as_deref()
+                .and_then(SuspendReason::parse),
+            period: Period::parse(&self.period)
+                .ok_or_else(|| corrupt(format!("service {id}: period")))?,
+            currency: Currency::from_code(&self.currency)
+                .map_err(|_| corrupt(format!("service {id}: currency")))?,
+            addons: serde_json::from_str(&self.addons).unwrap_or_default(),
+            params: json_map(&self.params),
+            id: self.id,
+            account_id: self.account_id,
+            plan_id: self.plan_id,
+            recurring_price: self.recurring_price,
+            amount_due: self.amount_due,
+            auto_renew: self.auto_renew,
+            anchor_at: self.anchor_at.map(from_micros),
+            paid_units: self.paid_units,
+            period_start: self.period_start.map(from_micros),
+            paid_until: self.paid_until.map(from_micros),
+            range_price: self.range_price,
+            range_periods: self.range_periods,
+            suspended_at: self.suspended_at.map(from_micros),
+            closed_at: self.closed_at.map(from_micros),
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+        })
+    }
+}
+
+/// Stores a new service.
+pub async fn insert(mut c: Conn<'_>, s: &Service) -> Result<()> {
+    sql!(&mut c, c => sqlx::query(
+        "INSERT INTO services (id, account_id, plan_id, status, suspend_reason, period, currency, recurring_price,
+            amount_due, addons, params, secret_params, auto_renew, anchor_at, paid_units, period_start, paid_until,
+            range_price, range_periods, suspended_at, closed_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)")
+        .bind(&s.id).bind(&s.account_id).bind(&s.plan_id).bind(s.status.as_str())
+        .bind(s.suspend_reason.map(SuspendReason::as_str)).bind(s.period.as_str()).bind(s.currency.code())
+        .bind(s.recurring_price).bind(s.amount_due).bind(to_json(&s.addons)).bind(to_json(&s.params))
+        .bind(s.auto_renew).bind(s.anchor_at.map(to_micros)).bind(s.paid_units)
+        .bind(s.period_start.map(to_micros)).bind(s.paid_until.map(to_micros))
+        .bind(s.range_price).bind(s.range_periods)
+        .bind(s.suspended_at.map(to_micros)).bind(s.closed_at.map(to_micros))
+        .bind(to_micros(s.created_at)).bind(to_micros(s.updated_at))
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Writes back every field that changes over a service's life. Refuses
+/// (returns `Conflict`) when the stored status is not `expected`, so two
+/// writers can never both apply a transition from the same state.
+pub async fn save(mut c: Conn<'_>, s: &Service, expected: ServiceStatus) -> Result<()> {
+    let n = sql!(&mut c, c => sqlx::query(
+        "UPDATE services SET plan_id = $2, status = $3, suspend_reason = $4, period = $5, recurring_price = $6,
+            amount_due = $7, addons = $8, params = $9, auto_renew = $10, anchor_at = $11, paid_units = $12,
+            period_start = $13, paid_until = $14, range_price = $15, range_periods = $16, suspended_at = $17,
+            closed_at = $18, updated_at = $19
+         WHERE id = $1 AND status = $20")
+        .bind(&s.id).bind(&s.plan_id).bind(s.status.as_str()).bind(s.suspend_reason.map(SuspendReason::as_str))
+        .bind(s.period.as_str()).bind(s.recurring_price).bind(s.amount_due).bind(to_json(&s.addons))
+        .bind(to_json(&s.params)).bind(s.auto_renew).bind(s.anchor_at.map(to_micros)).bind(s.paid_units)
+        .bind(s.period_start.map(to_micros)).bind(s.paid_until.map(to_micros)).bind(s.range_price)
+        .bind(s.range_periods).bind(s.suspended_at.map(to_micros)).bind(s.closed_at.map(to_micros))
+        .bind(to_micros(s.updated_at)).bind(expected.as_str())
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Err(Error::Conflict(format!(
+            "service {} changed concurrently; retry",
+            s.id
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a service; on PostgreSQL the row stays locked until the
+/// transaction ends (SQLite's single writer already excludes others).
+pub async fn get_for_update(mut c: Conn<'_>, id: &str) -> Result<Service> {
+    let lock = if matches!(c, Conn::Postgres(_)) {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1{lock}");
+    let row: Option<ServiceRow> =
+        sql!(&mut c, c => sqlx::query_as(&q).bind(id).fetch_optional(&mut **c).await)?;
+    row.ok_or_else(|| Error::not_found("service", id))?
+        .into_service()
+}
+
+pub async fn get(mut c: Conn<'_>, id: &str) -> Result<Service> {
+    let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1");
+    let row: Option<ServiceRow> =
+        sql!(&mut c, c => sqlx::query_as(&q).bind(id).fetch_optional(&mut **c).await)?;
+    row.ok_or_else(|| Error::not_found("service", id))?
+        .into_service()
+}
+
+/// Services filtered by account and status, in creation order.
+pub async fn list(
+    mut c: Conn<'_>,
+    account_id: Option<&str>,
+    status: Option<ServiceStatus>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Page<Service>> {
+    let q = format!(
+        "SELECT {SERVICE_COLUMNS} FROM services
+         WHERE id > $1 AND ($2 IS NULL OR account_id = $2) AND ($3 IS NULL OR status = $3)
+         ORDER BY id LIMIT $4"
+    );
+    let rows: Vec<ServiceRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(after.unwrap_or("")).bind(account_id).bind(status.map(ServiceStatus::as_str)).bind(limit as i64 + 1)
+        .fetch_all(&mut **c).await)?;
+    let services = rows
+        .into_iter()
+        .map(ServiceRow::into_service)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(services, limit, |s| s.id.clone()))
+}
+
+/// The account's unpaid orders, oldest first.
+pub async fn unpaid_of_account(mut c: Conn<'_>, account_id: &str) -> Result<Vec<String>> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT id FROM services WHERE account_id = $1 AND status = 'ordered' ORDER BY id")
+        .bind(account_id).fetch_all(&mut **c).await)?)
+}
+
+/// Adds module-reported params to a service (secret ones kept apart).
+pub async fn merge_params(
+    mut c: Conn<'_>,
+    id: &str,
+    params: &[(String, String)],
+    secret_params: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if params.is_empty() && secret_params.is_empty() {
+        return Ok(());
+    }
+    let (current, secret): (String, String) = sql!(&mut c, c => sqlx::query_as(
+        "SELECT params, secret_params FROM services WHERE id = $1").bind(id).fetch_one(&mut **c).await)?;
+    let mut current = json_map(&current);
+    current.extend(params.iter().cloned());
+    let mut secret = json_map(&secret);
+    secret.extend(secret_params.iter().cloned());
+    sql!(&mut c, c => sqlx::query("UPDATE services SET params = $2, secret_params = $3, updated_at = $4 WHERE id = $1")
+        .bind(id).bind(to_json(&current)).bind(to_json(&secret)).bind(to_micros(now))
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// A service's secret params (credentials), for its owner and staff.
+pub async fn secret_params(mut c: Conn<'_>, id: &str) -> Result<BTreeMap<String, String>> {
+    let s: Option<String> = sql!(&mut c, c => sqlx::query_scalar("SELECT secret_params FROM services WHERE id = $1")
+        .bind(id).fetch_optional(&mut **c).await)?;
+    Ok(json_map(&s.ok_or_else(|| Error::not_found("service", id))?))
+}
+
+/// One line of a service's history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ServiceEvent {
+    pub id: i64,
+    pub service_id: String,
+    pub action: String,
+    pub from_status: String,
+    pub to_status: String,
+    pub reason: Option<String>,
+    /// Who: `api_key:…`, or `system:…` for the engine.
+    pub actor: String,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Appends to the event log.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_event(
+    mut c: Conn<'_>,
+    service_id: &str,
+    action: &str,
+    from: ServiceStatus,
+    to: ServiceStatus,
+    reason: Option<&str>,
+    actor: &str,
+    detail: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sql!(&mut c, c => sqlx::query(
+        "INSERT INTO service_events (service_id, action, from_status, to_status, reason, actor, detail, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(service_id).bind(action).bind(from.as_str()).bind(to.as_str()).bind(reason).bind(actor)
+        .bind(detail).bind(to_micros(at))
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn events(
+    mut c: Conn<'_>,
+    service_id: &str,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Page<ServiceEvent>> {
+    #[derive(FromRow)]
+    struct Row {
+        id: i64,
+        service_id: String,
+        action: String,
+        from_status: String,
+        to_status: String,
+        reason: Option<String>,
+        actor: String,
+        detail: Option<String>,
+        at: i64,
+    }
+    let rows: Vec<Row> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT id, service_id, action, from_status, to_status, reason, actor, detail, at FROM service_events
+         WHERE service_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+        .bind(service_id).bind(after.unwrap_or(0)).bind(limit as i64 + 1).fetch_all(&mut **c).await)?;
+    let events = rows
+        .into_iter()
+        .map(|r| ServiceEvent {
+            id: r.id,
+            service_id: r.service_id,
+            action: r.action,
+            from_status: r.from_status,
+            to_status: r.to_status,
+            reason: r.reason,
+            actor: r.actor,
+            detail: r.detail,
+            at: from_micros(r.at),
+        })
+        .collect();
+    Ok(Page::from_rows(events, limit, |e| e.id.to_string()))
+}
+
+#[derive(FromRow)]
+struct OperationRow {
+    id: String,
+    service_id: String,
+    kind: String,
+    module: String,
+    status: String,
+    attempts: i64,
+    next_run_at: i64,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+    remote_ref: Option<String>,
+    progress: Option<String>,
+    last_error: Option<String>,
+    error_kind: Option<String>,
+    payload: String,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+const OPERATION_COLUMNS: &str = "id, service_id, kind, module, status, attempts, next_run_at, lease_owner, \
+    lease_until, remote_ref, progress, last_error, error_kind, payload, created_at, updated_at, finished_at";
+
+impl OperationRow {
+    fn into_operation(self) -> Result<Operation> {
+        let id = self.id.clone();
+        Ok(Operation {
+            kind: OperationKind::parse(&self.kind)
+                .ok_or_else(|| corrupt(format!("operation {id}: kind")))?,
+            status: OperationStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(format!("operation {id}: status")))?,
+            payload: serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null),
+            id: self.id,
+            service_id: self.service_id,
+            module: self.module,
+            attempts: self.attempts,
+            next_run_at: from_micros(self.next_run_at),
+            lease_owner: self.lease_owner,
+            lease_until: self.lease_until.map(from_micros),
+            remote_ref: self.remote_ref,
+            progress: self.progress,
+            last_error: self.last_error,
+            error_kind: self.error_kind,
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+            finished_at: self.finished_at.map(from_micros),
+        })
+    }
+}
+
+/// Queues an operation, due now.
+pub async fn enqueue(
+    mut c: Conn<'_>,
+    service_id: &str,
+    kind: OperationKind,
+    module: &str,
+    payload: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<Operation> {
+    let id = new_id("op");
+    let at = to_micros(now);
+    sql!(&mut c, c => sqlx::query(
+        "INSERT INTO operations (id, service_id, kind, module, status, attempts, next_run_at, payload, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $5, $5)")
+        .bind(&id).bind(service_id).bind(kind.as_str()).bind(module).bind(at).bind(payload.to_string())
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    get_operation(c, &id).await
+}
+
+pub async fn get_operation(mut c: Conn<'_>, id: &str) -> Result<Operation> {
+    let q = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1");
+    let row: Option<OperationRow> =
+        sql!(&mut c, c => sqlx::query_as(&q).bind(id).fetch_optional(&mut **c).await)?;
+    row.ok_or_else(|| Error::not_found("operation", id))?
+        .into_operation()
+}
+
+pub async fn list_operations(
+    mut c: Conn<'_>,
+    service_id: Option<&str>,
+    status: Option<OperationStatus>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Page<Operation>> {
+    let q = format!(
+        "SELECT {OPERATION_COLUMNS} FROM operations
+         WHERE id > $1 AND ($2 IS NULL OR service_id = $2) AND ($3 IS NULL OR status = $3)
+         ORDER BY id LIMIT $4"
+    );
+    let rows: Vec<OperationRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(after.unwrap_or("")).bind(service_id).bind(status.map(OperationStatus::as_str)).bind(limit as i64 + 1)
+        .fetch_all(&mut **c).await)?;
+    let ops = rows
+        .into_iter()
+        .map(OperationRow::into_operation)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(ops, limit, |o| o.id.clone()))
+}
+
+/// An operation a runner holds: the claim token fences every later write,
+/// so a runner whose lease expired cannot apply a stale result.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub operation: Operation,
+    pub token: String,
+}
+
+/// Claims up to `limit` due operations for `owner` until `lease_until`:
+/// queued or waiting ones whose time has come, and running ones whose
+/// lease expired (their runner died). An operation is due only when no
+/// earlier unfinished operation of the same service exists, so a service's
+/// operations run in order. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets
+/// several runners claim side by side without ever taking the same row.
+pub async fn claim_due(
+    mut c: Conn<'_>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Claimed>> {
+    let skip_locked = if matches!(c, Conn::Postgres(_)) {
+        "FOR UPDATE OF o SKIP LOCKED"
+    } else {
+        ""
+    };
+    let token = new_id("claim");
+    let q = format!(
+        "UPDATE operations SET status = 'running', lease_owner = $1, lease_until = $2, claim_token = $5,
+            attempts = attempts + CASE WHEN remote_ref IS NULL THEN 1 ELSE 0 END, updated_at = $3
+         WHERE id IN (
+            SELECT o.id FROM operations o
+            WHERE ((o.status IN ('queued', 'waiting') AND o.next_run_at <= $3)
+                   OR (o.status = 'running' AND o.lease_until < $3))
+              AND NOT EXISTS (SELECT 1 FROM operations p WHERE p.service_id = o.service_id AND p.id < o.id
+                              AND p.status IN ('queued', 'running', 'waiting', 'manual'))
+            ORDER BY o.next_run_at, o.id LIMIT $4 {skip_locked})
+         RETURNING {OPERATION_COLUMNS}"
+    );
+    let rows: Vec<OperationRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(owner).bind(to_micros(lease_until)).bind(to_micros(now)).bind(limit as i64).bind(&token)
+        .fetch_all(&mut **c).await)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Claimed {
+                operation: r.into_operation()?,
+                token: token.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What becomes of a claimed operation after its module call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationUpdate {
+    pub status: OperationStatus,
+    pub next_run_at: DateTime<Utc>,
+    pub remote_ref: Option<String>,
+    pub progress: Option<String>,
+    pub last_error: Option<String>,
+    pub error_kind: Option<String>,
+    pub finished: bool,
+}
+
+/// Records the result of a run, if the claim still holds. Returns false
+/// for a stale claim (the lease expired and another runner took over).
+pub async fn finish_run(
+    mut c: Conn<'_>,
+    id: &str,
+    token: &str,
+    u: &OperationUpdate,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let n = sql!(&mut c, c => sqlx::query(
+        "UPDATE operations SET status = $3, next_run_at = $4, remote_ref = $5, progress = $6, last_error = $7,
+            error_kind = $8, finished_at = $9, lease_owner = NULL, lease_until = NULL, claim_token = NULL,
+            updated_at = $10
+         WHERE id = $1 AND claim_token = $2 AND status = 'running'")
+        .bind(id).bind(token).bind(u.status.as_str()).bind(to_micros(u.next_run_at)).bind(&u.remote_ref)
+        .bind(&u.progress).bind(&u.last_error).bind(&u.error_kind)
+        .bind(if u.finished { Some(to_micros(now)) } else { None }).bind(to_micros(now))
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Staff actions on an operation in the manual queue: back to the queue
+/// (`retry`) or done by hand (`complete`). Only from `manual`.
+pub async fn resolve_manual(
+    mut c: Conn<'_>,
+    id: &str,
+    retry: bool,
+    now: DateTime<Utc>,
+) -> Result<Operation> {
+    let at = to_micros(now);
+    let n = if retry {
+        sql!(&mut c, c => sqlx::query(
+            "UPDATE operations SET status = 'queued', attempts = 0, next_run_at = $2, updated_at = $2
+             WHERE id = $1 AND status = 'manual'")
+            .bind(id).bind(at).execute(&mut **c).await.map(|r| r.rows_affected()))?
+    } else {
+        sql!(&mut c, c => sqlx::query(
+            "UPDATE operations SET status = 'done', finished_at = $2, updated_at = $2, last_error = NULL
+             WHERE id = $1 AND status = 'manual'")
+            .bind(id).bind(at).execute(&mut **c).await.map(|r| r.rows_affected()))?
+    };
+    let op = get_operation(c, id).await?;
+    if n == 0 {
+        return Err(Error::Conflict(format!(
+            "operation {id} is {}, not in the manual queue",
+            op.status.as_str()
+        )));
+    }
+    Ok(op)
+}
