@@ -9,3 +9,5 @@ mod cli;
 mod concurrency;
 mod idempotency;
 mod ledger_props;
+mod lifecycle;
+mod operations;

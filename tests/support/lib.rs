@@ -29,7 +29,14 @@ pub const ADMIN_KEY: &str = "bsr_adm_test_0123456789abcdef0123456789";
 /// A database of its own for one test.
 pub struct TestDb {
     pub store: Store,
+    /// How to open another pool on the same database (as another node would).
+    reopen: Reopen,
     _dir: Option<tempfile::TempDir>,
+}
+
+enum Reopen {
+    Sqlite(String),
+    Postgres(Box<sqlx::postgres::PgConnectOptions>),
 }
 
 impl TestDb {
@@ -56,14 +63,16 @@ impl TestDb {
                         .expect("create test schema");
                 }
                 admin.close().await;
-                let store = Store::connect_postgres(
-                    base.options([("search_path", schema.as_str())]),
-                    &opts,
-                )
-                .await
-                .expect("connect to the test schema");
+                let options = base.options([("search_path", schema.as_str())]);
+                let store = Store::connect_postgres(options.clone(), &opts)
+                    .await
+                    .expect("connect to the test schema");
                 store.migrate().await.expect("migrate");
-                TestDb { store, _dir: None }
+                TestDb {
+                    store,
+                    reopen: Reopen::Postgres(Box::new(options)),
+                    _dir: None,
+                }
             }
             _ => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -72,6 +81,7 @@ impl TestDb {
                 store.migrate().await.expect("migrate");
                 TestDb {
                     store,
+                    reopen: Reopen::Sqlite(url),
                     _dir: Some(dir),
                 }
             }
@@ -80,6 +90,17 @@ impl TestDb {
 
     pub fn backend(&self) -> Backend {
         self.store.backend()
+    }
+
+    /// A second, independent pool on the same database.
+    pub async fn another_pool(&self) -> Store {
+        let opts = StoreOptions::default();
+        match &self.reopen {
+            Reopen::Sqlite(url) => Store::connect(url, &opts).await.expect("reopen SQLite"),
+            Reopen::Postgres(o) => Store::connect_postgres((**o).clone(), &opts)
+                .await
+                .expect("reopen PostgreSQL"),
+        }
     }
 }
 

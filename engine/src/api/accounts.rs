@@ -324,6 +324,10 @@ pub async fn credit(
                 .into_transaction();
             metrics::counter!("bursar_ledger_transactions_total", "kind" => kind.as_str())
                 .increment(1);
+            if kind == TransactionKind::Credit {
+                // Money arrived: the unpaid orders it now covers open.
+                crate::lifecycle::settle_unpaid(tx.conn(), &id, &actor, now).await?;
+            }
             let balance = balance_view(tx.conn(), &account).await?;
             Reply::new(
                 StatusCode::CREATED,

@@ -44,6 +44,7 @@ fn next_status(service: &Service, action: Action) -> Result<ServiceStatus> {
 }
 
 /// Moves a service to `to`, saving it and logging the event.
+#[allow(clippy::too_many_arguments)] // the event log's columns, one by one
 async fn apply(
     mut c: Conn<'_>,
     service: &mut Service,
@@ -343,7 +344,9 @@ pub async fn prolong(
 ) -> Result<Service> {
     let mut service = repo::get_for_update(c.reborrow(), id).await?;
     next_status(&service, Action::Prolong)?;
-    if period.unit() != service.period.unit() || period.units() % service.period.units() != 0 {
+    if period.unit() != service.period.unit()
+        || !period.units().is_multiple_of(service.period.units())
+    {
         return Err(Error::Unprocessable {
             kind: "invalid-period",
             message: format!(

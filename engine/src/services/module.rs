@@ -142,22 +142,19 @@ impl ModuleError {
     }
 }
 
+/// What a module call returns.
+pub type ModuleResult = Result<ModuleOutcome, ModuleError>;
+
 /// A provisioning back-end.
 pub trait ProcessingModule: Send + Sync {
-    fn call<'a>(
-        &'a self,
-        request: &'a ModuleRequest,
-    ) -> BoxFuture<'a, Result<ModuleOutcome, ModuleError>>;
+    fn call<'a>(&'a self, request: &'a ModuleRequest) -> BoxFuture<'a, ModuleResult>;
 }
 
 /// The `manual` module: every operation waits for staff.
 pub struct ManualModule;
 
 impl ProcessingModule for ManualModule {
-    fn call<'a>(
-        &'a self,
-        request: &'a ModuleRequest,
-    ) -> BoxFuture<'a, Result<ModuleOutcome, ModuleError>> {
+    fn call<'a>(&'a self, request: &'a ModuleRequest) -> BoxFuture<'a, ModuleResult> {
         let what = request.kind.as_str();
         Box::pin(async move {
             Ok(ModuleOutcome::NeedsStaff(format!(
@@ -205,7 +202,7 @@ impl ModuleRegistry {
 /// operation kind (then `Done`), and records every call it receives.
 #[derive(Default)]
 pub struct ScriptedModule {
-    script: Mutex<HashMap<(OperationKind, bool), VecDeque<Result<ModuleOutcome, ModuleError>>>>,
+    script: Mutex<HashMap<(OperationKind, bool), VecDeque<ModuleResult>>>,
     calls: Mutex<Vec<ModuleRequest>>,
     in_flight: Mutex<HashMap<String, usize>>,
     overlaps: Mutex<Vec<String>>,
@@ -248,10 +245,7 @@ impl ScriptedModule {
 }
 
 impl ProcessingModule for ScriptedModule {
-    fn call<'a>(
-        &'a self,
-        request: &'a ModuleRequest,
-    ) -> BoxFuture<'a, Result<ModuleOutcome, ModuleError>> {
+    fn call<'a>(&'a self, request: &'a ModuleRequest) -> BoxFuture<'a, ModuleResult> {
         Box::pin(async move {
             self.calls.lock().expect("lock").push(request.clone());
             {

@@ -1,0 +1,268 @@
+//! The durable operations queue: retries with backoff, expired leases,
+//! and several runners on one database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bursar::clock::{Clock, SharedClock};
+use bursar::lifecycle::runner::OperationRunner;
+use bursar::services::OperationKind;
+use bursar::services::module::{ModuleError, ModuleRegistry, ScriptedModule};
+use bursar::store::services as repo;
+use bursar_tests::{ADMIN_KEY, TestApp};
+use chrono::Utc;
+use serde_json::json;
+
+async fn ordered_service(app: &TestApp, email: &str) -> String {
+    let plan = app.simple_plan(100).await;
+    let acc = app.create_account(email, "EUR", 0).await;
+    app.credit(&acc, 10_000, "EUR").await;
+    app.order(&acc, &plan, "1m").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn unavailable_three_times_then_done_backs_off_and_ends_active() {
+    let app = TestApp::new().await;
+    let id = ordered_service(&app, "retry@example.com").await;
+    for _ in 0..3 {
+        app.module.push(
+            OperationKind::Open,
+            false,
+            Err(ModuleError::Unavailable {
+                message: "DCImanager is starting".into(),
+                retry_after: None,
+            }),
+        );
+    }
+    let mut last_due = app.clock.now();
+    for attempt in 1..=3 {
+        app.run_operations().await;
+        let ops = app
+            .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+            .await;
+        let op = &ops.json["data"][0];
+        assert_eq!(op["status"], "queued", "attempt {attempt}");
+        assert_eq!(op["attempts"], attempt);
+        assert_eq!(op["error_kind"], "unavailable");
+        let due: chrono::DateTime<Utc> = op["next_run_at"].as_str().unwrap().parse().unwrap();
+        let base = 1_000i64 << (attempt - 1);
+        let waited = (due - app.clock.now()).num_milliseconds();
+        assert!(
+            waited >= base / 2 && waited <= base,
+            "attempt {attempt}: waits {waited} ms"
+        );
+        assert!(due > last_due);
+        last_due = due;
+        assert_eq!(app.run_operations().await, 0, "not due before its backoff");
+        app.clock.set(due);
+    }
+    app.run_operations().await;
+    assert_eq!(app.service(&id).await["status"], "active");
+    let op = &app
+        .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+        .await
+        .json["data"][0];
+    assert_eq!(op["status"], "done");
+    assert_eq!(op["attempts"], 4);
+    assert_eq!(app.module.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn retries_run_out_into_the_manual_queue() {
+    let app = TestApp::new().await;
+    let id = ordered_service(&app, "out@example.com").await;
+    for _ in 0..TestApp::runner_config().max_attempts {
+        app.module.push(
+            OperationKind::Open,
+            false,
+            Err(ModuleError::Timeout("slow".into())),
+        );
+    }
+    for _ in 0..10 {
+        app.run_operations().await;
+        app.clock.advance(chrono::Duration::minutes(5));
+    }
+    let op = &app
+        .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+        .await
+        .json["data"][0];
+    assert_eq!(op["status"], "manual");
+    assert_eq!(op["attempts"], TestApp::runner_config().max_attempts);
+    assert_eq!(op["error_kind"], "timeout");
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_claimed_again_and_its_effect_applied_once() {
+    let app = TestApp::new().await;
+    let id = ordered_service(&app, "lease@example.com").await;
+    // A runner claims the operation and dies before recording anything.
+    let now = app.clock.now();
+    let mut tx = app.store().begin().await.unwrap();
+    let claimed = repo::claim_due(
+        tx.conn(),
+        "dead-runner",
+        now,
+        now + chrono::Duration::minutes(1),
+        10,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(app.run_operations().await, 0, "a live lease is respected");
+
+    app.clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(
+        app.run_operations().await,
+        1,
+        "the expired lease is taken over"
+    );
+    assert_eq!(app.service(&id).await["status"], "active");
+
+    // The dead runner wakes up and tries to record its result: refused.
+    let mut tx = app.store().begin().await.unwrap();
+    let stale = repo::finish_run(
+        tx.conn(),
+        &claimed[0].operation.id,
+        &claimed[0].token,
+        &repo::OperationUpdate {
+            status: bursar::services::OperationStatus::Done,
+            next_run_at: now,
+            remote_ref: None,
+            progress: None,
+            last_error: None,
+            error_kind: None,
+            finished: true,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!stale, "a stale claim cannot record a result");
+    let events = app
+        .get(&format!("/api/v1/services/{id}/events"), ADMIN_KEY)
+        .await;
+    let opened = events.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "opened")
+        .count();
+    assert_eq!(opened, 1, "the effect is applied once");
+    let calls = app.module.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].operation_id, claimed[0].operation.id,
+        "same idempotency key after the takeover"
+    );
+}
+
+#[tokio::test]
+async fn a_services_operations_run_in_order() {
+    let app = TestApp::new().await;
+    let id = ordered_service(&app, "order@example.com").await;
+    app.run_operations().await;
+    app.module.push(
+        OperationKind::Suspend,
+        false,
+        Err(ModuleError::Unavailable {
+            message: "busy".into(),
+            retry_after: None,
+        }),
+    );
+    app.post(
+        &format!("/api/v1/services/{id}/suspend"),
+        ADMIN_KEY,
+        json!({"reason": "admin"}),
+    )
+    .await;
+    app.post(
+        &format!("/api/v1/services/{id}/resume"),
+        ADMIN_KEY,
+        json!({}),
+    )
+    .await;
+    app.run_operations().await;
+    // The resume waits behind the suspend that is backing off.
+    let kinds: Vec<_> = app.module.calls().iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, vec![OperationKind::Open, OperationKind::Suspend]);
+    app.clock.advance(chrono::Duration::minutes(1));
+    app.run_operations().await;
+    let kinds: Vec<_> = app.module.calls().iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            OperationKind::Open,
+            OperationKind::Suspend,
+            OperationKind::Suspend,
+            OperationKind::Resume
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_on_one_database_never_run_the_same_operation_at_once() {
+    let app = TestApp::new().await;
+    let plan = app.simple_plan(100).await;
+    let acc = app.create_account("two@example.com", "EUR", 0).await;
+    app.credit(&acc, 1_000_000, "EUR").await;
+    for _ in 0..30 {
+        let r = app.order(&acc, &plan, "1m").await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    // The module answers slowly to widen the window for double claims.
+    let module = ScriptedModule::new();
+    module.set_delay(Duration::from_millis(15));
+    let mut modules = ModuleRegistry::default();
+    modules.insert("test", module.clone());
+    let clock: SharedClock = app.clock.clone();
+    let mut config = TestApp::runner_config();
+    config.batch = 4;
+    let a = Arc::new(OperationRunner::new(
+        app.store().clone(),
+        modules.clone(),
+        clock.clone(),
+        config.clone(),
+    ));
+    let other_pool = app.db.another_pool().await;
+    let b = Arc::new(OperationRunner::new(other_pool, modules, clock, config));
+    let (ra, rb) = tokio::join!(
+        {
+            let a = a.clone();
+            async move { a.run_until_idle(100).await }
+        },
+        {
+            let b = b.clone();
+            async move { b.run_until_idle(100).await }
+        },
+    );
+    let (na, nb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        na + nb,
+        30,
+        "every operation claimed exactly once ({na} + {nb})"
+    );
+    assert!(
+        module.overlaps().is_empty(),
+        "overlapping runs: {:?}",
+        module.overlaps()
+    );
+    let mut ids: Vec<String> = module
+        .calls()
+        .iter()
+        .map(|c| c.operation_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30);
+    assert_eq!(module.calls().len(), 30, "no operation ran twice");
+    let active = app
+        .get("/api/v1/services?status=active&limit=100", ADMIN_KEY)
+        .await;
+    assert_eq!(active.json["data"].as_array().unwrap().len(), 30);
+}
