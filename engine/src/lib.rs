@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
 pub mod money;
+pub mod plugins;
 pub mod server;
 pub mod services;
 pub mod store;

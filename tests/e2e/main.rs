@@ -11,3 +11,4 @@ mod idempotency;
 mod ledger_props;
 mod lifecycle;
 mod operations;
+mod plugins;

@@ -145,6 +145,13 @@ impl Reply {
 
 impl TestApp {
     pub async fn new() -> TestApp {
+        TestApp::with_modules(vec![]).await
+    }
+
+    /// An app with extra processing module instances besides `test`.
+    pub async fn with_modules(
+        extra: Vec<(&str, Arc<dyn bursar::services::module::ProcessingModule>)>,
+    ) -> TestApp {
         bursar::metrics::install();
         let db = TestDb::new().await;
         let clock = Arc::new(ManualClock::new(
@@ -158,6 +165,9 @@ impl TestApp {
         let module = ScriptedModule::new();
         let mut modules = ModuleRegistry::default();
         modules.insert("test", module.clone());
+        for (name, m) in extra {
+            modules.insert(name, m);
+        }
         let state = AppState::new(
             db.store.clone(),
             shared,

@@ -231,18 +231,15 @@ pub enum OperationStatus {
     Done,
     /// Needs staff: retry or complete it through the API.
     Manual,
-    /// Superseded (e.g. the service was closed before it opened).
-    Canceled,
 }
 
 impl OperationStatus {
-    pub const ALL: [OperationStatus; 6] = [
+    pub const ALL: [OperationStatus; 5] = [
         OperationStatus::Queued,
         OperationStatus::Running,
         OperationStatus::Waiting,
         OperationStatus::Done,
         OperationStatus::Manual,
-        OperationStatus::Canceled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -252,7 +249,6 @@ impl OperationStatus {
             OperationStatus::Waiting => "waiting",
             OperationStatus::Done => "done",
             OperationStatus::Manual => "manual",
-            OperationStatus::Canceled => "canceled",
         }
     }
 

@@ -101,6 +101,8 @@ pub enum ModuleError {
     OutOfMemory(String),
     #[error("no module instance named `{0}`")]
     UnknownModule(String),
+    #[error("the plugin answered something invalid: {0}")]
+    InvalidResult(String),
 }
 
 impl ModuleError {
@@ -117,6 +119,7 @@ impl ModuleError {
             ModuleError::Trap(_) => "trap",
             ModuleError::OutOfMemory(_) => "out_of_memory",
             ModuleError::UnknownModule(_) => "unknown_module",
+            ModuleError::InvalidResult(_) => "invalid_result",
         }
     }
 

@@ -1,0 +1,4 @@
+//! A component that exports `wasi:cli/run` and nothing of Bursar's.
+fn main() {
+    println!("not a plugin");
+}

@@ -1,0 +1,398 @@
+//! The WASM plugin host against real components built from `plugins/`:
+//! hostile plugins are stopped by the sandbox, and a plan provisioned by a
+//! WASM module goes through its whole life over the HTTP API.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use bursar::calendar::Period;
+use bursar::plugins::processing::InstanceLimits;
+use bursar::plugins::{
+    AllowedHost, HostOptions, HttpPolicy, PluginHost, ProcessingPlugin, builtin, check_export,
+};
+use bursar::services::OperationKind;
+use bursar::services::module::{ModuleError, ModuleOutcome, ModuleRequest, ServiceContext};
+use bursar_tests::{ADMIN_KEY, TestApp};
+use serde_json::json;
+
+fn host() -> &'static PluginHost {
+    static HOST: OnceLock<PluginHost> = OnceLock::new();
+    bursar::metrics::install();
+    HOST.get_or_init(|| {
+        // Compiled components are cached by content hash: reruns skip compiling.
+        let cache_dir = Some(std::env::temp_dir().join("bursar-test-plugin-cache"));
+        PluginHost::new(HostOptions {
+            cache_dir,
+            ..HostOptions::default()
+        })
+        .expect("plugin host")
+    })
+}
+
+fn wasm(stem: &str) -> Vec<u8> {
+    let path = std::path::Path::new(builtin::WASM_DIR).join(format!("{stem}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn limits(timeout_ms: u64, memory_mb: usize) -> InstanceLimits {
+    InstanceLimits {
+        timeout: Duration::from_millis(timeout_ms),
+        memory_bytes: memory_mb << 20,
+        max_response_bytes: 1 << 20,
+    }
+}
+
+async fn hostile(allowed: &[&str], limits: InstanceLimits) -> ProcessingPlugin {
+    let policy = HttpPolicy {
+        instance: "hostile".into(),
+        allowed: allowed
+            .iter()
+            .map(|h| AllowedHost::parse(h).unwrap())
+            .collect(),
+        timeout: limits.timeout,
+        max_response_bytes: limits.max_response_bytes,
+    };
+    ProcessingPlugin::load(host(), "hostile", &wasm("hostile"), vec![], policy, limits)
+        .await
+        .expect("load the hostile plugin")
+}
+
+fn open_request(settings: &[(&str, &str)]) -> ModuleRequest {
+    ModuleRequest {
+        operation_id: "op_test".into(),
+        kind: OperationKind::Open,
+        poll: false,
+        remote_ref: None,
+        service: ServiceContext {
+            service_id: "svc_test".into(),
+            plan_id: "plan_test".into(),
+            account_id: "acc_test".into(),
+            account_email: "t@example.com".into(),
+            period: Period::Month,
+            settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            params: BTreeMap::new(),
+            addons: BTreeMap::new(),
+        },
+        payload: json!({}),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_infinite_loop_times_out_at_its_deadline_while_other_calls_go_on() {
+    let plugin = Arc::new(hostile(&[], limits(400, 64)).await);
+    let started = Instant::now();
+    let looping = {
+        let p = plugin.clone();
+        tokio::spawn(async move { p.lifecycle(&open_request(&[("mode", "loop")])).await })
+    };
+    // On this single-threaded runtime the loop must yield for this to run.
+    let ok = plugin.lifecycle(&open_request(&[("mode", "ok")])).await;
+    let ok_done = started.elapsed();
+    assert!(matches!(ok, Ok(ModuleOutcome::Done { .. })), "{ok:?}");
+    let looped = looping.await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(matches!(looped, Err(ModuleError::Timeout(_))), "{looped:?}");
+    assert!(
+        ok_done < elapsed,
+        "the other call finished while the loop ran"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "stopped near its deadline, took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_memory_bomb_fails_as_out_of_memory_at_the_cap() {
+    let plugin = hostile(&[], limits(5_000, 32)).await;
+    let r = plugin.lifecycle(&open_request(&[("mode", "memory")])).await;
+    assert!(matches!(r, Err(ModuleError::OutOfMemory(_))), "{r:?}");
+    // The host is fine: the next call works.
+    assert!(plugin.lifecycle(&open_request(&[])).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_panic_traps_and_the_next_call_gets_a_fresh_instance() {
+    let plugin = hostile(&[], limits(5_000, 64)).await;
+    let r = plugin.lifecycle(&open_request(&[("mode", "panic")])).await;
+    assert!(matches!(r, Err(ModuleError::Trap(_))), "{r:?}");
+    let r = plugin.lifecycle(&open_request(&[])).await.unwrap();
+    assert_eq!(
+        r,
+        ModuleOutcome::Done {
+            params: vec![
+                ("opened_by".into(), "hostile".into()),
+                ("operation".into(), "op_test".into())
+            ],
+            secret_params: vec![]
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_has_no_environment_and_no_files() {
+    // SAFETY: tests in this binary do not read this variable concurrently.
+    unsafe { std::env::set_var("BURSAR_SECRET_FOR_SANDBOX_TEST", "leak") };
+    let plugin = hostile(&[], limits(5_000, 64)).await;
+    let ModuleOutcome::Done { params, .. } = plugin
+        .lifecycle(&open_request(&[("mode", "env")]))
+        .await
+        .unwrap()
+    else {
+        panic!("expected done")
+    };
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("env_vars"), Some("0"));
+    assert_eq!(get("root_entries"), Some("0"));
+    assert_eq!(get("read_etc_passwd"), Some("false"));
+}
+
+/// A local HTTP server: `/ping` answers at once, `/slow` after 10 s.
+async fn local_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new()
+        .route("/ping", axum::routing::get(|| async { "pong" }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                "late"
+            }),
+        )
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                next.run(req)
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr.to_string(), hits)
+}
+
+#[tokio::test]
+async fn http_reaches_allowed_hosts_only_and_denied_requests_never_leave() {
+    let (addr, hits) = local_server().await;
+    let url = format!("http://{addr}/ping");
+
+    let denied = hostile(&["example.net:443"], limits(5_000, 64)).await;
+    let r = denied
+        .lifecycle(&open_request(&[("mode", "http"), ("url", &url)]))
+        .await;
+    assert!(
+        matches!(&r, Err(ModuleError::InvalidConfig(m)) if m.contains("allowed_hosts")),
+        "{r:?}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the request never reached the server"
+    );
+
+    let allowed = hostile(&[&addr], limits(5_000, 64)).await;
+    let r = allowed
+        .lifecycle(&open_request(&[("mode", "http"), ("url", &url)]))
+        .await
+        .unwrap();
+    let ModuleOutcome::Done { params, .. } = r else {
+        panic!("expected done")
+    };
+    assert!(params.contains(&("status".into(), "200".into())));
+    assert!(params.contains(&("body".into(), "pong".into())));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_slow_http_server_makes_the_call_time_out() {
+    let (addr, _) = local_server().await;
+    let plugin = hostile(&[&addr], limits(600, 64)).await;
+    let started = Instant::now();
+    let r = plugin
+        .lifecycle(&open_request(&[
+            ("mode", "http"),
+            ("url", &format!("http://{addr}/slow")),
+        ]))
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(ModuleError::Timeout(_)) | Err(ModuleError::Unavailable { .. })
+        ),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn garbage_results_are_rejected_by_validation() {
+    let plugin = hostile(&[], limits(10_000, 128)).await;
+    for mode in [
+        "garbage-key",
+        "garbage-huge",
+        "garbage-many",
+        "garbage-progress",
+    ] {
+        let r = plugin.lifecycle(&open_request(&[("mode", mode)])).await;
+        assert!(
+            matches!(r, Err(ModuleError::InvalidResult(_))),
+            "{mode}: {r:?}"
+        );
+    }
+    let garbage_catalog = ProcessingPlugin::load(
+        host(),
+        "hostile",
+        &wasm("hostile"),
+        vec![("mode".into(), "garbage-catalog".into())],
+        HttpPolicy {
+            instance: "hostile".into(),
+            allowed: vec![],
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1024,
+        },
+        limits(5_000, 64),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        garbage_catalog.catalog().await,
+        Err(ModuleError::InvalidResult(_))
+    ));
+    let metrics = bursar::metrics::render();
+    assert!(
+        metrics.contains("bursar_plugin_failures_total"),
+        "failures are counted"
+    );
+    assert!(metrics.contains("kind=\"invalid_result\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_component_that_is_not_a_plugin_is_refused_naming_the_missing_export() {
+    let component = host()
+        .compile("not-a-plugin", &wasm("not-a-plugin"))
+        .unwrap();
+    let err = check_export(host().engine(), "not-a-plugin", &component, "processing")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing export `bursar:plugin/processing@0.1.0`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wasi:cli/run"),
+        "says what it exports instead: {err}"
+    );
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached_on_disk_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cached = PluginHost::new(HostOptions {
+        cache_dir: Some(dir.path().to_owned()),
+        ..HostOptions::default()
+    })
+    .unwrap();
+    let bytes = wasm("example_processing");
+    cached.compile("example", &bytes).unwrap();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let started = Instant::now();
+    cached.compile("example", &bytes).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn a_plan_on_a_wasm_module_goes_through_its_whole_life_over_the_api() {
+    let plugin = hostile(&[], limits(5_000, 64)).await;
+    let app = TestApp::with_modules(vec![("wasm-test", Arc::new(plugin))]).await;
+    let plan = app
+        .create_plan(json!({
+            "name": "WASM VPS", "product_type": "vps", "module": "wasm-test",
+            "prices": [{"period": "1m", "currency": "EUR", "amount": 1000}]
+        }))
+        .await;
+    let acc = app.create_account("wasm@example.com", "EUR", 0).await;
+    app.credit(&acc, 5000, "EUR").await;
+    let r = app.order(&acc, &plan, "1m").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json["status"], "opening");
+    app.run_operations().await;
+    let s = app.service(&id).await;
+    assert_eq!(s["status"], "active");
+    assert_eq!(s["params"]["opened_by"], "hostile");
+
+    for (action, body, expect) in [
+        ("suspend", json!({"reason": "admin"}), "suspended"),
+        ("resume", json!({}), "active"),
+        ("close", json!({}), "closing"),
+    ] {
+        let r = app
+            .post(&format!("/api/v1/services/{id}/{action}"), ADMIN_KEY, body)
+            .await;
+        assert_eq!(r.json["status"], expect, "{action}: {}", r.text);
+        app.run_operations().await;
+    }
+    let s = app.service(&id).await;
+    assert_eq!(s["status"], "closed");
+    assert_eq!(s["params"]["closed"], "yes");
+    let ops = app
+        .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+        .await;
+    let statuses: Vec<&str> = ops.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["done"; 4]);
+}
+
+#[tokio::test]
+async fn a_failing_wasm_module_records_the_failure_kind_on_the_operation() {
+    let plugin = hostile(&[], limits(300, 64)).await;
+    let app = TestApp::with_modules(vec![("wasm-loop", Arc::new(plugin))]).await;
+    let plan = app
+        .create_plan(json!({
+            "name": "Looping", "product_type": "vps", "module": "wasm-loop", "module_settings": {"mode": "loop"},
+            "prices": [{"period": "1m", "currency": "EUR", "amount": 100}]
+        }))
+        .await;
+    let acc = app.create_account("loop@example.com", "EUR", 0).await;
+    app.credit(&acc, 5000, "EUR").await;
+    let id = app.order(&acc, &plan, "1m").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.runner().run_once().await.unwrap();
+    let op = &app
+        .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+        .await
+        .json["data"][0];
+    assert_eq!(op["status"], "queued", "a timeout is retried");
+    assert_eq!(op["error_kind"], "timeout");
+    // The API keeps answering.
+    assert_eq!(
+        app.get("/api/v1/plans", ADMIN_KEY).await.status,
+        StatusCode::OK
+    );
+}
