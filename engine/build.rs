@@ -76,7 +76,7 @@ fn main() {
     code.push_str("];\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), code).expect("write builtin_plugins.rs");
     println!(
-        "cargo:rustc-env=BURSAR_PLUGIN_WASM_DIR={}",
+        "cargo:rustc-env=PLUGINS_WASM_DIR={}",
         wasm_dir.display()
     );
 }

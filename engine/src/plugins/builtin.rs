@@ -16,4 +16,4 @@ pub fn names() -> Vec<&'static str> {
 
 /// Where the build put every plugin of the `plugins/` workspace, including
 /// the test plugins that are not embedded.
-pub const WASM_DIR: &str = env!("BURSAR_PLUGIN_WASM_DIR");
+pub const WASM_DIR: &str = env!("PLUGINS_WASM_DIR");
