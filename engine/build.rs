@@ -75,10 +75,7 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), code).expect("write builtin_plugins.rs");
-    println!(
-        "cargo:rustc-env=PLUGINS_WASM_DIR={}",
-        wasm_dir.display()
-    );
+    println!("cargo:rustc-env=PLUGINS_WASM_DIR={}", wasm_dir.display());
 }
 
 /// `<target>/plugins`, found from OUT_DIR (`<target>/<profile>/build/<pkg>/out`).

@@ -14,6 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::runner::RunnerConfig;
+use crate::plugins::instances::{PluginConfig, PluginHostConfig};
 use crate::store::{StoreOptions, backend_of};
 
 /// The file read when `--config` is not given.
@@ -21,7 +22,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/bursar.toml";
 
 /// Sections whose keys environment variables may reach
 /// (`BURSAR_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["database", "api", "log", "operations"];
+const SECTIONS: &[&str] = &["database", "api", "log", "operations", "plugin_host"];
 
 /// Environment variables with the `BURSAR_` prefix that are not
 /// configuration keys.
@@ -37,6 +38,11 @@ pub struct Config {
     pub log: LogConfig,
     /// The provisioning operation runner.
     pub operations: RunnerConfig,
+    /// The plugin host as a whole.
+    pub plugin_host: PluginHostConfig,
+    /// Plugin instances: `[[plugin]]` entries.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +102,8 @@ impl Default for Config {
                 format: LogFormat::Text,
             },
             operations: RunnerConfig::default(),
+            plugin_host: PluginHostConfig::default(),
+            plugins: vec![],
         }
     }
 }
@@ -177,6 +185,14 @@ impl Config {
                     "must exceed operations.call_timeout_ms, or a slow call would be run twice"
                         .into(),
             });
+        }
+        for plugin in &self.plugins {
+            plugin
+                .resolve(self.plugin_host.max_memory_mb)
+                .map_err(|e| ConfigError::Value {
+                    key: "plugin",
+                    message: e.to_string(),
+                })?;
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::Value {

@@ -10,6 +10,8 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::error::Result;
 use crate::lifecycle::runner::OperationRunner;
+use crate::plugins::instances::PluginRegistry;
+use crate::plugins::{HostOptions, PluginHost};
 use crate::services::module::ModuleRegistry;
 use crate::store::Store;
 use crate::store::accounts as repo;
@@ -92,7 +94,8 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
         }
         AdminKeyBootstrap::Existing => {}
     }
-    let modules = ModuleRegistry::default();
+    let mut modules = ModuleRegistry::default();
+    let plugins = load_plugins(&config, &mut modules).await?;
     let runner = Arc::new(OperationRunner::new(
         store.clone(),
         modules.clone(),
@@ -101,7 +104,7 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner_task = runner.spawn(stopped);
-    let state = AppState::new(store.clone(), clock, config.api.clone(), modules);
+    let state = AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
@@ -116,6 +119,24 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the plugin host and loads the configured instances into the
+/// module registry.
+pub async fn load_plugins(
+    config: &Config,
+    modules: &mut ModuleRegistry,
+) -> anyhow::Result<PluginRegistry> {
+    if config.plugins.is_empty() {
+        return Ok(PluginRegistry::default());
+    }
+    let host = PluginHost::new(HostOptions {
+        cache_dir: config.plugin_host.cache_dir.clone(),
+        max_memory_mb: config.plugin_host.max_memory_mb,
+        ..HostOptions::default()
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the plugin host: {e}"))?;
+    Ok(PluginRegistry::load(&host, &config.plugins, modules).await?)
 }
 
 async fn shutdown_signal() {

@@ -396,3 +396,113 @@ async fn a_failing_wasm_module_records_the_failure_kind_on_the_operation() {
         StatusCode::OK
     );
 }
+
+fn instance(
+    name: &str,
+    component: &str,
+    settings: serde_json::Value,
+) -> bursar::plugins::instances::PluginConfig {
+    serde_json::from_value(json!({
+        "name": name, "kind": "processing", "component": component, "settings": settings, "timeout_ms": 5000
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn configured_instances_are_listed_and_checked_and_never_show_their_secrets() {
+    // SAFETY: no other test reads this variable.
+    unsafe { std::env::set_var("BURSAR_TEST_PLUGIN_SECRET", "s3cret-value") };
+    let hostile_path = std::path::Path::new(builtin::WASM_DIR).join("hostile.wasm");
+    let app = TestApp::with_plugins(&[
+        instance(
+            "example",
+            "builtin:example-processing",
+            json!({"hostname_prefix": "node", "token": {"env": "BURSAR_TEST_PLUGIN_SECRET"}}),
+        ),
+        instance(
+            "broken",
+            hostile_path.to_str().unwrap(),
+            json!({"url": "http://127.0.0.1:9/"}),
+        ),
+    ])
+    .await;
+    let r = app.get("/api/v1/plugins", ADMIN_KEY).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        !r.text.contains("s3cret-value"),
+        "secrets are never returned"
+    );
+    let list = r.json["data"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let example = list.iter().find(|p| p["name"] == "example").unwrap();
+    assert_eq!(example["plugin_name"], "example-processing");
+    assert_eq!(example["kind"], "processing");
+    assert_eq!(example["version"], "0.1.0");
+    assert_eq!(example["features"], json!(["suspend", "resume", "close"]));
+    assert_eq!(example["health"]["status"], "unknown");
+
+    let r = app
+        .post("/api/v1/plugins/example/check", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    assert_eq!(r.json["plugin"]["health"]["status"], "ok");
+    // Not in allowed_hosts: the check fails and says so.
+    let r = app
+        .post("/api/v1/plugins/broken/check", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.json["ok"], false, "{}", r.text);
+    assert_eq!(r.json["error_kind"], "invalid_config");
+    assert_eq!(r.json["plugin"]["health"]["status"], "failing");
+    app.post("/api/v1/plugins/nope/check", ADMIN_KEY, json!({}))
+        .await
+        .problem(404);
+
+    // A plan can name the built-in instance, and it provisions.
+    let plan = app
+        .create_plan(
+            json!({"name": "Ex", "product_type": "generic", "module": "example",
+                            "prices": [{"period": "1m", "currency": "EUR", "amount": 100}]}),
+        )
+        .await;
+    let acc = app.create_account("ex@example.com", "EUR", 0).await;
+    app.credit(&acc, 1000, "EUR").await;
+    let id = app.order(&acc, &plan, "1m").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_operations().await;
+    let s = app.service(&id).await;
+    assert_eq!(s["status"], "active");
+    assert_eq!(s["params"]["hostname"], format!("node-{id}"));
+}
+
+#[test]
+fn bad_instances_fail_with_a_message_naming_them() {
+    let missing_env = instance(
+        "dci",
+        "builtin:example-processing",
+        json!({"password": {"env": "BURSAR_TEST_UNSET_VARIABLE"}}),
+    );
+    let err = missing_env.resolve(512).unwrap_err().to_string();
+    assert!(
+        err.contains("dci")
+            && err.contains("BURSAR_TEST_UNSET_VARIABLE")
+            && err.contains("settings.password"),
+        "{err}"
+    );
+    let unknown = instance("x", "builtin:nothing-like-it", json!({}));
+    let err = unknown.component_bytes().unwrap_err().to_string();
+    assert!(
+        err.contains("nothing-like-it") && err.contains("example-processing"),
+        "{err}"
+    );
+    let mut greedy = instance("big", "builtin:example-processing", json!({}));
+    greedy.memory_mb = 100_000;
+    assert!(
+        greedy
+            .resolve(512)
+            .unwrap_err()
+            .to_string()
+            .contains("memory_mb")
+    );
+}

@@ -152,6 +152,18 @@ impl TestApp {
     pub async fn with_modules(
         extra: Vec<(&str, Arc<dyn bursar::services::module::ProcessingModule>)>,
     ) -> TestApp {
+        TestApp::build(extra, &[]).await
+    }
+
+    /// An app with `[[plugin]]` instances loaded by the real plugin host.
+    pub async fn with_plugins(configs: &[bursar::plugins::instances::PluginConfig]) -> TestApp {
+        TestApp::build(vec![], configs).await
+    }
+
+    async fn build(
+        extra: Vec<(&str, Arc<dyn bursar::services::module::ProcessingModule>)>,
+        plugin_configs: &[bursar::plugins::instances::PluginConfig],
+    ) -> TestApp {
         bursar::metrics::install();
         let db = TestDb::new().await;
         let clock = Arc::new(ManualClock::new(
@@ -168,11 +180,18 @@ impl TestApp {
         for (name, m) in extra {
             modules.insert(name, m);
         }
-        let state = AppState::new(
+        let mut config = Config::default();
+        config.plugins = plugin_configs.to_vec();
+        config.plugin_host.cache_dir = Some(std::env::temp_dir().join("bursar-test-plugin-cache"));
+        let plugins = bursar::server::load_plugins(&config, &mut modules)
+            .await
+            .expect("load plugins");
+        let state = AppState::with_plugins(
             db.store.clone(),
             shared,
-            Config::default().api,
+            config.api,
             modules.clone(),
+            plugins,
         );
         TestApp {
             router: api::router(state),

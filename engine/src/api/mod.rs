@@ -7,6 +7,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod operations;
 pub mod plans;
+pub mod plugins;
 pub mod services;
 mod system;
 
@@ -25,6 +26,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::clock::SharedClock;
 use crate::config::ApiConfig;
+use crate::plugins::instances::PluginRegistry;
 use crate::services::module::ModuleRegistry;
 use crate::store::{Page, Store};
 use error::Problem;
@@ -38,6 +40,7 @@ pub struct AppInner {
     pub clock: SharedClock,
     pub api: ApiConfig,
     pub modules: ModuleRegistry,
+    pub plugins: PluginRegistry,
 }
 
 impl std::ops::Deref for AppState {
@@ -49,11 +52,22 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(store: Store, clock: SharedClock, api: ApiConfig, modules: ModuleRegistry) -> Self {
+        AppState::with_plugins(store, clock, api, modules, PluginRegistry::default())
+    }
+
+    pub fn with_plugins(
+        store: Store,
+        clock: SharedClock,
+        api: ApiConfig,
+        modules: ModuleRegistry,
+        plugins: PluginRegistry,
+    ) -> Self {
         AppState(Arc::new(AppInner {
             store,
             clock,
             api,
             modules,
+            plugins,
         }))
     }
 }
@@ -120,6 +134,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         services::order, services::get, services::list, services::suspend, services::resume, services::close,
         services::prolong, services::change_plan, services::operations, services::events,
         operations::list, operations::get, operations::retry, operations::complete,
+        plugins::list, plugins::check,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -127,6 +142,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         (name = "plans", description = "The catalog: plans, prices, add-ons"),
         (name = "services", description = "Orders and the service lifecycle"),
         (name = "operations", description = "Provisioning operations and the manual queue"),
+        (name = "plugins", description = "Plugin instances and their health"),
     )
 )]
 pub struct ApiDoc;
@@ -178,6 +194,8 @@ pub fn router(state: AppState) -> Router {
         .route("/operations/{id}", get(operations::get))
         .route("/operations/{id}/retry", post(operations::retry))
         .route("/operations/{id}/complete", post(operations::complete))
+        .route("/plugins", get(plugins::list))
+        .route("/plugins/{name}/check", post(plugins::check))
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", v1)

@@ -11,6 +11,7 @@
 
 pub mod builtin;
 mod http;
+pub mod instances;
 pub mod processing;
 pub mod since_v0_1;
 mod state;

@@ -1,0 +1,57 @@
+//! `/api/v1/plugins`: the loaded plugin instances (never their settings).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::error::Problem;
+use crate::api::extract::Principal;
+use crate::api::{AppState, PageBody};
+use crate::plugins::instances::PluginView;
+
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, body = PageBody<PluginView>)),
+    security(("bearer" = [])))]
+/// Instances with kind, version, features and health (staff only).
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<PageBody<PluginView>>, Problem> {
+    principal.require_admin()?;
+    Ok(Json(PageBody {
+        data: state.plugins.list(),
+        next_cursor: None,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckResult {
+    pub ok: bool,
+    /// The failure kind (`unavailable`, `invalid_config`, `timeout`…).
+    pub error_kind: Option<String>,
+    pub plugin: PluginView,
+}
+
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/check", tag = "plugins",
+    params(("name" = String, Path)),
+    responses((status = 200, body = CheckResult), (status = 404)),
+    security(("bearer" = [])))]
+/// Runs the instance's `check-connection` and records its health.
+pub async fn check(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<CheckResult>, Problem> {
+    principal.require_admin()?;
+    let (plugin, result) = state
+        .plugins
+        .check(&name, state.clock.now())
+        .await
+        .ok_or_else(|| Problem::not_found(format!("no plugin instance named `{name}`")))?;
+    Ok(Json(CheckResult {
+        ok: result.is_ok(),
+        error_kind: result.err().map(|e| e.kind().to_owned()),
+        plugin,
+    }))
+}

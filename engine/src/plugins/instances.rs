@@ -1,0 +1,297 @@
+//! Plugin instances from `[[plugin]]` in the configuration: settings with
+//! secrets from the environment or files, loading, and the registry the API
+//! lists.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::plugins::processing::InstanceLimits;
+use crate::plugins::{AllowedHost, HttpPolicy, LoadError, PluginHost, ProcessingPlugin, builtin};
+use crate::services::module::{ModuleError, ModuleRegistry};
+
+/// What a plugin instance does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// Provisions services (`bursar:plugin/processing`).
+    Processing,
+}
+
+/// A setting's value: plain text, or a secret read at start from an
+/// environment variable or a file. Secrets are never logged or returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Text(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+/// One `[[plugin]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The instance name plans refer to in `module`.
+    pub name: String,
+    pub kind: PluginKind,
+    /// `builtin:NAME` or a path to a `.wasm` component.
+    pub component: String,
+    /// `host`, `host:port` or `host:*` the plugin may reach over HTTP.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Longest a call may run.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Memory cap of one instance.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Largest HTTP response body the plugin may read.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingValue>,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_memory_mb() -> u64 {
+    64
+}
+fn default_max_response_bytes() -> u64 {
+    4 << 20
+}
+
+/// The host-wide plugin settings: `[plugin_host]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginHostConfig {
+    /// Where compiled components are cached (created with mode 0700).
+    pub cache_dir: Option<PathBuf>,
+    /// The largest `memory_mb` an instance may ask for.
+    pub max_memory_mb: u64,
+}
+
+impl Default for PluginHostConfig {
+    fn default() -> Self {
+        PluginHostConfig {
+            cache_dir: Some(PathBuf::from("data/plugin-cache")),
+            max_memory_mb: 512,
+        }
+    }
+}
+
+/// Why the plugins could not start; names the instance and key.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("plugin `{name}`: {message}")]
+    Config { name: String, message: String },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl PluginConfig {
+    /// Checks the entry and reads its secrets. Returns the settings as the
+    /// plugin will see them.
+    pub fn resolve(
+        &self,
+        max_memory_mb: u64,
+    ) -> Result<(Vec<(String, String)>, Vec<AllowedHost>), InstanceError> {
+        let err = |message: String| InstanceError::Config {
+            name: self.name.clone(),
+            message,
+        };
+        if self.name.trim().is_empty() || self.name == "manual" {
+            return Err(err("`name` must be set and must not be `manual`".into()));
+        }
+        if self.memory_mb == 0 || self.memory_mb > max_memory_mb {
+            return Err(err(format!("`memory_mb` must be 1 to {max_memory_mb}")));
+        }
+        if self.timeout_ms == 0 {
+            return Err(err("`timeout_ms` must be positive".into()));
+        }
+        let hosts = self
+            .allowed_hosts
+            .iter()
+            .map(|h| AllowedHost::parse(h).map_err(|m| err(format!("`allowed_hosts`: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut settings = Vec::new();
+        for (key, value) in &self.settings {
+            let value = match value {
+                SettingValue::Text(t) => t.clone(),
+                SettingValue::Env { env } => std::env::var(env).map_err(|_| {
+                    err(format!(
+                        "`settings.{key}` reads the environment variable {env}, which is not set"
+                    ))
+                })?,
+                SettingValue::File { file } => std::fs::read_to_string(file)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| err(format!("`settings.{key}` reads {}: {e}", file.display())))?,
+            };
+            settings.push((key.clone(), value));
+        }
+        Ok((settings, hosts))
+    }
+
+    /// The component's bytes: embedded for `builtin:NAME`, else read from
+    /// the path.
+    pub fn component_bytes(&self) -> Result<Vec<u8>, InstanceError> {
+        let err = |message: String| InstanceError::Config {
+            name: self.name.clone(),
+            message,
+        };
+        match self.component.strip_prefix("builtin:") {
+            Some(name) => builtin::get(name).map(<[u8]>::to_vec).ok_or_else(|| {
+                err(format!(
+                    "`component`: no built-in plugin `{name}` (built in: {})",
+                    builtin::names().join(", ")
+                ))
+            }),
+            None => std::fs::read(&self.component)
+                .map_err(|e| err(format!("`component`: {}: {e}", self.component))),
+        }
+    }
+}
+
+/// Health of an instance, from its last `check-connection`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `unknown` (never checked), `ok` or `failing`.
+    pub status: String,
+    pub message: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
+}
+
+/// A loaded instance as the API shows it: no settings, so no secrets.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    pub kind: PluginKind,
+    pub component: String,
+    /// The plugin's own name and version, from its `info`.
+    pub plugin_name: String,
+    pub version: String,
+    pub features: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    pub health: Health,
+}
+
+struct Entry {
+    view: Mutex<PluginView>,
+    plugin: Arc<ProcessingPlugin>,
+}
+
+/// The loaded instances.
+#[derive(Default, Clone)]
+pub struct PluginRegistry {
+    entries: Arc<BTreeMap<String, Entry>>,
+}
+
+impl PluginRegistry {
+    /// Loads every configured instance; the first failure stops start-up
+    /// with a message naming the instance.
+    pub async fn load(
+        host: &PluginHost,
+        configs: &[PluginConfig],
+        modules: &mut ModuleRegistry,
+    ) -> Result<PluginRegistry, InstanceError> {
+        let mut entries = BTreeMap::new();
+        for config in configs {
+            if entries.contains_key(&config.name) || modules.contains(&config.name) {
+                return Err(InstanceError::Config {
+                    name: config.name.clone(),
+                    message: "another module instance has this name".into(),
+                });
+            }
+            let (settings, allowed) = config.resolve(host.options().max_memory_mb)?;
+            let bytes = config.component_bytes()?;
+            let limits = InstanceLimits {
+                timeout: Duration::from_millis(config.timeout_ms),
+                memory_bytes: (config.memory_mb as usize) << 20,
+                max_response_bytes: config.max_response_bytes,
+            };
+            let policy = HttpPolicy {
+                instance: config.name.clone(),
+                allowed,
+                timeout: limits.timeout,
+                max_response_bytes: limits.max_response_bytes,
+            };
+            let plugin = Arc::new(
+                ProcessingPlugin::load(host, &config.name, &bytes, settings, policy, limits)
+                    .await?,
+            );
+            let info = plugin.info().clone();
+            tracing::info!(plugin = %config.name, component = %config.component, version = %info.version, "plugin loaded");
+            modules.insert(config.name.clone(), plugin.clone());
+            let view = PluginView {
+                name: config.name.clone(),
+                kind: config.kind,
+                component: config.component.clone(),
+                plugin_name: info.name,
+                version: info.version,
+                features: info.features,
+                allowed_hosts: config.allowed_hosts.clone(),
+                timeout_ms: config.timeout_ms,
+                memory_mb: config.memory_mb,
+                health: Health {
+                    status: "unknown".into(),
+                    message: None,
+                    checked_at: None,
+                },
+            };
+            entries.insert(
+                config.name.clone(),
+                Entry {
+                    view: Mutex::new(view),
+                    plugin,
+                },
+            );
+        }
+        Ok(PluginRegistry {
+            entries: Arc::new(entries),
+        })
+    }
+
+    pub fn list(&self) -> Vec<PluginView> {
+        self.entries
+            .values()
+            .map(|e| {
+                e.view
+                    .lock()
+                    .map(|v| v.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone())
+            })
+            .collect()
+    }
+
+    /// Runs `check-connection` and records the result as the health.
+    pub async fn check(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Option<(PluginView, Result<(), ModuleError>)> {
+        let entry = self.entries.get(name)?;
+        let result = entry.plugin.check_connection().await;
+        let mut view = entry.view.lock().unwrap_or_else(|p| p.into_inner());
+        view.health = match &result {
+            Ok(()) => Health {
+                status: "ok".into(),
+                message: None,
+                checked_at: Some(now),
+            },
+            Err(e) => Health {
+                status: "failing".into(),
+                message: Some(e.to_string()),
+                checked_at: Some(now),
+            },
+        };
+        Some((view.clone(), result))
+    }
+}
