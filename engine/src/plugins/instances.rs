@@ -86,6 +86,9 @@ impl Default for PluginHostConfig {
     }
 }
 
+/// An instance's settings with secrets read, and its allowed hosts.
+pub type Resolved = (Vec<(String, String)>, Vec<AllowedHost>);
+
 /// Why the plugins could not start; names the instance and key.
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
