@@ -104,7 +104,7 @@ impl PluginConfig {
     pub fn resolve(
         &self,
         max_memory_mb: u64,
-    ) -> Result<(Vec<(String, String)>, Vec<AllowedHost>), InstanceError> {
+    ) -> Result<Resolved, InstanceError> {
         let err = |message: String| InstanceError::Config {
             name: self.name.clone(),
             message,
