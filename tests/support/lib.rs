@@ -180,9 +180,15 @@ impl TestApp {
         for (name, m) in extra {
             modules.insert(name, m);
         }
-        let mut config = Config::default();
-        config.plugins = plugin_configs.to_vec();
-        config.plugin_host.cache_dir = Some(std::env::temp_dir().join("bursar-test-plugin-cache"));
+        let defaults = Config::default();
+        let config = Config {
+            plugins: plugin_configs.to_vec(),
+            plugin_host: bursar::plugins::instances::PluginHostConfig {
+                cache_dir: Some(std::env::temp_dir().join("bursar-test-plugin-cache")),
+                ..defaults.plugin_host.clone()
+            },
+            ..defaults
+        };
         let plugins = bursar::server::load_plugins(&config, &mut modules)
             .await
             .expect("load plugins");

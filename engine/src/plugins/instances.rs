@@ -101,10 +101,7 @@ pub enum InstanceError {
 impl PluginConfig {
     /// Checks the entry and reads its secrets. Returns the settings as the
     /// plugin will see them.
-    pub fn resolve(
-        &self,
-        max_memory_mb: u64,
-    ) -> Result<Resolved, InstanceError> {
+    pub fn resolve(&self, max_memory_mb: u64) -> Result<Resolved, InstanceError> {
         let err = |message: String| InstanceError::Config {
             name: self.name.clone(),
             message,
