@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use bursar::accounts::{ApiKeySecret, Role};
 use bursar::clock::{Clock, SystemClock};
 use bursar::config::Config;
+use bursar::plugins::author;
 use bursar::server;
 use bursar::store::accounts as repo;
 
@@ -39,6 +40,47 @@ enum Command {
         #[command(subcommand)]
         command: AdminKeyCommand,
     },
+    /// Tools for plugin authors: inspect, validate and run a component.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Print a component's world, WIT version, exports and imports as JSON.
+    Info {
+        /// The component (`.wasm`).
+        file: PathBuf,
+    },
+    /// Check a component the way `serve` does before loading it; says
+    /// exactly what is missing or mismatched.
+    Check { file: PathBuf },
+    /// Run one call under the same sandbox and print the result as JSON.
+    Call {
+        file: PathBuf,
+        /// info, check-connection, catalog, open, suspend, resume, close,
+        /// prolong, change-plan, reinstall or poll.
+        command: String,
+        /// A setting, `key=value` (repeatable).
+        #[arg(long = "settings", value_name = "KEY=VALUE", num_args = 1..)]
+        settings: Vec<String>,
+        /// The service as JSON: id, plan_id, period, account_email, params,
+        /// addons, settings (all optional).
+        #[arg(long, value_name = "FILE")]
+        service: Option<PathBuf>,
+        /// For `poll`: the reference an earlier call returned.
+        #[arg(long)]
+        remote_ref: Option<String>,
+        /// A host the plugin may reach over HTTP (repeatable).
+        #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+        allow_hosts: Vec<String>,
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 64)]
+        memory_mb: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -53,6 +95,9 @@ enum AdminKeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Plugin { command } = cli.command {
+        return run_plugin_command(command);
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -80,8 +125,92 @@ fn main() -> ExitCode {
     }
 }
 
+/// Plugin tools need no configuration or database.
+fn run_plugin_command(command: PluginCommand) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bursar: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            PluginCommand::Info { file } => author::info(&file).await,
+            PluginCommand::Check { file } => author::check(&file).await,
+            PluginCommand::Call {
+                file,
+                command,
+                settings,
+                service,
+                remote_ref,
+                allow_hosts,
+                timeout_ms,
+                memory_mb,
+            } => {
+                let settings = settings
+                    .iter()
+                    .map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .ok_or_else(|| anyhow::anyhow!("--settings `{kv}` is not KEY=VALUE"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let service = match service {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                        Some(
+                            serde_json::from_str(&text)
+                                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                        )
+                    }
+                    None => None,
+                };
+                author::call(
+                    &file,
+                    author::CallOptions {
+                        command,
+                        settings,
+                        service,
+                        remote_ref,
+                        allowed_hosts: allow_hosts,
+                        timeout_ms,
+                        memory_mb,
+                    },
+                )
+                .await
+            }
+        }
+    });
+    match result {
+        Ok(value) => {
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bursar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
+        Command::Plugin { .. } => unreachable!("handled before the configuration is read"),
         Command::Serve { .. } => {
             let supplied = match std::env::var("BURSAR_ADMIN_KEY") {
                 Ok(k) => Some(ApiKeySecret::from_supplied(k).map_err(|e| anyhow::anyhow!("{e}"))?),

@@ -246,3 +246,114 @@ async fn migrate_then_admin_key_create_gives_a_working_key() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+fn plugin_file(stem: &str) -> String {
+    std::path::Path::new(bursar::plugins::builtin::WASM_DIR)
+        .join(format!("{stem}.wasm"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn plugin_check_names_the_missing_export_and_accepts_a_real_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bursar(dir.path())
+        .args(["plugin", "check", &plugin_file("not-a-plugin")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing export `bursar:plugin/processing@0.1.0`"),
+        "{err}"
+    );
+
+    let out = bursar(dir.path())
+        .args(["plugin", "check", &plugin_file("hostile")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["plugin"]["name"], "hostile");
+}
+
+#[test]
+fn plugin_info_reports_world_version_exports_and_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bursar(dir.path())
+        .args(["plugin", "info", &plugin_file("example_processing")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["world"], "processing-module");
+    assert_eq!(info["wit_version"], "0.1.0");
+    assert_eq!(
+        info["exports"],
+        serde_json::json!(["bursar:plugin/processing@0.1.0"])
+    );
+    assert!(
+        info["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "bursar:plugin/host@0.1.0")
+    );
+    assert_eq!(info["plugin"]["name"], "example-processing");
+}
+
+#[test]
+fn plugin_call_runs_one_call_in_the_sandbox_and_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("svc.json"),
+        r#"{"id": "svc_42", "account_email": "a@example.com", "addons": {"ips": 2}}"#,
+    )
+    .unwrap();
+    let out = bursar(dir.path())
+        .args([
+            "plugin",
+            "call",
+            &plugin_file("example_processing"),
+            "open",
+            "--settings",
+            "hostname_prefix=web",
+        ])
+        .args(["--service", "svc.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["ok"], "done");
+    assert_eq!(result["params"]["hostname"], "web-svc_42");
+
+    let out = bursar(dir.path())
+        .args([
+            "plugin",
+            "call",
+            &plugin_file("hostile"),
+            "open",
+            "--settings",
+            "mode=loop",
+            "--timeout-ms",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["error"], "timeout");
+    assert_eq!(result["retried_by_bursar"], true);
+}

@@ -9,6 +9,7 @@
 //! `Store` with its own memory cap and deadline, and the store is dropped
 //! after the call, trapped or not.
 
+pub mod author;
 pub mod builtin;
 mod http;
 pub mod instances;
