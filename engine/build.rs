@@ -5,6 +5,12 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Every package of the plugins workspace, grouped by the world it exports.
+const PACKAGES_BY_WORLD: &[&[&str]] = &[
+    &["example-processing", "hostile", "not-a-plugin"],
+    &["gateway-echo"],
+];
+
 /// Built-in plugins: (name used in `builtin:NAME`, crate's wasm file stem).
 const BUILTIN: &[(&str, &str)] = &[("example-processing", "example_processing")];
 
@@ -31,34 +37,40 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     // A target directory of its own: the outer build holds the lock of ours.
     let target_dir = wasm_target_dir(&out_dir);
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "--workspace",
-        "--manifest-path",
-    ])
-    .arg(plugins.join("Cargo.toml"))
-    .arg("--target-dir")
-    .arg(&target_dir);
-    for var in [
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().expect("run cargo to build the plugins");
-    if !status.success() {
-        panic!(
-            "building the plugins for wasm32-wasip2 failed; is the target installed? \
-             (`rustup target add wasm32-wasip2`, or let rust-toolchain.toml install it)"
-        );
+    // One `cargo build` per world: the SDK's `processing` and `gateway`
+    // features must not unify into one build of it.
+    for packages in PACKAGES_BY_WORLD {
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(plugins.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+        for package in *packages {
+            cmd.args(["-p", package]);
+        }
+        for var in [
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+        ] {
+            cmd.env_remove(var);
+        }
+        let status = cmd.status().expect("run cargo to build the plugins");
+        if !status.success() {
+            panic!(
+                "building the plugins for wasm32-wasip2 failed; is the target installed? \
+                 (`rustup target add wasm32-wasip2`, or let rust-toolchain.toml install it)"
+            );
+        }
     }
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
     let mut code = String::from(

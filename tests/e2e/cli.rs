@@ -357,3 +357,29 @@ fn plugin_call_runs_one_call_in_the_sandbox_and_prints_json() {
     assert_eq!(result["error"], "timeout");
     assert_eq!(result["retried_by_bursar"], true);
 }
+
+#[test]
+fn a_gateway_component_is_recognised_and_refused_until_gateways_can_be_hosted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bursar(dir.path())
+        .args(["plugin", "info", &plugin_file("gateway_echo")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["world"], "payment-gateway");
+    assert_eq!(
+        info["exports"],
+        serde_json::json!(["bursar:plugin/gateway@0.1.0"])
+    );
+    let out = bursar(dir.path())
+        .args(["plugin", "check", &plugin_file("gateway_echo")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("payment gateways cannot be loaded"));
+}

@@ -19,8 +19,7 @@ async fn funded_account(app: &TestApp, email: &str, amount: i64) -> String {
 }
 
 /// Puts a new service in `state` and returns its id.
-async fn service_in(app: &TestApp, plan: &str, other_plan: &str, state: &str, n: usize) -> String {
-    let _ = other_plan;
+async fn service_in(app: &TestApp, plan: &str, state: &str, n: usize) -> String {
     let email = format!("{state}{n}@example.com");
     if state == "ordered" {
         let acc = funded_account(app, &email, 0).await;
@@ -128,7 +127,7 @@ async fn every_state_and_action_pair_transitions_and_logs_or_is_a_409_that_chang
         t
     };
     for (n, (state, action, body, after)) in table.into_iter().enumerate() {
-        let id = service_in(&app, &plan, &other, state, n).await;
+        let id = service_in(&app, &plan, state, n).await;
         let events_before = history_len(&app, &id).await;
         let counts_before = app.counts().await;
         let r = app

@@ -22,7 +22,10 @@
 //! bursar_plugin_sdk::processing_module!(Hello);
 //! ```
 //!
-//! Enable the SDK feature of the world you export: `processing` or `gateway`.
+//! A payment gateway implements [`GatewayPlugin`] and exports it with
+//! `gateway_plugin!`. Enable the SDK feature of the world you export:
+//! `processing` or `gateway` (build plugins of the two worlds in separate
+//! `cargo build` invocations, so the features do not unify).
 
 #[cfg(all(feature = "processing", feature = "gateway"))]
 compile_error!("enable one of the features `processing` and `gateway`: a plugin exports one world");
@@ -65,6 +68,11 @@ mod processing;
 #[cfg(feature = "processing")]
 pub use processing::*;
 
+#[cfg(feature = "gateway")]
+mod gateway;
+#[cfg(feature = "gateway")]
+pub use gateway::*;
+
 /// What most plugins need in scope.
 #[cfg(any(feature = "processing", feature = "gateway"))]
 pub mod prelude {
@@ -72,4 +80,9 @@ pub mod prelude {
     pub use crate::http::{Client, Response};
     #[cfg(feature = "processing")]
     pub use crate::processing::{CatalogItem, Context, Outcome, ProcessingModule, Service};
+    #[cfg(feature = "gateway")]
+    pub use crate::gateway::{
+        CallbackResult, Checkout, CreatedPayment, GatewayPlugin, HttpRequest, HttpResponse, Money, PaymentEvent,
+        PaymentRequest, PaymentStatus,
+    };
 }
