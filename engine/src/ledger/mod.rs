@@ -334,12 +334,6 @@ impl TransactionDraft {
     }
 }
 
-/// A customer balance check: may `balance` move by `amount` without going
-/// below `min_balance` (minus the credit limit)? Credits are always allowed.
-pub fn within_limit(balance: i64, amount: i64, min_balance: Option<i64>) -> bool {
-    amount >= 0 || min_balance.is_none_or(|min| balance.saturating_add(amount) >= min)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,14 +406,5 @@ mod tests {
             LedgerAccountId::customer("acc_x").kind(),
             Some(LedgerAccountKind::Customer)
         );
-    }
-
-    #[test]
-    fn limit_check_allows_credits_and_stops_at_minus_the_credit_limit() {
-        assert!(within_limit(-500, 100, Some(0)));
-        assert!(within_limit(100, -100, Some(0)));
-        assert!(!within_limit(100, -101, Some(0)));
-        assert!(within_limit(100, -300, Some(-200)));
-        assert!(within_limit(i64::MIN + 1, -5, None));
     }
 }
