@@ -213,14 +213,7 @@ pub async fn ledger(
 ) -> Result<Json<PageBody<StatementLine>>, Problem> {
     principal.require_account(&id)?;
     let limit = q.limit(&state)?;
-    let after = q
-        .after
-        .as_deref()
-        .map(|a| {
-            a.parse::<i64>()
-                .map_err(|_| Problem::bad_request("invalid-query", "`after` must be an entry id"))
-        })
-        .transpose()?;
+    let after = q.after_id()?;
     let mut r = state.store.reader().await?;
     repo::get(r.conn(), &id).await?;
     let page =

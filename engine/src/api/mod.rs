@@ -87,6 +87,22 @@ impl ListQuery {
     pub fn limit(&self, state: &AppState) -> Result<usize, Problem> {
         page_limit(state, self.limit)
     }
+
+    /// `after` for lists whose cursor is a numeric id (ledger entries,
+    /// service events).
+    pub fn after_id(&self) -> Result<Option<i64>, Problem> {
+        self.after
+            .as_deref()
+            .map(|a| {
+                a.parse::<i64>().map_err(|_| {
+                    Problem::bad_request(
+                        "invalid-query",
+                        "`after` must be a cursor from `next_cursor`",
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// The page size a list request asked for, within the configured bounds.

@@ -393,14 +393,7 @@ pub async fn events(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<PageBody<ServiceEvent>>, Problem> {
     let limit = q.limit(&state)?;
-    let after = q
-        .after
-        .as_deref()
-        .map(|a| {
-            a.parse::<i64>()
-                .map_err(|_| Problem::bad_request("invalid-query", "`after` must be an event id"))
-        })
-        .transpose()?;
+    let after = q.after_id()?;
     let mut r = state.store.reader().await?;
     authorize(r.conn(), &principal, &id, None).await?;
     Ok(Json(
