@@ -7,12 +7,20 @@ use std::process::Command;
 
 /// Every package of the plugins workspace, grouped by the world it exports.
 const PACKAGES_BY_WORLD: &[&[&str]] = &[
-    &["example-processing", "hostile", "not-a-plugin"],
+    &[
+        "example-processing",
+        "dcimanager6",
+        "hostile",
+        "not-a-plugin",
+    ],
     &["gateway-echo"],
 ];
 
 /// Built-in plugins: (name used in `builtin:NAME`, crate's wasm file stem).
-const BUILTIN: &[(&str, &str)] = &[("example-processing", "example_processing")];
+const BUILTIN: &[(&str, &str)] = &[
+    ("example-processing", "example_processing"),
+    ("dcimanager6", "dcimanager6"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -29,7 +37,7 @@ fn main() {
         "cargo:rerun-if-changed={}",
         plugins.join("Cargo.lock").display()
     );
-    for dir in ["sdk", "example-processing", "testing"] {
+    for dir in ["sdk", "example-processing", "dcimanager6", "testing"] {
         println!("cargo:rerun-if-changed={}", plugins.join(dir).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

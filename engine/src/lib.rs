@@ -10,6 +10,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod ids;
 pub mod ledger;

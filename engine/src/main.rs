@@ -32,6 +32,10 @@ enum Command {
         /// Address to listen on, overriding `listen`.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Try Bursar out: a throw-away database, a DCImanager 6 simulator
+        /// in-process, dedicated-server plans and a customer with a balance.
+        #[arg(long)]
+        demo: bool,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
@@ -105,7 +109,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Serve { listen: Some(addr) } = &cli.command {
+    if let Command::Serve {
+        listen: Some(addr), ..
+    } = &cli.command
+    {
         config.listen = *addr;
     }
     server::init_logging(&config);
@@ -211,12 +218,12 @@ fn run_plugin_command(command: PluginCommand) -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Plugin { .. } => unreachable!("handled before the configuration is read"),
-        Command::Serve { .. } => {
+        Command::Serve { demo, .. } => {
             let supplied = match std::env::var("BURSAR_ADMIN_KEY") {
                 Ok(k) => Some(ApiKeySecret::from_supplied(k).map_err(|e| anyhow::anyhow!("{e}"))?),
                 Err(_) => None,
             };
-            server::serve(config, supplied).await
+            server::serve(config, supplied, demo).await
         }
         Command::Migrate => {
             let store = server::open_store(&config).await?;

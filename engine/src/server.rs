@@ -76,10 +76,19 @@ pub async fn bootstrap_admin_key(
     Ok(outcome)
 }
 
-/// Runs `bursar serve` until Ctrl-C or SIGTERM.
-pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> anyhow::Result<()> {
+/// Runs `bursar serve` (with `--demo`: see [`crate::demo`]) until Ctrl-C
+/// or SIGTERM.
+pub async fn serve(
+    mut config: Config,
+    supplied_admin_key: Option<ApiKeySecret>,
+    demo: bool,
+) -> anyhow::Result<()> {
     crate::metrics::install();
     let clock: SharedClock = Arc::new(SystemClock);
+    let demo = match demo {
+        true => Some(crate::demo::prepare(&mut config).await?),
+        false => None,
+    };
     let store = open_store(&config).await?;
     match bootstrap_admin_key(&store, supplied_admin_key, &clock).await? {
         AdminKeyBootstrap::Generated(secret) => {
@@ -94,6 +103,10 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
         }
         AdminKeyBootstrap::Existing => {}
     }
+    let seeded = match demo {
+        Some(_) => Some(crate::demo::seed(&store, &clock).await?),
+        None => None,
+    };
     let mut modules = ModuleRegistry::default();
     let plugins = load_plugins(&config, &mut modules).await?;
     let runner = Arc::new(OperationRunner::new(
@@ -110,6 +123,9 @@ pub async fn serve(config: Config, supplied_admin_key: Option<ApiKeySecret>) -> 
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = ?store.backend(), "Bursar is serving");
+    if let (Some(demo), Some(seeded)) = (&demo, &seeded) {
+        print_demo(addr, demo, seeded);
+    }
     println!("Bursar listening on http://{addr}");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -137,6 +153,31 @@ pub async fn load_plugins(
     })
     .map_err(|e| anyhow::anyhow!("cannot start the plugin host: {e}"))?;
     Ok(PluginRegistry::load(&host, &config.plugins, modules).await?)
+}
+
+fn print_demo(addr: std::net::SocketAddr, demo: &crate::demo::Demo, seeded: &crate::demo::Seeded) {
+    println!("Demo mode: everything below is thrown away when Bursar stops.");
+    println!(
+        "DCImanager 6 simulator: {} (state: {}/sim/state)",
+        demo.simulator.url(),
+        demo.simulator.url()
+    );
+    println!(
+        "Customer {} has EUR 500.00; customer API key: {}",
+        seeded.account_id,
+        seeded.customer_key.expose()
+    );
+    for (id, name) in &seeded.plans {
+        println!("Plan {id}: {name}");
+    }
+    if let Some((plan, _)) = seeded.plans.first() {
+        println!("Order a server:");
+        println!(
+            "  curl -s -X POST http://{addr}/api/v1/orders -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"account_id\": \"{}\", \"plan_id\": \"{plan}\", \"period\": \"1m\"}}'",
+            seeded.customer_key.expose(),
+            seeded.account_id
+        );
+    }
 }
 
 async fn shutdown_signal() {

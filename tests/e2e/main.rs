@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod dcimanager6;
 mod idempotency;
 mod ledger_props;
 mod lifecycle;

@@ -150,7 +150,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         services::order, services::get, services::list, services::suspend, services::resume, services::close,
         services::prolong, services::change_plan, services::operations, services::events,
         operations::list, operations::get, operations::retry, operations::complete,
-        plugins::list, plugins::check,
+        plugins::list, plugins::check, plugins::catalog,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -212,6 +212,7 @@ pub fn router(state: AppState) -> Router {
         .route("/operations/{id}/complete", post(operations::complete))
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}/check", post(plugins::check))
+        .route("/plugins/{name}/catalog", get(plugins::catalog))
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", v1)

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::api::error::Problem;
 use crate::api::extract::Principal;
 use crate::api::{AppState, PageBody};
-use crate::plugins::instances::PluginView;
+use crate::plugins::instances::{CatalogEntry, PluginView};
 
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
     responses((status = 200, body = PageBody<PluginView>)),
@@ -53,5 +53,37 @@ pub async fn check(
         ok: result.is_ok(),
         error_kind: result.err().map(|e| e.kind().to_owned()),
         plugin,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins/{name}/catalog", tag = "plugins",
+    params(("name" = String, Path)),
+    responses((status = 200, body = PageBody<CatalogEntry>), (status = 404), (status = 502)),
+    security(("bearer" = [])))]
+/// What a processing module instance can provision (configurations with
+/// free counts, OS templates, orderable add-ons), asked live — for staff
+/// building plans.
+pub async fn catalog(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<PageBody<CatalogEntry>>, Problem> {
+    principal.require_admin()?;
+    let items = state
+        .plugins
+        .catalog(&name)
+        .await
+        .ok_or_else(|| Problem::not_found(format!("no plugin instance named `{name}`")))?
+        .map_err(|e| {
+            Problem::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "plugin-failed",
+                "The plugin failed",
+                format!("{name}: {e}"),
+            )
+        })?;
+    Ok(Json(PageBody {
+        data: items,
+        next_cursor: None,
     }))
 }

@@ -188,6 +188,17 @@ struct Entry {
     plugin: Arc<ProcessingPlugin>,
 }
 
+/// One thing a processing module can provision: a configuration, an OS
+/// template or an orderable add-on.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CatalogEntry {
+    /// `configuration`, `os-template` or `addon`.
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    pub details: BTreeMap<String, String>,
+}
+
 /// The loaded instances.
 #[derive(Default, Clone)]
 pub struct PluginRegistry {
@@ -269,6 +280,22 @@ impl PluginRegistry {
                     .unwrap_or_else(|p| p.into_inner().clone())
             })
             .collect()
+    }
+
+    /// Runs the instance's `catalog`: what it can provision.
+    pub async fn catalog(&self, name: &str) -> Option<Result<Vec<CatalogEntry>, ModuleError>> {
+        let entry = self.entries.get(name)?;
+        Some(entry.plugin.catalog().await.map(|items| {
+            items
+                .into_iter()
+                .map(|i| CatalogEntry {
+                    kind: i.kind,
+                    id: i.id,
+                    name: i.name,
+                    details: i.details.into_iter().collect(),
+                })
+                .collect()
+        }))
     }
 
     /// Runs `check-connection` and records the result as the health.

@@ -5,12 +5,14 @@
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use wasmtime::component::Component;
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentNamedList, Instance, Lift, Lower, TypedFunc,
+};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use crate::plugins::since_v0_1::processing::ProcessingModulePre;
 use crate::plugins::since_v0_1::processing::bursar::plugin::types::{PluginError, PluginInfo};
 use crate::plugins::since_v0_1::processing::exports::bursar::plugin::processing as wit;
-use crate::plugins::since_v0_1::processing::{ProcessingModule as Bindings, ProcessingModulePre};
 use crate::plugins::validate;
 use crate::plugins::{HttpPolicy, LoadError, PluginHost, PluginState, check_export};
 use crate::services::OperationKind;
@@ -32,10 +34,73 @@ pub struct InstanceLimits {
 pub struct ProcessingPlugin {
     name: String,
     pre: ProcessingModulePre<PluginState>,
+    exports: Exports,
     info: PluginInfo,
     settings: Vec<(String, String)>,
     policy: HttpPolicy,
     limits: InstanceLimits,
+}
+
+/// Where each function of `bursar:plugin/processing` is in the component,
+/// looked up once at load.
+#[derive(Clone, Copy)]
+struct Exports {
+    info: ComponentExportIndex,
+    check_connection: ComponentExportIndex,
+    catalog: ComponentExportIndex,
+    open: ComponentExportIndex,
+    suspend: ComponentExportIndex,
+    resume: ComponentExportIndex,
+    close: ComponentExportIndex,
+    prolong: ComponentExportIndex,
+    change_plan: ComponentExportIndex,
+    reinstall: ComponentExportIndex,
+    poll: ComponentExportIndex,
+}
+
+impl Exports {
+    fn find(component: &Component) -> Option<Exports> {
+        let iface = component.get_export_index(
+            None,
+            format!(
+                "bursar:plugin/processing@{}",
+                crate::plugins::since_v0_1::VERSION
+            ),
+        )?;
+        let f = |name: &str| component.get_export_index(Some(&iface), name);
+        Some(Exports {
+            info: f("info")?,
+            check_connection: f("check-connection")?,
+            catalog: f("catalog")?,
+            open: f("open")?,
+            suspend: f("suspend")?,
+            resume: f("resume")?,
+            close: f("close")?,
+            prolong: f("prolong")?,
+            change_plan: f("change-plan")?,
+            reinstall: f("reinstall")?,
+            poll: f("poll")?,
+        })
+    }
+}
+
+/// One export of a fresh instance as a typed function.
+fn typed<P, R>(
+    instance: &Instance,
+    store: &mut Store<PluginState>,
+    index: &ComponentExportIndex,
+) -> wasmtime::Result<TypedFunc<P, R>>
+where
+    P: ComponentNamedList + Lower,
+    R: ComponentNamedList + Lift,
+{
+    let func = instance
+        .get_func(&mut *store, index)
+        .ok_or_else(|| wasmtime::format_err!("the component lost an export"))?;
+    // SAFETY: every export of this component was type-checked against
+    // these exact signatures (the generated bindings') when it was loaded,
+    // and instances of one component never differ in their types.
+    Ok(unsafe { TypedFunc::new_unchecked(func) })
 }
 
 /// A settings list with the plan's settings laid over the instance's.
@@ -70,9 +135,14 @@ impl ProcessingPlugin {
             .instantiate_pre(&component)
             .map_err(wasm_err)?;
         let pre = ProcessingModulePre::new(instance_pre).map_err(wasm_err)?;
+        let exports = Exports::find(&component).ok_or_else(|| LoadError::Invalid {
+            name: name.to_owned(),
+            message: "`bursar:plugin/processing` lacks a function".into(),
+        })?;
         let mut plugin = ProcessingPlugin {
             name: name.to_owned(),
             pre,
+            exports,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -87,6 +157,7 @@ impl ProcessingPlugin {
             message: format!("`info` failed: {e}"),
         })?;
         plugin.info = info;
+        plugin.check_types().await.map_err(wasm_err)?;
         Ok(plugin)
     }
 
@@ -98,10 +169,17 @@ impl ProcessingPlugin {
         &self.info
     }
 
-    /// A fresh store and instance for one call, with the memory cap and the
-    /// deadline armed: every epoch tick the guest yields to the runtime, and
-    /// past the deadline it is interrupted.
-    async fn instantiate(&self) -> Result<(Store<PluginState>, Bindings), ModuleError> {
+    /// Type-checks every export against the bindings, once: calls then
+    /// look up only the function they need.
+    async fn check_types(&self) -> wasmtime::Result<()> {
+        let mut store = self.store();
+        self.pre.instantiate_async(&mut store).await.map(drop)
+    }
+
+    /// A fresh store with the memory cap and the deadline armed: every
+    /// epoch tick the guest yields to the runtime, and past the deadline it
+    /// is interrupted.
+    fn store(&self) -> Store<PluginState> {
         let state = PluginState::new(self.policy.clone(), self.limits.memory_bytes);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -117,28 +195,35 @@ impl ProcessingPlugin {
                 ))
             }
         });
-        let bindings = self
+        store
+    }
+
+    /// A fresh store and instance for one call.
+    async fn instantiate(&self) -> Result<(Store<PluginState>, Instance), ModuleError> {
+        let mut store = self.store();
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate_async(&mut store)
             .await
             .map_err(|e| classify(&store, e, self.limits.timeout))?;
-        Ok((store, bindings))
+        Ok((store, instance))
     }
 
     /// Runs one export on a fresh instance under the limits.
     async fn run<R, F>(&self, call: F) -> Result<R, ModuleError>
     where
         F: for<'a> FnOnce(
-            &'a Bindings,
+            &'a Instance,
             &'a mut Store<PluginState>,
         ) -> BoxFuture<'a, wasmtime::Result<Result<R, PluginError>>>,
     {
         let started = Instant::now();
-        let (mut store, bindings) = self.instantiate().await?;
+        let (mut store, instance) = self.instantiate().await?;
         // The outer timeout catches what the epoch cannot: a host call
         // (HTTP) that hangs. It leaves a little room for the epoch first.
         let outer = self.limits.timeout + Duration::from_millis(250);
-        let result = tokio::time::timeout(outer, call(&bindings, &mut store)).await;
+        let result = tokio::time::timeout(outer, call(&instance, &mut store)).await;
         store.data().flush_output();
         metrics::histogram!("bursar_plugin_call_seconds", "plugin" => self.name.clone())
             .record(started.elapsed().as_secs_f64());
@@ -165,9 +250,13 @@ impl ProcessingPlugin {
     }
 
     pub async fn call_info(&self) -> Result<PluginInfo, ModuleError> {
+        let index = self.exports.info;
         let info = self
-            .run(|b, s| {
-                Box::pin(async move { b.bursar_plugin_processing().call_info(s).await.map(Ok) })
+            .run(move |i, s| {
+                Box::pin(async move {
+                    let f = typed::<(), (PluginInfo,)>(i, s, &index)?;
+                    Ok(Ok(f.call_async(s, ()).await?.0))
+                })
             })
             .await?;
         self.counted(validate::info(info))
@@ -176,11 +265,11 @@ impl ProcessingPlugin {
     /// Runs `check-connection` with the instance's settings.
     pub async fn check_connection(&self) -> Result<(), ModuleError> {
         let settings = self.settings.clone();
-        self.run(move |b, s| {
+        let index = self.exports.check_connection;
+        self.run(move |i, s| {
             Box::pin(async move {
-                b.bursar_plugin_processing()
-                    .call_check_connection(s, &settings)
-                    .await
+                let f = typed::<(&[(String, String)],), (Result<(), PluginError>,)>(i, s, &index)?;
+                Ok(f.call_async(s, (&settings,)).await?.0)
             })
         })
         .await
@@ -189,12 +278,15 @@ impl ProcessingPlugin {
     /// Runs `catalog` with the instance's settings.
     pub async fn catalog(&self) -> Result<Vec<wit::CatalogItem>, ModuleError> {
         let settings = self.settings.clone();
+        let index = self.exports.catalog;
         let items = self
-            .run(move |b, s| {
+            .run(move |i, s| {
                 Box::pin(async move {
-                    b.bursar_plugin_processing()
-                        .call_catalog(s, &settings)
-                        .await
+                    let f = typed::<
+                        (&[(String, String)],),
+                        (Result<Vec<wit::CatalogItem>, PluginError>,),
+                    >(i, s, &index)?;
+                    Ok(f.call_async(s, (&settings,)).await?.0)
                 })
             })
             .await?;
@@ -238,20 +330,32 @@ impl ProcessingPlugin {
         } else {
             None
         };
+        let e = self.exports;
+        let index = match (&poll, kind) {
+            (Some(_), _) => e.poll,
+            (None, OperationKind::Open) => e.open,
+            (None, OperationKind::Suspend) => e.suspend,
+            (None, OperationKind::Resume) => e.resume,
+            (None, OperationKind::Close) => e.close,
+            (None, OperationKind::Prolong) => e.prolong,
+            (None, OperationKind::ChangePlan) => e.change_plan,
+            (None, OperationKind::Reinstall) => e.reinstall,
+        };
+        type Answer = (Result<wit::Outcome, PluginError>,);
         let outcome = self
-            .run(move |b, s| {
+            .run(move |i, s| {
                 Box::pin(async move {
-                    let p = b.bursar_plugin_processing();
-                    match (poll, kind) {
-                        (Some(r), _) => p.call_poll(s, &ctx, &r).await,
-                        (None, OperationKind::Open) => p.call_open(s, &ctx).await,
-                        (None, OperationKind::Suspend) => p.call_suspend(s, &ctx).await,
-                        (None, OperationKind::Resume) => p.call_resume(s, &ctx).await,
-                        (None, OperationKind::Close) => p.call_close(s, &ctx).await,
-                        (None, OperationKind::Prolong) => p.call_prolong(s, &ctx).await,
-                        (None, OperationKind::ChangePlan) => p.call_change_plan(s, &ctx).await,
-                        (None, OperationKind::Reinstall) => p.call_reinstall(s, &ctx).await,
-                    }
+                    let answer = match poll {
+                        Some(r) => {
+                            let f = typed::<(&wit::Context, &str), Answer>(i, s, &index)?;
+                            f.call_async(s, (&ctx, &r)).await?
+                        }
+                        None => {
+                            let f = typed::<(&wit::Context,), Answer>(i, s, &index)?;
+                            f.call_async(s, (&ctx,)).await?
+                        }
+                    };
+                    Ok(answer.0)
                 })
             })
             .await?;

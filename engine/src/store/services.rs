@@ -494,7 +494,8 @@ pub async fn resolve_manual(
     let at = to_micros(now);
     let n = if retry {
         sql!(&mut c, c => sqlx::query(
-            "UPDATE operations SET status = 'queued', attempts = 0, next_run_at = $2, updated_at = $2
+            "UPDATE operations SET status = 'queued', attempts = 0, next_run_at = $2, updated_at = $2,
+                    remote_ref = NULL
              WHERE id = $1 AND status = 'manual'")
             .bind(id).bind(at).execute(&mut **c).await.map(|r| r.rows_affected()))?
     } else {

@@ -1,0 +1,379 @@
+//! Bursar's reference processing module: dedicated servers from ISPsystem
+//! DCImanager 6.
+//!
+//! Settings (instance, with the plan's module settings laid over them):
+//!
+//! | key | meaning |
+//! | --- | --- |
+//! | `url` | DCImanager's base URL, e.g. `https://dci.example.com` |
+//! | `email`, `password` | the account Bursar logs in as (keep the password in a secret) |
+//! | `configuration` | plan: the server configuration to sell |
+//! | `location` | plan: the location id (any location when absent) |
+//! | `os_template` | plan: the default OS template id (add-on `os` overrides it) |
+//! | `ip_count` | plan: IPv4 addresses included (default 1; add-on `extra_ips` adds) |
+//! | `domain_template` | the server's domain name; `@ID@` is the service id (default `@ID@.dedicated.invalid`) |
+//! | `retry_budget_ms` | how long one call keeps retrying 503s (default 20000) |
+//! | `poll_ms` | how often the install is polled (default 5000) |
+//! | `password_secret` | key the root password is derived from (default: `password`) |
+//!
+//! Add-ons on the service: `os` (an OS template id), `extra_ips` (a count),
+//! and `script-<id>` = `true` for each DCImanager script (recipe) ordered.
+
+mod client;
+
+use bursar_plugin_sdk::prelude::*;
+use client::{Dci, Server};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+struct Dcimanager6;
+
+fn param_u64(p: &Params, key: &str) -> Result<Option<u64>, PluginError> {
+    p.parse::<u64>(key)
+}
+
+/// The service's server domain from `domain_template`.
+fn domain(ctx: &Context) -> Result<String, PluginError> {
+    let template = ctx.settings.get("domain_template").unwrap_or("@ID@.dedicated.invalid");
+    if !template.contains("@ID@") {
+        return Err(PluginError::invalid_config(
+            "`domain_template` must contain @ID@, so that every service's server has its own name",
+        ));
+    }
+    let id: String = ctx
+        .service
+        .id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    Ok(template.replace("@ID@", &id))
+}
+
+/// A password derived from a secret and a purpose, so that `poll` can
+/// return the root password `open` set without it being stored anywhere
+/// in between.
+fn derived_password(ctx: &Context, purpose: &str) -> Result<String, PluginError> {
+    let key = match ctx.settings.get("password_secret").filter(|s| !s.is_empty()) {
+        Some(k) => k,
+        None => ctx.settings.require("password")?,
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+        .map_err(|_| PluginError::invalid_config("unusable password_secret"))?;
+    mac.update(purpose.as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    Ok(bytes.iter().take(20).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+}
+
+fn root_password(ctx: &Context) -> Result<String, PluginError> {
+    derived_password(ctx, &format!("root:{}:{}", ctx.service.id, ctx.operation_id))
+}
+
+/// The scripts ordered as add-ons (`script-<id>` = `true`).
+fn recipes(ctx: &Context) -> Vec<u64> {
+    ctx.service
+        .addons
+        .0
+        .iter()
+        .filter(|(_, v)| v == "true")
+        .filter_map(|(k, _)| k.strip_prefix("script-")?.parse().ok())
+        .collect()
+}
+
+fn os_template(ctx: &Context) -> Result<u64, PluginError> {
+    if let Some(os) = ctx.service.addons.get("os") {
+        return os
+            .parse()
+            .map_err(|_| PluginError::rejected(format!("add-on `os` = `{os}` is not an OS template id")));
+    }
+    param_u64(&ctx.settings, "os_template")?
+        .ok_or_else(|| PluginError::invalid_config("setting `os_template` is missing (or order the `os` add-on)"))
+}
+
+fn wanted_ips(ctx: &Context) -> Result<u64, PluginError> {
+    let base = param_u64(&ctx.settings, "ip_count")?.unwrap_or(1);
+    let extra = match ctx.service.addons.get("extra_ips") {
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| PluginError::rejected(format!("add-on `extra_ips` = `{v}` is not a count")))?,
+        None => 0,
+    };
+    Ok(base + extra)
+}
+
+fn poll_ms(ctx: &Context) -> Result<u64, PluginError> {
+    Ok(param_u64(&ctx.settings, "poll_ms")?.unwrap_or(5_000))
+}
+
+/// Free as BILLmanager's module defines it: no owner, no errors, not in
+/// maintenance, last operation finished well.
+fn is_free(s: &Server) -> bool {
+    s.owner_email.is_none()
+        && (s.state.is_empty() || s.state == "ok")
+        && !s.maintenance
+        && s.operation.as_ref().is_none_or(|o| o.status == "ok" || o.status == "canceled")
+}
+
+/// The service's server: by the `server_id` param, else by its domain.
+fn find_server(dci: &mut Dci, ctx: &Context) -> Result<Option<Server>, PluginError> {
+    if let Some(id) = param_u64(&ctx.service.params, "server_id")? {
+        return match dci.server(id) {
+            Ok(s) => Ok(Some(s)),
+            Err(PluginError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    dci.server_by_domain(&domain(ctx)?)
+}
+
+fn require_server(dci: &mut Dci, ctx: &Context) -> Result<Server, PluginError> {
+    find_server(dci, ctx)?.ok_or_else(|| {
+        PluginError::not_found(format!("no DCImanager server belongs to service {}", ctx.service.id))
+    })
+}
+
+/// The DCImanager user for the customer's e-mail, created when missing.
+fn user_for(dci: &mut Dci, ctx: &Context) -> Result<u64, PluginError> {
+    let email = &ctx.service.account_email;
+    if let Some(u) = dci.user_by_email(email)? {
+        return Ok(u.id);
+    }
+    let password = derived_password(ctx, &format!("user:{email}"))?;
+    let r = dci.create_user(email, &password)?;
+    if r.is_success() {
+        #[derive(serde::Deserialize)]
+        struct Created {
+            id: u64,
+        }
+        return Ok(r.json::<Created>()?.id);
+    }
+    // Created by a concurrent call in the meantime: use that one.
+    if let Some(u) = dci.user_by_email(email)? {
+        return Ok(u.id);
+    }
+    Err(client::status_error("user creation", &r))
+}
+
+/// Takes a free server of the plan's configuration and location.
+fn take_server(dci: &mut Dci, ctx: &Context, owner: u64, domain: &str) -> Result<Server, PluginError> {
+    let configuration = ctx.settings.require("configuration")?;
+    let location = param_u64(&ctx.settings, "location")?;
+    for candidate in dci.unowned(configuration, location)?.into_iter().filter(is_free) {
+        let r = dci.set_owner(candidate.id, Some(owner), Some(domain))?;
+        if r.is_success() {
+            log::info(&format!("server {} given to {} as {domain}", candidate.id, ctx.service.account_email));
+            return dci.server(candidate.id);
+        }
+        // Taken by someone else a moment ago: try the next one.
+        if r.status != 409 {
+            return Err(client::status_error("server assignment", &r));
+        }
+    }
+    let where_ = match location {
+        Some(l) => format!("location {l}"),
+        None => "any location".to_owned(),
+    };
+    Err(PluginError::unavailable_for(
+        format!(
+            "no free server with configuration `{configuration}` in {where_}: add servers to DCImanager or move the order to another plan"
+        ),
+        10 * 60 * 1000,
+    ))
+}
+
+fn ports(dci: &mut Dci, s: &Server, up: bool) -> Result<(), PluginError> {
+    let want = if up { "up" } else { "down" };
+    for c in s.switch_connection.iter().filter(|c| c.admin_status != want) {
+        dci.switch_port(s.id, c.id, up)?;
+    }
+    Ok(())
+}
+
+/// Starts an install and answers `in-progress` with `SERVER/OPERATION`.
+fn start_install(dci: &mut Dci, ctx: &Context, s: &Server) -> Result<Outcome, PluginError> {
+    let op = dci.install(s.id, os_template(ctx)?, &root_password(ctx)?, &recipes(ctx))?;
+    Ok(Outcome::in_progress(format!("{}/{op}", s.id), poll_ms(ctx)?, Some("installation started".into())))
+}
+
+fn parse_ref(remote_ref: &str) -> Result<(u64, u64), PluginError> {
+    remote_ref
+        .split_once('/')
+        .and_then(|(s, o)| Some((s.parse().ok()?, o.parse().ok()?)))
+        .ok_or_else(|| PluginError::rejected(format!("`{remote_ref}` is not a SERVER/OPERATION reference")))
+}
+
+/// What the service learns once its server is ready.
+fn done(ctx: &Context, s: &Server) -> Result<Outcome, PluginError> {
+    let v4: Vec<&str> = s.ip.iter().filter(|i| i.family != "ipv6").map(|i| i.name.as_str()).collect();
+    let all: Vec<&str> = s.ip.iter().map(|i| i.name.as_str()).collect();
+    let mut params = vec![
+        ("server_id".to_owned(), s.id.to_string()),
+        ("hostname".to_owned(), s.domain.clone()),
+        ("configuration".to_owned(), s.configuration.clone()),
+        ("location_id".to_owned(), s.location_id.to_string()),
+        ("ips".to_owned(), all.join(",")),
+    ];
+    if let Some(ip) = v4.first() {
+        params.push(("primary_ip".into(), (*ip).to_owned()));
+    }
+    if let Some(os) = &s.os_template {
+        params.push(("os".into(), os.name.clone()));
+    }
+    Ok(Outcome::Done {
+        params: Params(params),
+        secret_params: Params(vec![("root_password".into(), root_password(ctx)?)]),
+    })
+}
+
+impl ProcessingModule for Dcimanager6 {
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            "dcimanager6",
+            env!("CARGO_PKG_VERSION"),
+            &["catalog", "suspend", "resume", "close", "reinstall", "poll"],
+        )
+    }
+
+    fn check_connection(settings: Params) -> Result<(), PluginError> {
+        let mut dci = Dci::new(&settings)?;
+        dci.locations()?;
+        Ok(())
+    }
+
+    fn catalog(settings: Params) -> Result<Vec<CatalogItem>, PluginError> {
+        let mut dci = Dci::new(&settings)?;
+        let mut items = vec![];
+        for l in dci.locations()? {
+            for c in dci.configurations(Some(l.id))? {
+                items.push(CatalogItem {
+                    kind: "configuration".into(),
+                    id: format!("{}@{}", c.configuration, l.id),
+                    name: format!("{} ({})", c.configuration, l.name),
+                    details: vec![
+                        ("configuration".into(), c.configuration),
+                        ("location".into(), l.id.to_string()),
+                        ("location_name".into(), l.name.clone()),
+                        ("free_server_count".into(), c.free_server_count.to_string()),
+                    ],
+                });
+            }
+        }
+        for os in dci.os_templates()? {
+            items.push(CatalogItem {
+                kind: "os-template".into(),
+                id: os.id.to_string(),
+                name: os.name,
+                details: vec![("tags".into(), os.tags.join(","))],
+            });
+        }
+        // Only scripts customers may run are orderable.
+        for s in dci.scripts()?.into_iter().filter(|s| s.access.as_deref() == Some("all")) {
+            items.push(CatalogItem {
+                kind: "addon".into(),
+                id: format!("script-{}", s.id),
+                name: s.name,
+                details: vec![("script_id".into(), s.id.to_string())],
+            });
+        }
+        Ok(items)
+    }
+
+    fn open(ctx: Context) -> Result<Outcome, PluginError> {
+        let mut dci = Dci::new(&ctx.settings)?;
+        let domain = domain(&ctx)?;
+        // A repeated `open` (a retry after a crash or an outage) carries on
+        // with the server it already took.
+        let server = match dci.server_by_domain(&domain)? {
+            Some(s) => s,
+            None => {
+                let owner = user_for(&mut dci, &ctx)?;
+                take_server(&mut dci, &ctx, owner, &domain)?
+            }
+        };
+        ports(&mut dci, &server, true)?;
+        let have = server.ip.iter().filter(|i| i.family != "ipv6").count() as u64;
+        let want = wanted_ips(&ctx)?;
+        if have < want {
+            dci.allocate_ips(server.id, want - have)?;
+        }
+        if let Some(op) = server.operation.as_ref().filter(|o| o.status == "running") {
+            return Ok(Outcome::in_progress(format!("{}/{}", server.id, op.id), poll_ms(&ctx)?, None));
+        }
+        start_install(&mut dci, &ctx, &server)
+    }
+
+    fn poll(ctx: Context, remote_ref: String) -> Result<Outcome, PluginError> {
+        let (server, op) = parse_ref(&remote_ref)?;
+        let mut dci = Dci::new(&ctx.settings)?;
+        let operation = dci.operation(op)?;
+        match operation.status.as_str() {
+            "ok" => done(&ctx, &dci.server(server)?),
+            "failed" | "canceled" => Err(PluginError::rejected(format!(
+                "DCImanager install on server {server} {}: {}",
+                operation.status,
+                if operation.status_info.is_empty() { "no reason given" } else { &operation.status_info }
+            ))),
+            _ => Ok(Outcome::in_progress(
+                remote_ref,
+                poll_ms(&ctx)?,
+                Some(operation.progress_info).filter(|p| !p.is_empty()),
+            )),
+        }
+    }
+
+    fn suspend(ctx: Context) -> Result<Outcome, PluginError> {
+        let mut dci = Dci::new(&ctx.settings)?;
+        let s = require_server(&mut dci, &ctx)?;
+        ports(&mut dci, &s, false)?;
+        Ok(Outcome::nothing())
+    }
+
+    fn resume(ctx: Context) -> Result<Outcome, PluginError> {
+        let mut dci = Dci::new(&ctx.settings)?;
+        let s = require_server(&mut dci, &ctx)?;
+        ports(&mut dci, &s, true)?;
+        if s.power_status == "off" {
+            dci.power(s.id, true)?;
+        }
+        Ok(Outcome::nothing())
+    }
+
+    fn close(ctx: Context) -> Result<Outcome, PluginError> {
+        let mut dci = Dci::new(&ctx.settings)?;
+        // Already released (a repeated close): nothing left to do.
+        let Some(s) = find_server(&mut dci, &ctx)? else {
+            return Ok(Outcome::nothing());
+        };
+        if s.owner_email.is_some() && s.owner_email.as_deref() != Some(ctx.service.account_email.as_str()) {
+            return Err(PluginError::rejected(format!(
+                "server {} now belongs to someone else; not touching it",
+                s.id
+            )));
+        }
+        // A server that has no owner any more keeps its technical
+        // addresses; only the customer's go back to the pool.
+        if s.owner_email.is_some() {
+            for ip in &s.ip {
+                dci.release_ip(s.id, ip.id)?;
+            }
+            let r = dci.set_owner(s.id, None, Some(""))?;
+            if !r.is_success() {
+                return Err(client::status_error("server release", &r));
+            }
+        }
+        ports(&mut dci, &s, false)?;
+        dci.power(s.id, false)?;
+        Ok(Outcome::nothing())
+    }
+
+    fn reinstall(ctx: Context) -> Result<Outcome, PluginError> {
+        let mut dci = Dci::new(&ctx.settings)?;
+        let s = require_server(&mut dci, &ctx)?;
+        if let Some(op) = s.operation.as_ref().filter(|o| o.status == "running") {
+            return Ok(Outcome::in_progress(format!("{}/{}", s.id, op.id), poll_ms(&ctx)?, None));
+        }
+        start_install(&mut dci, &ctx, &s)
+    }
+}
+
+bursar_plugin_sdk::processing_module!(Dcimanager6);
