@@ -13,13 +13,14 @@ const PACKAGES_BY_WORLD: &[&[&str]] = &[
         "hostile",
         "not-a-plugin",
     ],
-    &["gateway-echo"],
+    &["gateway-echo", "bank-transfer"],
 ];
 
 /// Built-in plugins: (name used in `builtin:NAME`, crate's wasm file stem).
 const BUILTIN: &[(&str, &str)] = &[
     ("example-processing", "example_processing"),
     ("dcimanager6", "dcimanager6"),
+    ("bank-transfer", "bank_transfer"),
 ];
 
 fn main() {
@@ -37,7 +38,13 @@ fn main() {
         "cargo:rerun-if-changed={}",
         plugins.join("Cargo.lock").display()
     );
-    for dir in ["sdk", "example-processing", "dcimanager6", "testing"] {
+    for dir in [
+        "sdk",
+        "example-processing",
+        "dcimanager6",
+        "bank-transfer",
+        "testing",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(dir).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::api::payments::PaymentsConfig;
 use crate::lifecycle::runner::RunnerConfig;
 use crate::plugins::instances::{PluginConfig, PluginHostConfig};
 use crate::store::{StoreOptions, backend_of};
@@ -22,7 +23,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/bursar.toml";
 
 /// Sections whose keys environment variables may reach
 /// (`BURSAR_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["database", "api", "log", "operations", "plugin_host"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "api",
+    "log",
+    "operations",
+    "plugin_host",
+    "payments",
+];
 
 /// Environment variables with the `BURSAR_` prefix that are not
 /// configuration keys.
@@ -40,6 +48,9 @@ pub struct Config {
     pub operations: RunnerConfig,
     /// The plugin host as a whole.
     pub plugin_host: PluginHostConfig,
+    /// Payment limits and reconciliation.
+    #[serde(default)]
+    pub payments: PaymentsConfig,
     /// Plugin instances: `[[plugin]]` entries.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -103,6 +114,7 @@ impl Default for Config {
             },
             operations: RunnerConfig::default(),
             plugin_host: PluginHostConfig::default(),
+            payments: PaymentsConfig::default(),
             plugins: vec![],
         }
     }
@@ -174,6 +186,12 @@ impl Config {
             });
         }
         positive("operations.batch", self.operations.batch)?;
+        if self.payments.max_amount <= 0 || self.payments.max_amount > crate::money::MAX_AMOUNT {
+            return Err(ConfigError::Value {
+                key: "payments.max_amount",
+                message: format!("must be 1 to {}", crate::money::MAX_AMOUNT),
+            });
+        }
         positive(
             "operations.max_attempts",
             self.operations.max_attempts as usize,

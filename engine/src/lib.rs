@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
 pub mod money;
+pub mod payments;
 pub mod plugins;
 pub mod server;
 pub mod services;

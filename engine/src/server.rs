@@ -117,7 +117,9 @@ pub async fn serve(
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner_task = runner.spawn(stopped);
-    let state = AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins);
+    let state = AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins)
+        .with_payments_config(config.payments.clone());
+    let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
@@ -132,6 +134,7 @@ pub async fn serve(
         .await?;
     let _ = stop.send(true);
     let _ = runner_task.await;
+    let _ = reconciler.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -153,6 +156,38 @@ pub async fn load_plugins(
     })
     .map_err(|e| anyhow::anyhow!("cannot start the plugin host: {e}"))?;
     Ok(PluginRegistry::load(&host, &config.plugins, modules).await?)
+}
+
+/// Asks gateways about old pending payments every
+/// `payments.reconcile_interval_secs`, until shutdown.
+fn spawn_reconciler(
+    state: AppState,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(state.payments.reconcile_interval_secs.max(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            match crate::api::payments::reconcile(&state).await {
+                Ok(r) if r.checked > 0 => {
+                    tracing::info!(
+                        checked = r.checked,
+                        changed = r.changed,
+                        failed = r.failed,
+                        "payments reconciled"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "payment reconciliation failed"),
+            }
+        }
+    })
 }
 
 fn print_demo(addr: std::net::SocketAddr, demo: &crate::demo::Demo, seeded: &crate::demo::Seeded) {

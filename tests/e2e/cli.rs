@@ -359,7 +359,7 @@ fn plugin_call_runs_one_call_in_the_sandbox_and_prints_json() {
 }
 
 #[test]
-fn a_gateway_component_is_recognised_and_refused_until_gateways_can_be_hosted() {
+fn a_gateway_component_is_recognised_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let out = bursar(dir.path())
         .args(["plugin", "info", &plugin_file("gateway_echo")])
@@ -380,6 +380,13 @@ fn a_gateway_component_is_recognised_and_refused_until_gateways_can_be_hosted() 
         .args(["plugin", "check", &plugin_file("gateway_echo")])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("payment gateways cannot be loaded"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(checked["ok"], true);
+    assert_eq!(checked["world"], "payment-gateway");
+    assert_eq!(checked["plugin"]["name"], "gateway-echo");
 }

@@ -12,4 +12,5 @@ mod idempotency;
 mod ledger_props;
 mod lifecycle;
 mod operations;
+mod payments;
 mod plugins;

@@ -506,3 +506,100 @@ fn bad_instances_fail_with_a_message_naming_them() {
             .contains("memory_mb")
     );
 }
+
+async fn echo_gateway(mode: &str) -> bursar::plugins::gateway::GatewayPlugin {
+    let policy = HttpPolicy {
+        instance: "echo".into(),
+        allowed: vec![],
+        timeout: Duration::from_secs(5),
+        max_response_bytes: 1 << 20,
+    };
+    bursar::plugins::gateway::GatewayPlugin::load(
+        host(),
+        "echo",
+        &wasm("gateway_echo"),
+        vec![("mode".into(), mode.into())],
+        policy,
+        limits(5_000, 64),
+    )
+    .await
+    .expect("load the echo gateway")
+}
+
+#[tokio::test]
+async fn a_gateway_answering_garbage_money_is_rejected_by_validation() {
+    let fine = echo_gateway("ok").await.query("echo-1").await.unwrap();
+    let amount = fine.amount.expect("an amount");
+    assert_eq!((amount.amount, amount.currency.as_str()), (500, "EUR"));
+    for (mode, expected) in [
+        ("garbage-amount", "not positive"),
+        ("garbage-currency", "not an ISO 4217 currency"),
+        ("garbage-huge", "bytes long"),
+    ] {
+        match echo_gateway(mode).await.query("echo-1").await {
+            Err(ModuleError::InvalidResult(m)) => assert!(m.contains(expected), "{mode}: {m}"),
+            other => panic!("{mode}: expected invalid_result, got {other:?}"),
+        }
+    }
+    let request = bursar::plugins::gateway::wit::PaymentRequest {
+        payment_id: "pay_1".into(),
+        amount: bursar::plugins::gateway::WitMoney {
+            amount: 1000,
+            currency: "EUR".into(),
+        },
+        description: "top-up".into(),
+        account_email: "a@example.com".into(),
+        return_url: "https://shop.example/return".into(),
+        settings: vec![],
+    };
+    let created = echo_gateway("ok")
+        .await
+        .create_payment(request.clone())
+        .await
+        .unwrap();
+    assert_eq!(created.gateway_ref, "echo-pay_1");
+    match echo_gateway("garbage-redirect")
+        .await
+        .create_payment(request)
+        .await
+    {
+        Err(ModuleError::InvalidResult(m)) => assert!(m.contains("http(s) URL"), "{m}"),
+        other => panic!("expected invalid_result, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_configured_gateway_instance_is_listed_and_checked_but_has_no_catalog() {
+    let app = TestApp::with_plugins(&[serde_json::from_value(json!({
+        "name": "echo-pay", "kind": "gateway", "component": plugin_path("gateway_echo"),
+    }))
+    .unwrap()])
+    .await;
+    let r = app.get("/api/v1/plugins", ADMIN_KEY).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["data"][0]["kind"], "gateway");
+    assert_eq!(r.json["data"][0]["plugin_name"], "gateway-echo");
+    let r = app
+        .post("/api/v1/plugins/echo-pay/check", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    let r = app.get("/api/v1/plugins/echo-pay/catalog", ADMIN_KEY).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // A gateway is never a processing module a plan could name.
+    let r = app
+        .post(
+            "/api/v1/plans",
+            ADMIN_KEY,
+            json!({"name": "x", "product_type": "vps", "module": "echo-pay",
+                   "prices": [{"period": "1m", "currency": "EUR", "amount": 100}]}),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.text);
+}
+
+fn plugin_path(stem: &str) -> String {
+    std::path::Path::new(builtin::WASM_DIR)
+        .join(format!("{stem}.wasm"))
+        .to_string_lossy()
+        .into_owned()
+}

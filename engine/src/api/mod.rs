@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod operations;
+pub mod payments;
 pub mod plans;
 pub mod plugins;
 pub mod services;
@@ -41,6 +42,7 @@ pub struct AppInner {
     pub api: ApiConfig,
     pub modules: ModuleRegistry,
     pub plugins: PluginRegistry,
+    pub payments: payments::PaymentsConfig,
 }
 
 impl std::ops::Deref for AppState {
@@ -68,6 +70,23 @@ impl AppState {
             api,
             modules,
             plugins,
+            payments: payments::PaymentsConfig::default(),
+        }))
+    }
+
+    /// The same state with these `[payments]` settings.
+    pub fn with_payments_config(self, config: payments::PaymentsConfig) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| AppInner {
+            store: shared.store.clone(),
+            clock: shared.clock.clone(),
+            api: shared.api.clone(),
+            modules: shared.modules.clone(),
+            plugins: shared.plugins.clone(),
+            payments: shared.payments.clone(),
+        });
+        AppState(Arc::new(AppInner {
+            payments: config,
+            ..inner
         }))
     }
 }
@@ -151,6 +170,8 @@ impl<T> From<Page<T>> for PageBody<T> {
         services::prolong, services::change_plan, services::operations, services::events,
         operations::list, operations::get, operations::retry, operations::complete,
         plugins::list, plugins::check, plugins::catalog,
+        payments::create, payments::list, payments::get, payments::mark_paid, payments::refund,
+        payments::callback, payments::reconcile_now,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -159,6 +180,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         (name = "services", description = "Orders and the service lifecycle"),
         (name = "operations", description = "Provisioning operations and the manual queue"),
         (name = "plugins", description = "Plugin instances and their health"),
+        (name = "payments", description = "Payments through gateway plugins, refunds, gateway callbacks"),
     )
 )]
 pub struct ApiDoc;
@@ -213,6 +235,12 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}/check", post(plugins::check))
         .route("/plugins/{name}/catalog", get(plugins::catalog))
+        .route("/payments", get(payments::list).post(payments::create))
+        .route("/payments/reconcile", post(payments::reconcile_now))
+        .route("/payments/{id}", get(payments::get))
+        .route("/payments/{id}/mark-paid", post(payments::mark_paid))
+        .route("/payments/{id}/refunds", post(payments::refund))
+        .route("/gateways/{instance}/callback", post(payments::callback))
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", v1)

@@ -9,6 +9,7 @@ use crate::api::error::Problem;
 use crate::api::extract::Principal;
 use crate::api::{AppState, PageBody};
 use crate::plugins::instances::{CatalogEntry, PluginView};
+use crate::services::module::ModuleError;
 
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
     responses((status = 200, body = PageBody<PluginView>)),
@@ -74,13 +75,19 @@ pub async fn catalog(
         .catalog(&name)
         .await
         .ok_or_else(|| Problem::not_found(format!("no plugin instance named `{name}`")))?
-        .map_err(|e| {
-            Problem::new(
+        .map_err(|e| match e {
+            ModuleError::Unsupported(m) => Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "no-catalog",
+                "This instance has no catalog",
+                m,
+            ),
+            e => Problem::new(
                 axum::http::StatusCode::BAD_GATEWAY,
                 "plugin-failed",
                 "The plugin failed",
                 format!("{name}: {e}"),
-            )
+            ),
         })?;
     Ok(Json(PageBody {
         data: items,

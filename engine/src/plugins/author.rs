@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::calendar::Period;
+use crate::plugins::gateway::GatewayPlugin;
 use crate::plugins::processing::InstanceLimits;
 use crate::plugins::{
     AllowedHost, HostOptions, HttpPolicy, PluginHost, ProcessingPlugin, check_export,
@@ -80,30 +81,35 @@ pub async fn check(path: &Path) -> anyhow::Result<Value> {
     let name = stem(path);
     let description = describe(&host, &name, &bytes)?;
     let component = host.compile(&name, &bytes)?;
-    if description["world"] == "payment-gateway" {
+    let info = if description["world"] == "payment-gateway" {
         check_export(host.engine(), &name, &component, "gateway")?;
-        anyhow::bail!("payment gateways cannot be loaded by this version of Bursar yet");
-    }
-    check_export(host.engine(), &name, &component, "processing")?;
-    let plugin = load(&host, &name, &bytes, vec![], &[], 5_000, 64).await?;
-    let i = plugin.info();
+        let (policy, limits) = sandbox(&name, &[], 5_000, 64)?;
+        GatewayPlugin::load(&host, &name, &bytes, vec![], policy, limits)
+            .await?
+            .info()
+            .clone()
+    } else {
+        check_export(host.engine(), &name, &component, "processing")?;
+        load(&host, &name, &bytes, vec![], &[], 5_000, 64)
+            .await?
+            .info()
+            .clone()
+    };
     Ok(json!({
         "ok": true,
-        "world": "processing-module",
+        "world": description["world"],
         "wit_version": since_v0_1::VERSION,
-        "plugin": {"name": i.name, "version": i.version, "features": i.features},
+        "plugin": {"name": info.name, "version": info.version, "features": info.features},
     }))
 }
 
-async fn load(
-    host: &PluginHost,
+/// The HTTP policy and limits of a one-off instance.
+fn sandbox(
     name: &str,
-    bytes: &[u8],
-    settings: Vec<(String, String)>,
     allowed: &[String],
     timeout_ms: u64,
     memory_mb: usize,
-) -> anyhow::Result<ProcessingPlugin> {
+) -> anyhow::Result<(HttpPolicy, InstanceLimits)> {
     let limits = InstanceLimits {
         timeout: Duration::from_millis(timeout_ms),
         memory_bytes: memory_mb << 20,
@@ -118,6 +124,19 @@ async fn load(
         timeout: limits.timeout,
         max_response_bytes: limits.max_response_bytes,
     };
+    Ok((policy, limits))
+}
+
+async fn load(
+    host: &PluginHost,
+    name: &str,
+    bytes: &[u8],
+    settings: Vec<(String, String)>,
+    allowed: &[String],
+    timeout_ms: u64,
+    memory_mb: usize,
+) -> anyhow::Result<ProcessingPlugin> {
+    let (policy, limits) = sandbox(name, allowed, timeout_ms, memory_mb)?;
     Ok(ProcessingPlugin::load(host, name, bytes, settings, policy, limits).await?)
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::plugins::gateway::GatewayPlugin;
 use crate::plugins::processing::InstanceLimits;
 use crate::plugins::{AllowedHost, HttpPolicy, LoadError, PluginHost, ProcessingPlugin, builtin};
 use crate::services::module::{ModuleError, ModuleRegistry};
@@ -20,6 +21,8 @@ use crate::services::module::{ModuleError, ModuleRegistry};
 pub enum PluginKind {
     /// Provisions services (`bursar:plugin/processing`).
     Processing,
+    /// Collects payments (`bursar:plugin/gateway`).
+    Gateway,
 }
 
 /// A setting's value: plain text, or a secret read at start from an
@@ -185,7 +188,30 @@ pub struct PluginView {
 
 struct Entry {
     view: Mutex<PluginView>,
-    plugin: Arc<ProcessingPlugin>,
+    plugin: Loaded,
+}
+
+/// A loaded instance of either world.
+#[derive(Clone)]
+enum Loaded {
+    Processing(Arc<ProcessingPlugin>),
+    Gateway(Arc<GatewayPlugin>),
+}
+
+impl Loaded {
+    fn info(&self) -> &crate::plugins::since_v0_1::processing::bursar::plugin::types::PluginInfo {
+        match self {
+            Loaded::Processing(p) => p.info(),
+            Loaded::Gateway(g) => g.info(),
+        }
+    }
+
+    async fn check_connection(&self) -> Result<(), ModuleError> {
+        match self {
+            Loaded::Processing(p) => p.check_connection().await,
+            Loaded::Gateway(g) => g.check_connection().await,
+        }
+    }
 }
 
 /// One thing a processing module can provision: a configuration, an OS
@@ -234,13 +260,29 @@ impl PluginRegistry {
                 timeout: limits.timeout,
                 max_response_bytes: limits.max_response_bytes,
             };
-            let plugin = Arc::new(
-                ProcessingPlugin::load(host, &config.name, &bytes, settings, policy, limits)
-                    .await?,
-            );
+            let plugin = match config.kind {
+                PluginKind::Processing => {
+                    let p = Arc::new(
+                        ProcessingPlugin::load(
+                            host,
+                            &config.name,
+                            &bytes,
+                            settings,
+                            policy,
+                            limits,
+                        )
+                        .await?,
+                    );
+                    modules.insert(config.name.clone(), p.clone());
+                    Loaded::Processing(p)
+                }
+                PluginKind::Gateway => Loaded::Gateway(Arc::new(
+                    GatewayPlugin::load(host, &config.name, &bytes, settings, policy, limits)
+                        .await?,
+                )),
+            };
             let info = plugin.info().clone();
-            tracing::info!(plugin = %config.name, component = %config.component, version = %info.version, "plugin loaded");
-            modules.insert(config.name.clone(), plugin.clone());
+            tracing::info!(plugin = %config.name, kind = ?config.kind, component = %config.component, version = %info.version, "plugin loaded");
             let view = PluginView {
                 name: config.name.clone(),
                 kind: config.kind,
@@ -282,10 +324,23 @@ impl PluginRegistry {
             .collect()
     }
 
+    /// The gateway instance named `name`, if there is one.
+    pub fn gateway(&self, name: &str) -> Option<Arc<GatewayPlugin>> {
+        match &self.entries.get(name)?.plugin {
+            Loaded::Gateway(g) => Some(g.clone()),
+            Loaded::Processing(_) => None,
+        }
+    }
+
     /// Runs the instance's `catalog`: what it can provision.
     pub async fn catalog(&self, name: &str) -> Option<Result<Vec<CatalogEntry>, ModuleError>> {
         let entry = self.entries.get(name)?;
-        Some(entry.plugin.catalog().await.map(|items| {
+        let Loaded::Processing(plugin) = &entry.plugin else {
+            return Some(Err(ModuleError::Unsupported(format!(
+                "`{name}` is a payment gateway; only processing modules have a catalog"
+            ))));
+        };
+        Some(plugin.catalog().await.map(|items| {
             items
                 .into_iter()
                 .map(|i| CatalogEntry {

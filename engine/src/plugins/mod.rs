@@ -11,12 +11,14 @@
 
 pub mod author;
 pub mod builtin;
+pub mod gateway;
 mod http;
 pub mod instances;
 pub mod processing;
+mod sandbox;
 pub mod since_v0_1;
 mod state;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -2,14 +2,11 @@
 //! `bursar:plugin/processing`, implementing the engine's
 //! [`ProcessingModule`](crate::services::module::ProcessingModule) trait.
 
-use std::time::{Duration, Instant};
-
 use futures::future::BoxFuture;
-use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentNamedList, Instance, Lift, Lower, TypedFunc,
-};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::component::{Component, ComponentExportIndex};
 
+pub use crate::plugins::sandbox::InstanceLimits;
+use crate::plugins::sandbox::{Sandbox, interface_index, typed};
 use crate::plugins::since_v0_1::processing::ProcessingModulePre;
 use crate::plugins::since_v0_1::processing::bursar::plugin::types::{PluginError, PluginInfo};
 use crate::plugins::since_v0_1::processing::exports::bursar::plugin::processing as wit;
@@ -18,27 +15,14 @@ use crate::plugins::{HttpPolicy, LoadError, PluginHost, PluginState, check_expor
 use crate::services::OperationKind;
 use crate::services::module::{ModuleError, ModuleRequest, ModuleResult, ProcessingModule};
 
-/// What a plugin instance is allowed.
-#[derive(Debug, Clone)]
-pub struct InstanceLimits {
-    /// Longest a call may run (CPU and waiting alike).
-    pub timeout: Duration,
-    /// Linear memory cap.
-    pub memory_bytes: usize,
-    /// Largest HTTP response body the plugin may read.
-    pub max_response_bytes: u64,
-}
-
 /// A loaded processing module instance: its pre-instantiated component,
 /// settings and limits.
 pub struct ProcessingPlugin {
-    name: String,
+    sandbox: Sandbox,
     pre: ProcessingModulePre<PluginState>,
     exports: Exports,
     info: PluginInfo,
     settings: Vec<(String, String)>,
-    policy: HttpPolicy,
-    limits: InstanceLimits,
 }
 
 /// Where each function of `bursar:plugin/processing` is in the component,
@@ -60,13 +44,7 @@ struct Exports {
 
 impl Exports {
     fn find(component: &Component) -> Option<Exports> {
-        let iface = component.get_export_index(
-            None,
-            format!(
-                "bursar:plugin/processing@{}",
-                crate::plugins::since_v0_1::VERSION
-            ),
-        )?;
+        let iface = interface_index(component, "processing")?;
         let f = |name: &str| component.get_export_index(Some(&iface), name);
         Some(Exports {
             info: f("info")?,
@@ -82,25 +60,6 @@ impl Exports {
             poll: f("poll")?,
         })
     }
-}
-
-/// One export of a fresh instance as a typed function.
-fn typed<P, R>(
-    instance: &Instance,
-    store: &mut Store<PluginState>,
-    index: &ComponentExportIndex,
-) -> wasmtime::Result<TypedFunc<P, R>>
-where
-    P: ComponentNamedList + Lower,
-    R: ComponentNamedList + Lift,
-{
-    let func = instance
-        .get_func(&mut *store, index)
-        .ok_or_else(|| wasmtime::format_err!("the component lost an export"))?;
-    // SAFETY: every export of this component was type-checked against
-    // these exact signatures (the generated bindings') when it was loaded,
-    // and instances of one component never differ in their types.
-    Ok(unsafe { TypedFunc::new_unchecked(func) })
 }
 
 /// A settings list with the plan's settings laid over the instance's.
@@ -139,8 +98,9 @@ impl ProcessingPlugin {
             name: name.to_owned(),
             message: "`bursar:plugin/processing` lacks a function".into(),
         })?;
+        let sandbox = Sandbox::new(name, pre.instance_pre().clone(), policy, limits);
         let mut plugin = ProcessingPlugin {
-            name: name.to_owned(),
+            sandbox,
             pre,
             exports,
             info: PluginInfo {
@@ -149,8 +109,6 @@ impl ProcessingPlugin {
                 features: vec![],
             },
             settings,
-            policy,
-            limits,
         };
         let info = plugin.call_info().await.map_err(|e| LoadError::Invalid {
             name: name.to_owned(),
@@ -162,91 +120,60 @@ impl ProcessingPlugin {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.sandbox.name()
     }
 
     pub fn info(&self) -> &PluginInfo {
         &self.info
     }
 
-    /// Type-checks every export against the bindings, once: calls then
-    /// look up only the function they need.
+    /// Type-checks every export once, against the bindings and against
+    /// the exact signatures the calls below use: calls then look up only
+    /// the function they run, unchecked.
     async fn check_types(&self) -> wasmtime::Result<()> {
-        let mut store = self.store();
-        self.pre.instantiate_async(&mut store).await.map(drop)
-    }
-
-    /// A fresh store with the memory cap and the deadline armed: every
-    /// epoch tick the guest yields to the runtime, and past the deadline it
-    /// is interrupted.
-    fn store(&self) -> Store<PluginState> {
-        let state = PluginState::new(self.policy.clone(), self.limits.memory_bytes);
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        let deadline = Instant::now() + self.limits.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
-        store
-    }
-
-    /// A fresh store and instance for one call.
-    async fn instantiate(&self) -> Result<(Store<PluginState>, Instance), ModuleError> {
-        let mut store = self.store();
-        let instance = self
+        let mut store = self.sandbox.store();
+        self.pre.instantiate_async(&mut store).await?;
+        let mut store = self.sandbox.store();
+        let i = self
             .pre
             .instance_pre()
             .instantiate_async(&mut store)
-            .await
-            .map_err(|e| classify(&store, e, self.limits.timeout))?;
-        Ok((store, instance))
+            .await?;
+        let (e, s) = (&self.exports, &mut store);
+        type Settings<'a> = (&'a [(String, String)],);
+        type Answer = (Result<wit::Outcome, PluginError>,);
+        i.get_typed_func::<(), (PluginInfo,)>(&mut *s, &e.info)?;
+        i.get_typed_func::<Settings, (Result<(), PluginError>,)>(&mut *s, &e.check_connection)?;
+        i.get_typed_func::<Settings, (Result<Vec<wit::CatalogItem>, PluginError>,)>(
+            &mut *s, &e.catalog,
+        )?;
+        for index in [
+            &e.open,
+            &e.suspend,
+            &e.resume,
+            &e.close,
+            &e.prolong,
+            &e.change_plan,
+            &e.reinstall,
+        ] {
+            i.get_typed_func::<(&wit::Context,), Answer>(&mut *s, index)?;
+        }
+        i.get_typed_func::<(&wit::Context, &str), Answer>(&mut *s, &e.poll)?;
+        Ok(())
     }
 
-    /// Runs one export on a fresh instance under the limits.
     async fn run<R, F>(&self, call: F) -> Result<R, ModuleError>
     where
         F: for<'a> FnOnce(
-            &'a Instance,
-            &'a mut Store<PluginState>,
+            &'a wasmtime::component::Instance,
+            &'a mut wasmtime::Store<PluginState>,
         ) -> BoxFuture<'a, wasmtime::Result<Result<R, PluginError>>>,
     {
-        let started = Instant::now();
-        let (mut store, instance) = self.instantiate().await?;
-        // The outer timeout catches what the epoch cannot: a host call
-        // (HTTP) that hangs. It leaves a little room for the epoch first.
-        let outer = self.limits.timeout + Duration::from_millis(250);
-        let result = tokio::time::timeout(outer, call(&instance, &mut store)).await;
-        store.data().flush_output();
-        metrics::histogram!("bursar_plugin_call_seconds", "plugin" => self.name.clone())
-            .record(started.elapsed().as_secs_f64());
-        let outcome = match result {
-            Err(_) => Err(ModuleError::Timeout(format!(
-                "no answer within {} ms",
-                self.limits.timeout.as_millis()
-            ))),
-            Ok(Err(trap)) => Err(classify(&store, trap, self.limits.timeout)),
-            Ok(Ok(Err(plugin_error))) => Err(validate::plugin_error(plugin_error)),
-            Ok(Ok(Ok(value))) => Ok(value),
-        };
-        // The store is dropped here: an instance never serves two calls.
-        self.counted(outcome)
+        self.sandbox.run(call).await
     }
 
-    /// Counts a failed call in the metrics, by plugin and failure kind.
     fn counted<T>(&self, result: Result<T, ModuleError>) -> Result<T, ModuleError> {
-        if let Err(e) = &result {
-            metrics::counter!("bursar_plugin_failures_total", "plugin" => self.name.clone(), "kind" => e.kind())
-                .increment(1);
-        }
-        result
+        self.sandbox.counted(result)
     }
 
     pub async fn call_info(&self) -> Result<PluginInfo, ModuleError> {
@@ -366,18 +293,5 @@ impl ProcessingPlugin {
 impl ProcessingModule for ProcessingPlugin {
     fn call<'a>(&'a self, request: &'a ModuleRequest) -> BoxFuture<'a, ModuleResult> {
         Box::pin(self.lifecycle(request))
-    }
-}
-
-/// Turns a wasmtime error into the failure kind the runner acts on.
-fn classify(store: &Store<PluginState>, e: wasmtime::Error, timeout: Duration) -> ModuleError {
-    if store.data().limits.exceeded {
-        return ModuleError::OutOfMemory(format!("{e:#}"));
-    }
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => {
-            ModuleError::Timeout(format!("ran past its {} ms deadline", timeout.as_millis()))
-        }
-        _ => ModuleError::Trap(format!("{e:#}")),
     }
 }

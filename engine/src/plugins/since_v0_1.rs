@@ -20,6 +20,25 @@ pub mod processing {
     });
 }
 
+/// The payment-gateway world. The interfaces it shares with the
+/// processing world (`types`, `host`) are the processing bindings' own, so
+/// one `host` implementation and one error type serve both.
+pub mod gateway {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "payment-gateway",
+        imports: { default: tracing },
+        exports: { default: async },
+        require_store_data_send: true,
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "bursar:plugin/types": super::processing::bursar::plugin::types,
+            "bursar:plugin/host": super::processing::bursar::plugin::host,
+        },
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use wit_parser::{Resolve, Type, TypeDefKind, TypeOwner};

@@ -155,3 +155,108 @@ pub fn plugin_error(e: PluginError) -> ModuleError {
         PluginError::Internal(m) => ModuleError::Internal(clip(m)),
     }
 }
+
+/// What a gateway returns, checked before any of it is used or stored.
+pub mod gateway {
+    use super::{MAX_REF, MAX_TEXT, bad, text};
+    use crate::money::{Currency, Money};
+    use crate::plugins::since_v0_1::gateway::exports::bursar::plugin::gateway as gw;
+    use crate::plugins::since_v0_1::processing::bursar::plugin::types::Money as WitMoney;
+    use crate::services::module::ModuleError;
+
+    /// Largest callback answer body a gateway may send back.
+    const MAX_BODY: usize = 256 * 1024;
+    const MAX_HEADERS: usize = 64;
+    const MAX_EVENTS: usize = 100;
+
+    /// A positive amount in a known currency.
+    pub fn money(field: &str, m: &WitMoney) -> Result<Money, ModuleError> {
+        let currency = Currency::from_code(&m.currency).map_err(|_| {
+            bad(format!(
+                "{field}: `{}` is not an ISO 4217 currency",
+                super::clip(m.currency.clone())
+            ))
+        })?;
+        if m.amount <= 0 {
+            return Err(bad(format!("{field}: amount {} is not positive", m.amount)));
+        }
+        Money::new(m.amount, currency)
+            .map_err(|e| bad(format!("{field}: amount {}: {e}", m.amount)))
+    }
+
+    fn gateway_ref(field: &str, r: &str) -> Result<(), ModuleError> {
+        if r.is_empty() {
+            return Err(bad(format!("{field} is empty")));
+        }
+        text(field, r, MAX_REF)
+    }
+
+    pub fn created(c: gw::CreatedPayment) -> Result<gw::CreatedPayment, ModuleError> {
+        gateway_ref("gateway-ref", &c.gateway_ref)?;
+        match &c.checkout {
+            gw::Checkout::Redirect(url) => {
+                text("checkout redirect", url, MAX_REF)?;
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(bad("checkout redirect is not an http(s) URL"));
+                }
+            }
+            gw::Checkout::Form(html) => text("checkout form", html, MAX_BODY)?,
+            gw::Checkout::Instant(_) => {}
+        }
+        if let Some(i) = &c.instructions {
+            text("instructions", i, MAX_TEXT)?;
+        }
+        Ok(c)
+    }
+
+    pub fn event(e: gw::PaymentEvent) -> Result<gw::PaymentEvent, ModuleError> {
+        gateway_ref("event gateway-ref", &e.gateway_ref)?;
+        text("event-id", &e.event_id, MAX_REF)?;
+        if let Some(m) = &e.amount {
+            money("event amount", m)?;
+        }
+        Ok(e)
+    }
+
+    pub fn callback(c: gw::CallbackResult) -> Result<gw::CallbackResult, ModuleError> {
+        if !(100..=599).contains(&c.response.status) {
+            return Err(bad(format!(
+                "callback response status {} is not an HTTP status",
+                c.response.status
+            )));
+        }
+        if c.response.headers.len() > MAX_HEADERS {
+            return Err(bad("callback response has too many headers"));
+        }
+        for (k, v) in &c.response.headers {
+            let ok = !k.is_empty()
+                && k.len() <= 128
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && v.len() <= MAX_TEXT
+                && !v.bytes().any(|b| b == b'\r' || b == b'\n');
+            if !ok {
+                return Err(bad(format!(
+                    "callback response header `{}` is invalid",
+                    super::clip(k.clone())
+                )));
+            }
+        }
+        if c.response.body.len() > MAX_BODY {
+            return Err(bad("callback response body is too large"));
+        }
+        if c.events.len() > MAX_EVENTS {
+            return Err(bad("callback reports too many events"));
+        }
+        let gw::CallbackResult { response, events } = c;
+        let events = events
+            .into_iter()
+            .map(event)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(gw::CallbackResult { response, events })
+    }
+
+    pub fn refund_ref(r: String) -> Result<String, ModuleError> {
+        gateway_ref("refund reference", &r)?;
+        Ok(r)
+    }
+}

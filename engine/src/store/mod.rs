@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod catalog;
 pub mod idempotency;
 pub mod ledger;
+pub mod payments;
 pub mod services;
 
 use std::str::FromStr;

@@ -192,6 +192,15 @@ pub async fn unpaid_of_account(mut c: Conn<'_>, account_id: &str) -> Result<Vec<
         .bind(account_id).fetch_all(&mut **c).await)?)
 }
 
+/// The account's services suspended for non-payment, oldest first.
+pub async fn suspended_for_nonpayment(mut c: Conn<'_>, account_id: &str) -> Result<Vec<String>> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT id FROM services
+         WHERE account_id = $1 AND status = 'suspended' AND suspend_reason = 'non-payment'
+         ORDER BY id")
+        .bind(account_id).fetch_all(&mut **c).await)?)
+}
+
 /// Adds module-reported params to a service (secret ones kept apart).
 pub async fn merge_params(
     mut c: Conn<'_>,

@@ -1,4 +1,6 @@
 //! A gateway that says every payment is paid: shows the SDK's gateway side.
+//! Its `mode` setting makes it answer garbage, so the host's validation can
+//! be tested against a real component. Never configure it in production.
 
 use bursar_plugin_sdk::prelude::*;
 
@@ -10,11 +12,12 @@ impl GatewayPlugin for Echo {
     }
 
     fn create_payment(request: PaymentRequest) -> Result<CreatedPayment, PluginError> {
-        Ok(CreatedPayment {
-            gateway_ref: format!("echo-{}", request.payment_id),
-            checkout: Checkout::Instant(PaymentStatus::Paid),
-            instructions: None,
-        })
+        let settings = Params(request.settings.clone());
+        let checkout = match settings.get("mode") {
+            Some("garbage-redirect") => Checkout::Redirect("javascript:alert(1)".into()),
+            _ => Checkout::Instant(PaymentStatus::Paid),
+        };
+        Ok(CreatedPayment { gateway_ref: format!("echo-{}", request.payment_id), checkout, instructions: None })
     }
 
     fn handle_callback(_settings: Params, _request: HttpRequest) -> Result<CallbackResult, PluginError> {
@@ -24,8 +27,17 @@ impl GatewayPlugin for Echo {
         })
     }
 
-    fn query(_settings: Params, gateway_ref: String) -> Result<PaymentEvent, PluginError> {
-        Ok(PaymentEvent { gateway_ref, status: PaymentStatus::Paid, amount: None, event_id: "echo".into() })
+    fn query(settings: Params, gateway_ref: String) -> Result<PaymentEvent, PluginError> {
+        let amount = match settings.get("mode") {
+            Some("garbage-amount") => Some(Money { amount: -500, currency: "EUR".into() }),
+            Some("garbage-currency") => Some(Money { amount: 500, currency: "XYZ".into() }),
+            _ => Some(Money { amount: 500, currency: "EUR".into() }),
+        };
+        let gateway_ref = match settings.get("mode") {
+            Some("garbage-huge") => "x".repeat(3 << 20),
+            _ => gateway_ref,
+        };
+        Ok(PaymentEvent { gateway_ref, status: PaymentStatus::Paid, amount, event_id: "echo".into() })
     }
 }
 

@@ -1,0 +1,385 @@
+//! Payments through gateway plugins.
+//!
+//! A payment is created `new`, handed to its gateway (`create-payment`),
+//! and becomes `pending` with the gateway's reference and a checkout for
+//! the payer. Money lands only on what the gateway confirmed — a verified
+//! callback, a `query`, an instant checkout, or staff marking an offline
+//! payment paid — and exactly once: the gateway event id is recorded once,
+//! the payment row is locked, and the ledger transaction's idempotency key
+//! is the payment id. Then unpaid orders the balance covers open, and
+//! services suspended for non-payment are renewed and resumed.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::ledger::{
+    LedgerAccountId, LedgerAccountKind, Posting, TransactionDraft, TransactionKind,
+};
+use crate::money::{Currency, Money};
+use crate::plugins::gateway::wit;
+use crate::services::{ServiceStatus, SuspendReason};
+use crate::store::{Conn, Store, payments as repo, services as services_repo};
+
+/// Where a payment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    New,
+    Pending,
+    Paid,
+    Failed,
+    Canceled,
+    Expired,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::New => "new",
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Paid => "paid",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Canceled => "canceled",
+            PaymentStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "new" => PaymentStatus::New,
+            "pending" => PaymentStatus::Pending,
+            "paid" => PaymentStatus::Paid,
+            "failed" => PaymentStatus::Failed,
+            "canceled" => PaymentStatus::Canceled,
+            "expired" => PaymentStatus::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Still waiting for the payer or the gateway.
+    pub fn is_open(self) -> bool {
+        matches!(self, PaymentStatus::New | PaymentStatus::Pending)
+    }
+}
+
+impl From<wit::PaymentStatus> for PaymentStatus {
+    fn from(s: wit::PaymentStatus) -> Self {
+        match s {
+            wit::PaymentStatus::Pending => PaymentStatus::Pending,
+            wit::PaymentStatus::Paid => PaymentStatus::Paid,
+            wit::PaymentStatus::Failed => PaymentStatus::Failed,
+            wit::PaymentStatus::Canceled => PaymentStatus::Canceled,
+            wit::PaymentStatus::Expired => PaymentStatus::Expired,
+        }
+    }
+}
+
+/// What the payer is shown to pay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Checkout {
+    /// Send the payer here.
+    Redirect { url: String },
+    /// Show this HTML form (it posts to the gateway).
+    Form { html: String },
+    /// Settled at once, with this outcome.
+    Instant { status: PaymentStatus },
+    /// Follow these instructions (a bank transfer with a reference).
+    Instructions { text: String },
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Payment {
+    pub id: String,
+    pub account_id: String,
+    /// The gateway plugin instance.
+    pub gateway: String,
+    /// Minor units of `currency`.
+    pub amount: i64,
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    pub status: PaymentStatus,
+    pub gateway_ref: Option<String>,
+    /// The unpaid order this payment is for, if any.
+    pub service_id: Option<String>,
+    pub description: String,
+    /// Minor units given back so far.
+    pub refunded_amount: i64,
+    pub checkout: Option<Checkout>,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub request_hash: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => RefundStatus::Pending,
+            "succeeded" => RefundStatus::Succeeded,
+            "failed" => RefundStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Refund {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    pub status: RefundStatus,
+    pub gateway_ref: Option<String>,
+    pub reason: String,
+    /// Staff let the balance go below minus the credit limit.
+    pub forced: bool,
+    pub last_error: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Payment {
+    pub fn money(&self) -> Money {
+        Money::new(self.amount, self.currency).expect("stored amounts are in range")
+    }
+
+    /// What may still be refunded.
+    pub fn refundable(&self) -> i64 {
+        if self.status == PaymentStatus::Paid {
+            self.amount - self.refunded_amount
+        } else {
+            0
+        }
+    }
+}
+
+impl Refund {
+    pub fn money(&self) -> Money {
+        Money::new(self.amount, self.currency).expect("stored amounts are in range")
+    }
+}
+
+impl Checkout {
+    /// The checkout a gateway's `create-payment` answer describes.
+    pub fn from_created(created: &wit::CreatedPayment) -> Checkout {
+        match (&created.checkout, &created.instructions) {
+            (wit::Checkout::Redirect(url), _) => Checkout::Redirect { url: url.clone() },
+            (wit::Checkout::Form(html), _) => Checkout::Form { html: html.clone() },
+            (wit::Checkout::Instant(wit::PaymentStatus::Pending), Some(text)) => {
+                Checkout::Instructions { text: text.clone() }
+            }
+            (wit::Checkout::Instant(s), _) => Checkout::Instant {
+                status: (*s).into(),
+            },
+        }
+    }
+}
+
+/// The ledger transaction of a paid payment: gateway clearing → balance.
+fn payment_draft(p: &Payment, actor: &str) -> TransactionDraft {
+    TransactionDraft {
+        idempotency_key: format!("payment:{}", p.id),
+        kind: TransactionKind::Payment,
+        description: format!("payment {} via {}", p.id, p.gateway),
+        account_id: Some(p.account_id.clone()),
+        created_by: actor.to_owned(),
+        postings: vec![
+            Posting::new(LedgerAccountId::customer(&p.account_id), p.money()),
+            Posting::new(
+                LedgerAccountId::system(LedgerAccountKind::GatewayClearing, p.currency),
+                p.money().negate(),
+            ),
+        ],
+    }
+}
+
+/// The ledger transaction of a refund: balance → gateway clearing. With
+/// `force`, the balance may go below minus the credit limit.
+pub fn refund_draft(p: &Payment, r: &Refund, actor: &str) -> TransactionDraft {
+    let mut customer = Posting::new(LedgerAccountId::customer(&p.account_id), r.money().negate());
+    customer.enforce_limit = !r.forced;
+    TransactionDraft {
+        idempotency_key: format!("refund:{}", r.id),
+        kind: TransactionKind::Refund,
+        description: format!("refund {} of payment {}: {}", r.id, p.id, r.reason),
+        account_id: Some(p.account_id.clone()),
+        created_by: actor.to_owned(),
+        postings: vec![
+            customer,
+            Posting::new(
+                LedgerAccountId::system(LedgerAccountKind::GatewayClearing, p.currency),
+                r.money(),
+            ),
+        ],
+    }
+}
+
+/// The reversal of a refund the gateway refused: the money comes back.
+pub fn refund_reversal_draft(p: &Payment, r: &Refund, actor: &str) -> TransactionDraft {
+    let mut draft = refund_draft(p, r, actor);
+    draft.idempotency_key = format!("refund-failed:{}", r.id);
+    draft.description = format!("refund {} failed at the gateway; money returned", r.id);
+    for posting in &mut draft.postings {
+        posting.amount = posting.amount.negate();
+        posting.enforce_limit = false;
+    }
+    draft
+}
+
+/// Marks a locked payment paid: the ledger transaction (once, keyed by the
+/// payment id), the status, then the orders and services the money now
+/// covers. `confirmed` is the amount the gateway reported, if it did: a
+/// payment is never credited with an amount the gateway did not confirm.
+pub async fn mark_paid(
+    mut c: Conn<'_>,
+    payment: &Payment,
+    confirmed: Option<Money>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    if payment.status == PaymentStatus::Paid {
+        return Ok(false);
+    }
+    if let Some(amount) = confirmed
+        && amount != payment.money()
+    {
+        return Err(Error::Unprocessable {
+            kind: "amount-mismatch",
+            message: format!(
+                "the gateway confirmed {} {} for payment {}, which is for {} {}",
+                amount.minor(),
+                amount.currency().code(),
+                payment.id,
+                payment.amount,
+                payment.currency.code()
+            ),
+        });
+    }
+    crate::store::ledger::post(c.reborrow(), &payment_draft(payment, actor), now).await?;
+    repo::set_status(c.reborrow(), &payment.id, PaymentStatus::Paid, None, now).await?;
+    metrics::counter!("bursar_payments_paid_total", "gateway" => payment.gateway.clone())
+        .increment(1);
+    crate::lifecycle::settle_unpaid(c.reborrow(), &payment.account_id, actor, now).await?;
+    renew_suspended(c, &payment.account_id, actor, now).await?;
+    Ok(true)
+}
+
+/// Services of the account suspended for non-payment (never for `admin` or
+/// `abuse`) that the balance can now renew: renewed for one period and
+/// resumed. One renewal per (service, paid period): the ledger key says so.
+pub async fn renew_suspended(
+    mut c: Conn<'_>,
+    account_id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let mut renewed = Vec::new();
+    for id in services_repo::suspended_for_nonpayment(c.reborrow(), account_id).await? {
+        let service = services_repo::get(c.reborrow(), &id).await?;
+        if service.status != ServiceStatus::Suspended
+            || service.suspend_reason != Some(SuspendReason::NonPayment)
+        {
+            continue;
+        }
+        let key = format!("renewal:{}:{}", service.id, service.paid_units);
+        match crate::lifecycle::prolong(c.reborrow(), &id, service.period, actor, key, now).await {
+            Ok(_) => renewed.push(id),
+            // Not enough money for this one: it stays suspended.
+            Err(Error::InsufficientFunds { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(renewed)
+}
+
+/// What applying a gateway event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The payment moved (paid, failed, canceled, expired).
+    Changed,
+    /// Nothing new: a repeated event, or a state the payment already had.
+    Unchanged,
+    /// No payment has this gateway reference.
+    UnknownPayment,
+}
+
+/// Applies one event a gateway confirmed (a verified callback or a
+/// `query`), exactly once.
+pub async fn apply_event(
+    store: &Store,
+    gateway: &str,
+    event: &wit::PaymentEvent,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Applied> {
+    let mut tx = store.begin().await?;
+    let Some(found) = repo::find_by_gateway_ref(tx.conn(), gateway, &event.gateway_ref).await?
+    else {
+        return Ok(Applied::UnknownPayment);
+    };
+    let status: PaymentStatus = event.status.into();
+    if !repo::record_event(
+        tx.conn(),
+        gateway,
+        &event.event_id,
+        Some(&found.id),
+        status,
+        now,
+    )
+    .await?
+    {
+        return Ok(Applied::Unchanged);
+    }
+    let payment = repo::get_for_update(tx.conn(), &found.id).await?;
+    let changed = match status {
+        PaymentStatus::Paid => {
+            let confirmed = event
+                .amount
+                .as_ref()
+                .map(|m| crate::plugins::validate::gateway::money("event amount", m))
+                .transpose()
+                .map_err(|e| Error::Unprocessable {
+                    kind: "invalid-gateway-event",
+                    message: e.to_string(),
+                })?;
+            mark_paid(tx.conn(), &payment, confirmed, actor, now).await?
+        }
+        PaymentStatus::Failed | PaymentStatus::Canceled | PaymentStatus::Expired
+            if payment.status.is_open() =>
+        {
+            repo::set_status(tx.conn(), &payment.id, status, None, now).await?;
+            true
+        }
+        _ => false,
+    };
+    tx.commit().await?;
+    Ok(if changed {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    })
+}
