@@ -13,7 +13,7 @@ const PACKAGES_BY_WORLD: &[&[&str]] = &[
         "hostile",
         "not-a-plugin",
     ],
-    &["gateway-echo", "bank-transfer"],
+    &["gateway-echo", "bank-transfer", "stripe"],
 ];
 
 /// Built-in plugins: (name used in `builtin:NAME`, crate's wasm file stem).
@@ -21,6 +21,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("example-processing", "example_processing"),
     ("dcimanager6", "dcimanager6"),
     ("bank-transfer", "bank_transfer"),
+    ("stripe", "stripe"),
 ];
 
 fn main() {
@@ -43,6 +44,7 @@ fn main() {
         "example-processing",
         "dcimanager6",
         "bank-transfer",
+        "stripe",
         "testing",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(dir).display());

@@ -14,3 +14,4 @@ mod lifecycle;
 mod operations;
 mod payments;
 mod plugins;
+mod stripe;

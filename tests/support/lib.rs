@@ -4,6 +4,8 @@
 //! fresh schema in the PostgreSQL database named by
 //! `BURSAR_TEST_DATABASE_URL` (e.g. `postgres://127.0.0.1/bursar_ci`).
 
+pub mod stripe;
+
 use std::str::FromStr;
 use std::sync::Arc;
 

@@ -1,0 +1,297 @@
+//! The `stripe` gateway plugin against the Stripe-compatible test server:
+//! checkout, signed webhooks (repeated, out of order, forged, late),
+//! refunds and reconciliation.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bursar_tests::stripe::{Signing, StripeSim};
+use bursar_tests::{ADMIN_KEY, Reply, TestApp};
+use serde_json::{Value, json};
+
+const SECRET_KEY: &str = "sk_test_bursar";
+const WHSEC: &str = "whsec_current";
+const OLD_WHSEC: &str = "whsec_previous";
+
+struct Shop {
+    app: TestApp,
+    stripe: StripeSim,
+    account: String,
+}
+
+async fn shop() -> Shop {
+    let stripe = StripeSim::spawn(SECRET_KEY).await;
+    let config: bursar::plugins::instances::PluginConfig = serde_json::from_value(json!({
+        "name": "stripe", "kind": "gateway", "component": "builtin:stripe",
+        "allowed_hosts": [stripe.addr.to_string()],
+        "settings": {
+            "api_base": stripe.url(),
+            "secret_key": SECRET_KEY,
+            "webhook_secrets": format!("{WHSEC},{OLD_WHSEC}"),
+        },
+    }))
+    .unwrap();
+    let app = TestApp::with_plugins(&[config]).await;
+    let account = app.create_account("payer@example.com", "EUR", 0).await;
+    Shop {
+        app,
+        stripe,
+        account,
+    }
+}
+
+impl Shop {
+    /// A 50.00 EUR top-up; returns (payment id, session id).
+    async fn checkout(&self, amount: i64) -> (String, String) {
+        let r = self
+            .app
+            .post(
+                "/api/v1/payments",
+                ADMIN_KEY,
+                json!({"account_id": self.account, "gateway": "stripe", "amount": amount, "currency": "EUR",
+                       "return_url": "https://shop.example/thanks"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["status"], "pending");
+        let session = r.json["gateway_ref"].as_str().unwrap().to_owned();
+        assert_eq!(r.json["checkout"]["type"], "redirect");
+        assert!(
+            r.json["checkout"]["url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&session)
+        );
+        let stored = self.stripe.session(&session);
+        assert_eq!(stored["amount_total"], amount);
+        assert_eq!(stored["currency"], "eur");
+        assert_eq!(stored["client_reference_id"], r.json["id"]);
+        (r.json["id"].as_str().unwrap().to_owned(), session)
+    }
+
+    async fn deliver(&self, instance: &str, event: &Value, signing: &Signing) -> Reply {
+        let (headers, body) = StripeSim::signed(event, signing);
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(format!("/api/v1/gateways/{instance}/callback"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        self.app.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    async fn payment(&self, id: &str) -> Value {
+        self.app
+            .get(&format!("/api/v1/payments/{id}"), ADMIN_KEY)
+            .await
+            .json
+    }
+}
+
+#[tokio::test]
+async fn a_signed_webhook_credits_once_however_often_and_in_whatever_order_it_comes() {
+    let shop = shop().await;
+    let (payment, session) = shop.checkout(5000).await;
+    shop.stripe.pay(&session);
+    let completed = shop
+        .stripe
+        .event("checkout.session.completed", &session, json!({}));
+    for _ in 0..5 {
+        let r = shop
+            .deliver("stripe", &completed, &Signing::now(WHSEC))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["received"], true);
+    }
+    // A later event, and an earlier one arriving late.
+    let succeeded = shop.stripe.event(
+        "checkout.session.async_payment_succeeded",
+        &session,
+        json!({}),
+    );
+    let stale = shop.stripe.event(
+        "checkout.session.async_payment_failed",
+        &session,
+        json!({"payment_status": "unpaid"}),
+    );
+    for event in [&succeeded, &stale, &completed] {
+        let r = shop.deliver("stripe", event, &Signing::now(WHSEC)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    assert_eq!(shop.payment(&payment).await["status"], "paid");
+    assert_eq!(shop.app.balance(&shop.account).await, 5000, "credited once");
+    shop.app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_webhook_signed_with_the_previous_secret_is_accepted_during_rotation() {
+    let shop = shop().await;
+    let (payment, session) = shop.checkout(1200).await;
+    shop.stripe.pay(&session);
+    let event = shop
+        .stripe
+        .event("checkout.session.completed", &session, json!({}));
+    let r = shop
+        .deliver("stripe", &event, &Signing::now(OLD_WHSEC))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(shop.payment(&payment).await["status"], "paid");
+}
+
+#[tokio::test]
+async fn forged_tampered_late_or_misaddressed_webhooks_are_refused_and_write_nothing() {
+    let shop = shop().await;
+    let (payment, session) = shop.checkout(5000).await;
+    shop.stripe.pay(&session);
+    let event = shop
+        .stripe
+        .event("checkout.session.completed", &session, json!({}));
+    let before = shop.app.counts().await;
+    let now = Signing::now(WHSEC);
+    for (what, signing, instance) in [
+        (
+            "bad signature",
+            Signing {
+                bad_signature: true,
+                ..now.clone()
+            },
+            "stripe",
+        ),
+        (
+            "tampered body",
+            Signing {
+                tamper: true,
+                ..now.clone()
+            },
+            "stripe",
+        ),
+        (
+            "older than the tolerance",
+            Signing {
+                timestamp: now.timestamp - 301,
+                ..now.clone()
+            },
+            "stripe",
+        ),
+        ("unknown instance", now.clone(), "paypal"),
+    ] {
+        let r = shop.deliver(instance, &event, &signing).await;
+        assert!(
+            r.status.is_client_error(),
+            "{what}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    let r = shop
+        .app
+        .post(
+            "/api/v1/gateways/stripe/callback",
+            "",
+            json!({"type": "checkout.session.completed"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "no signature: {}",
+        r.text
+    );
+    assert_eq!(shop.app.counts().await, before);
+    assert_eq!(shop.payment(&payment).await["status"], "pending");
+    assert_eq!(shop.app.balance(&shop.account).await, 0);
+}
+
+#[tokio::test]
+async fn a_webhook_claiming_paid_is_not_believed_when_the_api_says_unpaid() {
+    let shop = shop().await;
+    let (payment, session) = shop.checkout(5000).await;
+    let lie = shop.stripe.event(
+        "checkout.session.completed",
+        &session,
+        json!({"status": "complete", "payment_status": "paid"}),
+    );
+    let r = shop.deliver("stripe", &lie, &Signing::now(WHSEC)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(shop.payment(&payment).await["status"], "pending");
+    assert_eq!(shop.app.balance(&shop.account).await, 0);
+}
+
+#[tokio::test]
+async fn refunds_go_through_stripe_and_cannot_exceed_the_payment() {
+    let shop = shop().await;
+    let (payment, session) = shop.checkout(4000).await;
+    shop.stripe.pay(&session);
+    let event = shop
+        .stripe
+        .event("checkout.session.completed", &session, json!({}));
+    shop.deliver("stripe", &event, &Signing::now(WHSEC)).await;
+    for (amount, status) in [
+        (1500, StatusCode::CREATED),
+        (2500, StatusCode::CREATED),
+        (1, StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = shop
+            .app
+            .post(
+                &format!("/api/v1/payments/{payment}/refunds"),
+                ADMIN_KEY,
+                json!({"amount": amount, "reason": "goodwill"}),
+            )
+            .await;
+        assert_eq!(r.status, status, "{}", r.text);
+    }
+    let refunds = shop.stripe.refunds();
+    assert_eq!(
+        refunds
+            .iter()
+            .map(|r| r["amount"].as_i64().unwrap())
+            .sum::<i64>(),
+        4000
+    );
+    let p = shop.payment(&payment).await;
+    assert_eq!(p["refunded_amount"], 4000);
+    assert!(
+        p["refunds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["gateway_ref"].as_str().unwrap().starts_with("re_test_"))
+    );
+    assert_eq!(shop.app.balance(&shop.account).await, 0);
+    shop.app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn reconciliation_settles_payments_whose_webhook_never_came() {
+    let shop = shop().await;
+    let (paid, paid_session) = shop.checkout(3000).await;
+    let (expired, expired_session) = shop.checkout(1000).await;
+    let (waiting, _) = shop.checkout(700).await;
+    shop.stripe.pay(&paid_session);
+    shop.stripe.expire(&expired_session);
+    // Too young to be asked about.
+    let r = shop
+        .app
+        .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.json["checked"], 0, "{}", r.text);
+    shop.app.clock.advance(chrono::Duration::minutes(20));
+    let r = shop
+        .app
+        .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["checked"], 3);
+    assert_eq!(r.json["changed"], 2);
+    assert_eq!(shop.payment(&paid).await["status"], "paid");
+    assert_eq!(shop.payment(&expired).await["status"], "expired");
+    assert_eq!(shop.payment(&waiting).await["status"], "pending");
+    assert_eq!(shop.app.balance(&shop.account).await, 3000);
+    // Asking again changes nothing.
+    let r = shop
+        .app
+        .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.json["changed"], 0);
+    assert_eq!(shop.app.balance(&shop.account).await, 3000);
+}
