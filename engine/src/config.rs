@@ -30,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "operations",
     "plugin_host",
     "payments",
+    "invoices",
 ];
 
 /// Environment variables with the `BURSAR_` prefix that are not
@@ -51,6 +52,9 @@ pub struct Config {
     /// Payment limits and reconciliation.
     #[serde(default)]
     pub payments: PaymentsConfig,
+    /// Document number prefixes.
+    #[serde(default)]
+    pub invoices: crate::invoices::InvoiceConfig,
     /// Plugin instances: `[[plugin]]` entries.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -115,6 +119,7 @@ impl Default for Config {
             operations: RunnerConfig::default(),
             plugin_host: PluginHostConfig::default(),
             payments: PaymentsConfig::default(),
+            invoices: crate::invoices::InvoiceConfig::default(),
             plugins: vec![],
         }
     }
@@ -211,6 +216,26 @@ impl Config {
                     key: "plugin",
                     message: e.to_string(),
                 })?;
+        }
+        for (key, prefix) in [
+            ("invoices.prefix", &self.invoices.prefix),
+            ("invoices.receipt_prefix", &self.invoices.receipt_prefix),
+            (
+                "invoices.credit_note_prefix",
+                &self.invoices.credit_note_prefix,
+            ),
+        ] {
+            if prefix.is_empty()
+                || prefix.len() > 16
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(ConfigError::Value {
+                    key,
+                    message: "must be 1 to 16 letters, digits or dashes".into(),
+                });
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::Value {

@@ -146,6 +146,7 @@ pub async fn seed(store: &Store, clock: &SharedClock) -> anyhow::Result<Seeded> 
             name: "Demo Customer".into(),
             currency,
             credit_limit: 0,
+            country: None,
         },
         now,
     )

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod ids;
+pub mod invoices;
 pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;

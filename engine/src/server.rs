@@ -84,6 +84,7 @@ pub async fn serve(
     demo: bool,
 ) -> anyhow::Result<()> {
     crate::metrics::install();
+    crate::invoices::configure(config.invoices.clone());
     let clock: SharedClock = Arc::new(SystemClock);
     let demo = match demo {
         true => Some(crate::demo::prepare(&mut config).await?),

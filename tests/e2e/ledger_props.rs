@@ -59,6 +59,7 @@ async fn run(customers: Vec<(Currency, i64)>, ops: Vec<Op>) -> Result<(), TestCa
                 name: format!("P{i}"),
                 currency: *currency,
                 credit_limit: *limit,
+                country: None,
             },
             now,
         )
@@ -179,6 +180,7 @@ async fn posting_the_same_key_twice_posts_once() {
             name: "K".into(),
             currency: Currency::EUR,
             credit_limit: 0,
+            country: None,
         },
         now,
     )
@@ -227,6 +229,7 @@ async fn the_ledger_refuses_edits_to_posted_entries() {
             name: "I".into(),
             currency: Currency::EUR,
             credit_limit: 0,
+            country: None,
         },
         now,
     )

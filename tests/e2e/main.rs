@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod dcimanager6;
 mod idempotency;
+mod invoices;
 mod ledger_props;
 mod lifecycle;
 mod operations;

@@ -49,6 +49,8 @@ pub struct Account {
     /// How far below zero the balance may go, in minor units (0 = prepaid).
     pub credit_limit: i64,
     pub status: AccountStatus,
+    /// ISO 3166-1 alpha-2 country, which decides the taxes charged.
+    pub country: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -203,6 +205,12 @@ impl std::fmt::Debug for ApiKeySecret {
 /// The stored form of a presented key.
 pub fn hash_key(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Checks an ISO 3166-1 alpha-2 country code (`DE`, `US`), upper-cased.
+pub fn valid_country(code: &str) -> Option<String> {
+    let upper = code.trim().to_ascii_uppercase();
+    (upper.len() == 2 && upper.bytes().all(|b| b.is_ascii_uppercase())).then_some(upper)
 }
 
 #[cfg(test)]

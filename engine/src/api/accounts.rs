@@ -33,6 +33,17 @@ pub struct CreateAccount {
     /// How far below zero the balance may go, in minor units (default 0).
     #[serde(default)]
     pub credit_limit: i64,
+    /// ISO 3166-1 alpha-2 country; decides the taxes charged.
+    pub country: Option<String>,
+}
+
+fn check_country(code: &str) -> Result<String, Problem> {
+    crate::accounts::valid_country(code).ok_or_else(|| {
+        Problem::invalid(
+            "country",
+            format!("`{code}` is not an ISO 3166-1 alpha-2 country code"),
+        )
+    })
 }
 
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts",
@@ -54,6 +65,7 @@ pub async fn create(
         currency: Currency::from_code(&req.currency)
             .map_err(|e| Problem::invalid("currency", e.to_string()))?,
         credit_limit: check_credit_limit(req.credit_limit)?,
+        country: req.country.as_deref().map(check_country).transpose()?,
     };
     let now = state.clock.now();
     let idem = Idempotency {
@@ -121,6 +133,7 @@ pub struct UpdateAccount {
     pub name: Option<String>,
     pub credit_limit: Option<i64>,
     pub status: Option<AccountStatus>,
+    pub country: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts",
@@ -145,6 +158,7 @@ pub async fn update(
         name: req.name.as_deref().map(normalize_name).transpose()?,
         credit_limit: req.credit_limit.map(check_credit_limit).transpose()?,
         status: req.status,
+        country: req.country.as_deref().map(check_country).transpose()?,
     };
     let mut tx = state.store.begin().await?;
     let account = repo::update(tx.conn(), &id, changes, state.clock.now()).await?;

@@ -171,6 +171,20 @@ impl Principal {
     }
 
     /// The string recorded as `created_by` on what this caller causes.
+    /// Which account a list is about: a customer key's own (asking for
+    /// another is refused), or for staff whatever they asked (all when
+    /// `None`).
+    pub fn scope(&self, asked: Option<&str>) -> Result<Option<String>, Problem> {
+        match (&self.account_id, asked) {
+            (Some(own), Some(asked)) if own != asked => self.require_account(asked).map(|_| None),
+            (Some(own), _) => Ok(Some(own.clone())),
+            (None, asked) => {
+                self.require_admin()?;
+                Ok(asked.map(str::to_owned))
+            }
+        }
+    }
+
     pub fn actor(&self) -> String {
         format!("api_key:{}", self.key_id)
     }

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod invoices;
 pub mod operations;
 pub mod payments;
 pub mod plans;
@@ -172,6 +173,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         plugins::list, plugins::check, plugins::catalog,
         payments::create, payments::list, payments::get, payments::mark_paid, payments::refund,
         payments::callback, payments::reconcile_now,
+        invoices::list, invoices::get, invoices::html, invoices::create_rule, invoices::rules,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -181,6 +183,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         (name = "operations", description = "Provisioning operations and the manual queue"),
         (name = "plugins", description = "Plugin instances and their health"),
         (name = "payments", description = "Payments through gateway plugins, refunds, gateway callbacks"),
+        (name = "invoices", description = "Invoices, receipts, credit notes, tax rules"),
     )
 )]
 pub struct ApiDoc;
@@ -241,6 +244,13 @@ pub fn router(state: AppState) -> Router {
         .route("/payments/{id}/mark-paid", post(payments::mark_paid))
         .route("/payments/{id}/refunds", post(payments::refund))
         .route("/gateways/{instance}/callback", post(payments::callback))
+        .route("/invoices", get(invoices::list))
+        .route("/invoices/{id}", get(invoices::get))
+        .route("/invoices/{id}/html", get(invoices::html))
+        .route(
+            "/tax-rules",
+            get(invoices::rules).post(invoices::create_rule),
+        )
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", v1)

@@ -20,10 +20,7 @@ use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Princ
 use crate::api::{AppState, ListQuery, PageBody};
 use crate::error::{Error, is_unique_violation};
 use crate::money::{Currency, Money};
-use crate::payments::{
-    self, Applied, Checkout, Payment, PaymentStatus, Refund, RefundStatus, refund_draft,
-    refund_reversal_draft,
-};
+use crate::payments::{self, Applied, Checkout, Payment, PaymentStatus, Refund, RefundStatus};
 use crate::plugins::gateway::{WitMoney, wit};
 use crate::services::ServiceStatus;
 use crate::services::module::ModuleError;
@@ -319,16 +316,7 @@ pub async fn list(
     principal: Principal,
     ApiQuery(q): ApiQuery<PaymentListQuery>,
 ) -> Result<Json<PageBody<Payment>>, Problem> {
-    let account = match (&principal.account_id, &q.account_id) {
-        (Some(own), Some(asked)) if own != asked => {
-            return Err(principal.require_account(asked).unwrap_err());
-        }
-        (Some(own), _) => Some(own.clone()),
-        (None, asked) => {
-            principal.require_admin()?;
-            asked.clone()
-        }
-    };
+    let account = principal.scope(q.account_id.as_deref())?;
     let paging = ListQuery {
         limit: q.limit,
         after: q.after,
@@ -495,8 +483,7 @@ pub async fn refund(
         )
         .await?;
         repo::add_refunded(tx.conn(), &id, req.amount, now).await?;
-        crate::store::ledger::post(tx.conn(), &refund_draft(&payment, &refund, &actor), now)
-            .await?;
+        payments::post_refund(tx.conn(), &payment, &refund, false, &actor, now).await?;
         tx.commit().await?;
         (payment, refund)
     };
@@ -531,12 +518,7 @@ pub async fn refund(
             .await?;
         }
         Err(e) => {
-            crate::store::ledger::post(
-                tx.conn(),
-                &refund_reversal_draft(&payment, &refund, &actor),
-                now,
-            )
-            .await?;
+            payments::post_refund(tx.conn(), &payment, &refund, true, &actor, now).await?;
             repo::add_refunded(tx.conn(), &id, -refund.amount, now).await?;
             repo::finish_refund(
                 tx.conn(),

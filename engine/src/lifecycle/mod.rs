@@ -10,17 +10,16 @@ use serde_json::json;
 
 use crate::accounts::AccountStatus;
 use crate::calendar::{Period, add_units};
-use crate::catalog::{AddonValues, PlanStatus, quote};
+use crate::catalog::{AddonValues, PlanSpec, PlanStatus, quote};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
-use crate::ledger::TransactionDraft;
+use crate::invoices;
 use crate::money::Money;
 use crate::services::proration::prorate;
 use crate::services::{Action, OperationKind, Service, ServiceStatus, SuspendReason, transition};
 use crate::store::Conn;
 use crate::store::accounts as accounts_repo;
 use crate::store::catalog as plans_repo;
-use crate::store::ledger as ledger_repo;
 use crate::store::services as repo;
 
 /// What a customer orders.
@@ -98,6 +97,13 @@ pub async fn place_order(
         });
     }
     let q = quote(&plan.spec, req.period, account.currency, &req.addons, true)?;
+    let due = invoices::gross_for(
+        c.reborrow(),
+        &account.id,
+        plan.spec.product_type.as_str(),
+        q.total,
+    )
+    .await?;
     let mut service = Service {
         id: new_id("svc"),
         account_id: account.id.clone(),
@@ -107,7 +113,7 @@ pub async fn place_order(
         period: req.period,
         currency: account.currency,
         recurring_price: q.recurring,
-        amount_due: q.total,
+        amount_due: due,
         addons: q.addons,
         params: Default::default(),
         auto_renew: req.auto_renew.unwrap_or(plan.spec.auto_renew),
@@ -135,12 +141,12 @@ pub async fn place_order(
             "{} {} for {}",
             plan.spec.name,
             req.period.as_str(),
-            Money::new(q.total, account.currency)?
+            Money::new(due, account.currency)?
         )),
         now,
     )
     .await?;
-    try_pay(c, &mut service, &plan.spec.module, actor, now).await?;
+    try_pay(c, &mut service, &plan.spec, actor, now).await?;
     Ok(service)
 }
 
@@ -148,20 +154,22 @@ pub async fn place_order(
 async fn try_pay(
     mut c: Conn<'_>,
     service: &mut Service,
-    module: &str,
+    plan: &PlanSpec,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let to = next_status(service, Action::Pay)?;
     if service.amount_due > 0 {
-        let draft = TransactionDraft::charge(
-            &service.account_id,
-            Money::new(service.amount_due, service.currency)?,
-            &format!("order of service {}", service.id),
-            format!("order:{}", service.id),
+        let charge = invoices::Charge {
+            account_id: &service.account_id,
+            product_type: plan.product_type.as_str(),
+            gross: Money::new(service.amount_due, service.currency)?,
+            description: &format!("{}: order of service {}", plan.name, service.id),
+            idempotency_key: format!("order:{}", service.id),
             actor,
-        );
-        match ledger_repo::post(c.reborrow(), &draft, now).await {
+            give_back: false,
+        };
+        match invoices::post_charge(c.reborrow(), charge, now).await {
             Ok(_) => {}
             Err(Error::InsufficientFunds { .. }) => return Ok(false),
             Err(e) => return Err(e),
@@ -180,7 +188,15 @@ async fn try_pay(
         now,
     )
     .await?;
-    repo::enqueue(c, &service.id, OperationKind::Open, module, json!({}), now).await?;
+    repo::enqueue(
+        c,
+        &service.id,
+        OperationKind::Open,
+        &plan.module,
+        json!({}),
+        now,
+    )
+    .await?;
     Ok(true)
 }
 
@@ -199,7 +215,7 @@ pub async fn settle_unpaid(
             continue;
         }
         let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
-        if try_pay(c.reborrow(), &mut service, &plan.spec.module, actor, now).await? {
+        if try_pay(c.reborrow(), &mut service, &plan.spec, actor, now).await? {
             opened.push(id);
         }
     }
@@ -364,14 +380,24 @@ pub async fn prolong(
     let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
     let q = quote(&plan.spec, period, service.currency, &service.addons, false)?;
     if q.total > 0 {
-        let draft = TransactionDraft::charge(
-            &service.account_id,
-            Money::new(q.total, service.currency)?,
-            &format!("prolong service {} by {}", service.id, period.as_str()),
-            ledger_key,
+        let product_type = plan.spec.product_type.as_str();
+        let gross =
+            invoices::gross_for(c.reborrow(), &service.account_id, product_type, q.total).await?;
+        let charge = invoices::Charge {
+            account_id: &service.account_id,
+            product_type,
+            gross: Money::new(gross, service.currency)?,
+            description: &format!(
+                "{}: service {} for {}",
+                plan.spec.name,
+                service.id,
+                period.as_str()
+            ),
+            idempotency_key: ledger_key,
             actor,
-        );
-        ledger_repo::post(c.reborrow(), &draft, now).await?;
+            give_back: false,
+        };
+        invoices::post_charge(c.reborrow(), charge, now).await?;
     }
     let periods = i64::from(period.units() / service.period.units());
     service.paid_units += i64::from(period.units());
@@ -470,31 +496,40 @@ pub async fn change_plan(
         end,
         now,
     )?;
-    if p.credit > 0 {
-        let draft = TransactionDraft::charge_reversal(
+    let old_type = plans_repo::get(c.reborrow(), &service.plan_id)
+        .await?
+        .spec
+        .product_type;
+    for (amount, plan_id, product_type, give_back, suffix) in [
+        (p.credit, &service.plan_id, old_type, true, "credit"),
+        (p.charge, &plan.id, plan.spec.product_type, false, "charge"),
+    ] {
+        if amount <= 0 {
+            continue;
+        }
+        let gross = invoices::gross_for(
+            c.reborrow(),
             &service.account_id,
-            Money::new(p.credit, service.currency)?,
-            &format!(
-                "unused {}/{} days of plan {} (service {})",
-                p.remaining_days, p.total_days, service.plan_id, id
-            ),
-            format!("{ledger_key}:credit"),
-            actor,
+            product_type.as_str(),
+            amount,
+        )
+        .await?;
+        let description = format!(
+            "{}{}/{} days of plan {plan_id} (service {id})",
+            if give_back { "unused " } else { "" },
+            p.remaining_days,
+            p.total_days,
         );
-        ledger_repo::post(c.reborrow(), &draft, now).await?;
-    }
-    if p.charge > 0 {
-        let draft = TransactionDraft::charge(
-            &service.account_id,
-            Money::new(p.charge, service.currency)?,
-            &format!(
-                "{}/{} days of plan {} (service {})",
-                p.remaining_days, p.total_days, plan.id, id
-            ),
-            format!("{ledger_key}:charge"),
+        let charge = invoices::Charge {
+            account_id: &service.account_id,
+            product_type: product_type.as_str(),
+            gross: Money::new(gross, service.currency)?,
+            description: &description,
+            idempotency_key: format!("{ledger_key}:{suffix}"),
             actor,
-        );
-        ledger_repo::post(c.reborrow(), &draft, now).await?;
+            give_back,
+        };
+        invoices::post_charge(c.reborrow(), charge, now).await?;
     }
     let from_plan = std::mem::replace(&mut service.plan_id, plan.id.clone());
     service.recurring_price = q.recurring;

@@ -279,7 +279,23 @@ pub async fn mark_paid(
             ),
         });
     }
-    crate::store::ledger::post(c.reborrow(), &payment_draft(payment, actor), now).await?;
+    let posted =
+        crate::store::ledger::post(c.reborrow(), &payment_draft(payment, actor), now).await?;
+    if let crate::store::ledger::Posted::New(txn) = &posted {
+        let description = format!(
+            "{} ({} via {})",
+            payment.description, payment.id, payment.gateway
+        );
+        let receipt = crate::invoices::Transfer {
+            kind: crate::invoices::InvoiceKind::Receipt,
+            account_id: &payment.account_id,
+            amount: payment.money(),
+            description: &description,
+            transaction_id: &txn.id,
+            payment_id: &payment.id,
+        };
+        crate::invoices::document_transfer(c.reborrow(), receipt, now).await?;
+    }
     repo::set_status(c.reborrow(), &payment.id, PaymentStatus::Paid, None, now).await?;
     metrics::counter!("bursar_payments_paid_total", "gateway" => payment.gateway.clone())
         .increment(1);
@@ -382,4 +398,46 @@ pub async fn apply_event(
     } else {
         Applied::Unchanged
     })
+}
+
+/// Posts a refund's ledger transaction (or, with `reversal`, gives it back
+/// after the gateway refused) with its document: a credit note for the
+/// refund, a receipt for the money returned.
+pub async fn post_refund(
+    mut c: Conn<'_>,
+    payment: &Payment,
+    refund: &Refund,
+    reversal: bool,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (draft, kind, text) = if reversal {
+        (
+            refund_reversal_draft(payment, refund, actor),
+            crate::invoices::InvoiceKind::Receipt,
+            format!(
+                "refund {} not made by the gateway; money returned",
+                refund.id
+            ),
+        )
+    } else {
+        (
+            refund_draft(payment, refund, actor),
+            crate::invoices::InvoiceKind::CreditNote,
+            format!("refund of payment {}: {}", payment.id, refund.reason),
+        )
+    };
+    let posted = crate::store::ledger::post(c.reborrow(), &draft, now).await?;
+    if let crate::store::ledger::Posted::New(txn) = &posted {
+        let document = crate::invoices::Transfer {
+            kind,
+            account_id: &payment.account_id,
+            amount: refund.money(),
+            description: &text,
+            transaction_id: &txn.id,
+            payment_id: &payment.id,
+        };
+        crate::invoices::document_transfer(c, document, now).await?;
+    }
+    Ok(())
 }

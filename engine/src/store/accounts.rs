@@ -20,6 +20,7 @@ struct AccountRow {
     currency: String,
     credit_limit: i64,
     status: String,
+    country: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -38,6 +39,7 @@ impl AccountRow {
             email: self.email,
             name: self.name,
             credit_limit: self.credit_limit,
+            country: self.country,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
         })
@@ -45,7 +47,7 @@ impl AccountRow {
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "id, email, name, currency, credit_limit, status, created_at, updated_at";
+    "id, email, name, currency, credit_limit, status, country, created_at, updated_at";
 
 /// A new customer, already validated.
 pub struct NewAccount {
@@ -53,6 +55,8 @@ pub struct NewAccount {
     pub name: String,
     pub currency: Currency,
     pub credit_limit: i64,
+    /// ISO 3166-1 alpha-2, for taxes.
+    pub country: Option<String>,
 }
 
 /// Creates a customer and its balance account. A taken e-mail is a
@@ -61,10 +65,10 @@ pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Res
     let id = new_id("acc");
     let at = to_micros(now);
     let inserted = sql!(&mut c, c => sqlx::query(
-        "INSERT INTO accounts (id, email, name, currency, credit_limit, status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $6)")
+        "INSERT INTO accounts (id, email, name, currency, credit_limit, status, country, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)")
         .bind(&id).bind(&new.email).bind(&new.name).bind(new.currency.code())
-        .bind(new.credit_limit).bind(at)
+        .bind(new.credit_limit).bind(new.country.as_deref()).bind(at)
         .execute(&mut **c).await.map(|r| r.rows_affected()));
     if let Err(e) = inserted {
         if is_unique_violation(&e) {
@@ -88,6 +92,7 @@ pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Res
         name: new.name,
         currency: new.currency,
         credit_limit: new.credit_limit,
+        country: new.country,
         status: AccountStatus::Active,
         created_at: now,
         updated_at: now,
@@ -122,6 +127,7 @@ pub struct AccountChanges {
     pub name: Option<String>,
     pub credit_limit: Option<i64>,
     pub status: Option<AccountStatus>,
+    pub country: Option<String>,
 }
 
 pub async fn update(
@@ -153,9 +159,12 @@ pub async fn update(
     let name = changes.name.unwrap_or(current.name);
     let credit_limit = changes.credit_limit.unwrap_or(current.credit_limit);
     let status = changes.status.unwrap_or(current.status);
+    let country = changes.country.or(current.country);
     let updated = sql!(&mut c, c => sqlx::query(
-        "UPDATE accounts SET email = $2, name = $3, credit_limit = $4, status = $5, updated_at = $6 WHERE id = $1")
+        "UPDATE accounts SET email = $2, name = $3, credit_limit = $4, status = $5, updated_at = $6,
+             country = $7 WHERE id = $1")
         .bind(id).bind(&email).bind(&name).bind(credit_limit).bind(status.as_str()).bind(to_micros(now))
+        .bind(country.as_deref())
         .execute(&mut **c).await.map(|r| r.rows_affected()));
     if let Err(e) = updated {
         if is_unique_violation(&e) {

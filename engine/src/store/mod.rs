@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod catalog;
 pub mod idempotency;
+pub mod invoices;
 pub mod ledger;
 pub mod payments;
 pub mod services;

@@ -1,0 +1,163 @@
+//! `/api/v1/invoices` (documents) and `/api/v1/tax-rules`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::api::error::Problem;
+use crate::api::extract::{ApiJson, ApiQuery, Principal};
+use crate::api::payments::PaymentListQuery;
+use crate::api::{AppState, ListQuery, PageBody};
+use crate::catalog::ProductType;
+use crate::invoices::{Invoice, TaxRule, render_html};
+use crate::store::{accounts as accounts_repo, invoices as repo};
+
+#[utoipa::path(get, path = "/api/v1/invoices", tag = "invoices",
+    params(PaymentListQuery),
+    responses((status = 200, body = PageBody<Invoice>)),
+    security(("bearer" = [])))]
+/// Invoices, receipts and credit notes, oldest first: all for staff, the
+/// customer's own for a customer key.
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<PaymentListQuery>,
+) -> Result<Json<PageBody<Invoice>>, Problem> {
+    let account = principal.scope(q.account_id.as_deref())?;
+    let paging = ListQuery {
+        limit: q.limit,
+        after: q.after,
+    };
+    let limit = paging.limit(&state)?;
+    let mut r = state.store.reader().await?;
+    let page = repo::list(r.conn(), account.as_deref(), paging.after.as_deref(), limit).await?;
+    Ok(Json(page.into()))
+}
+
+async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Invoice, Problem> {
+    let invoice = {
+        let mut r = state.store.reader().await?;
+        repo::get(r.conn(), id).await?
+    };
+    principal
+        .require_account(&invoice.account_id)
+        .map_err(|_| Problem::not_found(format!("invoice {id} not found")))?;
+    Ok(invoice)
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices/{id}", tag = "invoices",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Invoice), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Invoice>, Problem> {
+    Ok(Json(load(&state, &principal, &id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices/{id}/html", tag = "invoices",
+    params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/html", description = "printable"), (status = 404)),
+    security(("bearer" = [])))]
+/// The document as a printable HTML page.
+pub async fn html(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let invoice = load(&state, &principal, &id).await?;
+    let account = {
+        let mut r = state.store.reader().await?;
+        accounts_repo::get(r.conn(), &invoice.account_id).await?
+    };
+    let customer = format!("{} <{}>", account.name, account.email);
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        render_html(&invoice, &customer),
+    )
+        .into_response())
+}
+
+/// A tax rule for a country, and optionally one product type.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaxRule {
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// Only this product type (default: every type without its own rule).
+    #[schema(value_type = Option<String>)]
+    pub product_type: Option<ProductType>,
+    pub name: String,
+    /// Basis points, 1 to 10000 (1900 = 19 %).
+    pub rate_bp: i64,
+    /// Prices include the tax (true) or it is added on top (false).
+    pub inclusive: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/tax-rules", tag = "invoices",
+    request_body = CreateTaxRule,
+    responses((status = 201, body = TaxRule), (status = 409), (status = 422)),
+    security(("bearer" = [])))]
+/// Adds a tax rule (staff). It applies to charges from now on.
+pub async fn create_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: ApiJson<CreateTaxRule>,
+) -> Result<Response, Problem> {
+    principal.require_admin()?;
+    let req = body.value;
+    let country = crate::accounts::valid_country(&req.country).ok_or_else(|| {
+        Problem::invalid(
+            "country",
+            format!(
+                "`{}` is not an ISO 3166-1 alpha-2 country code",
+                req.country
+            ),
+        )
+    })?;
+    if !(1..=10_000).contains(&req.rate_bp) {
+        return Err(Problem::invalid(
+            "rate_bp",
+            "must be 1 to 10000 basis points",
+        ));
+    }
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(Problem::invalid("name", "1 to 100 characters"));
+    }
+    let mut tx = state.store.begin().await?;
+    let rule = repo::create_rule(
+        tx.conn(),
+        repo::NewRule {
+            country: &country,
+            product_type: req.product_type.map(|p| p.as_str()),
+            name,
+            rate_bp: req.rate_bp,
+            inclusive: req.inclusive,
+        },
+        state.clock.now(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(rule)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/tax-rules", tag = "invoices",
+    responses((status = 200, body = PageBody<TaxRule>)),
+    security(("bearer" = [])))]
+pub async fn rules(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<PageBody<TaxRule>>, Problem> {
+    principal.require_admin()?;
+    let mut r = state.store.reader().await?;
+    Ok(Json(PageBody {
+        data: repo::rules(r.conn()).await?,
+        next_cursor: None,
+    }))
+}

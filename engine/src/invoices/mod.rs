@@ -1,0 +1,516 @@
+//! Taxes and invoices.
+//!
+//! Tax rules apply by the customer's country and, optionally, the product
+//! type; a rule's rate is either included in prices or added on top. Every
+//! charge posts three ways — balance, revenue, tax — and gets an invoice;
+//! every paid payment a receipt; every refund or charge given back a credit
+//! note. Documents are numbered `PREFIX-YEAR-NNNNNN` from a counter bumped
+//! in the same database transaction as the money movement, so a rolled-back
+//! movement never leaves a gap.
+
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::Result;
+use crate::ledger::{
+    LedgerAccountId, LedgerAccountKind, Posting, TransactionDraft, TransactionKind,
+};
+use crate::money::{Currency, Money};
+use crate::store::ledger::Posted;
+use crate::store::{Conn, accounts as accounts_repo, invoices as repo, ledger as ledger_repo};
+
+/// Document number prefixes: `[invoices]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvoiceConfig {
+    pub prefix: String,
+    pub receipt_prefix: String,
+    pub credit_note_prefix: String,
+}
+
+impl Default for InvoiceConfig {
+    fn default() -> Self {
+        InvoiceConfig {
+            prefix: "INV".into(),
+            receipt_prefix: "RCP".into(),
+            credit_note_prefix: "CN".into(),
+        }
+    }
+}
+
+static CONFIG: OnceLock<InvoiceConfig> = OnceLock::new();
+
+/// Sets the prefixes for this process (once, at start-up).
+pub fn configure(config: InvoiceConfig) {
+    let _ = CONFIG.set(config);
+}
+
+fn config() -> &'static InvoiceConfig {
+    CONFIG.get_or_init(InvoiceConfig::default)
+}
+
+/// What kind of document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceKind {
+    /// For a charge.
+    Invoice,
+    /// For a paid payment.
+    Receipt,
+    /// For money given back: a refund, the unused part of a plan.
+    CreditNote,
+}
+
+impl InvoiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceKind::Invoice => "invoice",
+            InvoiceKind::Receipt => "receipt",
+            InvoiceKind::CreditNote => "credit_note",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "invoice" => InvoiceKind::Invoice,
+            "receipt" => InvoiceKind::Receipt,
+            "credit_note" => InvoiceKind::CreditNote,
+            _ => return None,
+        })
+    }
+
+    pub fn prefix(self) -> &'static str {
+        let c = config();
+        match self {
+            InvoiceKind::Invoice => &c.prefix,
+            InvoiceKind::Receipt => &c.receipt_prefix,
+            InvoiceKind::CreditNote => &c.credit_note_prefix,
+        }
+    }
+}
+
+/// A tax rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TaxRule {
+    pub id: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// `None`: every product type without a rule of its own.
+    pub product_type: Option<String>,
+    /// Shown on invoices, e.g. "VAT".
+    pub name: String,
+    /// Basis points: 1900 = 19 %.
+    pub rate_bp: i64,
+    /// Prices include the tax (true) or it is added on top (false).
+    pub inclusive: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An amount split into net and tax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taxed {
+    pub net: i64,
+    pub tax: i64,
+    pub total: i64,
+}
+
+/// `n / d` rounded half away from zero.
+fn round_div(n: i128, d: i128) -> i64 {
+    let q = (2 * n.abs() + d) / (2 * d);
+    (if n < 0 { -q } else { q }) as i64
+}
+
+impl TaxRule {
+    /// What a price costs the customer under this rule.
+    pub fn gross_of(&self, price: i64) -> i64 {
+        if self.inclusive {
+            price
+        } else {
+            price + round_div(i128::from(price) * i128::from(self.rate_bp), 10_000)
+        }
+    }
+
+    /// Splits what the customer pays into net and tax. For a rule added on
+    /// top, `split(gross_of(p)).net == p`.
+    pub fn split(&self, gross: i64) -> Taxed {
+        let net = round_div(
+            i128::from(gross) * 10_000,
+            10_000 + i128::from(self.rate_bp),
+        );
+        Taxed {
+            net,
+            tax: gross - net,
+            total: gross,
+        }
+    }
+}
+
+/// One line of a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceLine {
+    pub description: String,
+    pub net: i64,
+    pub tax: i64,
+    pub total: i64,
+}
+
+/// The tax of a document, per rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaxLine {
+    pub name: String,
+    pub rate_bp: i64,
+    pub inclusive: bool,
+    pub net: i64,
+    pub tax: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Invoice {
+    pub id: String,
+    /// `PREFIX-YEAR-NNNNNN`, gap-free per prefix and year.
+    pub number: String,
+    pub kind: InvoiceKind,
+    pub account_id: String,
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    pub net: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub lines: Vec<InvoiceLine>,
+    pub tax_lines: Vec<TaxLine>,
+    /// The ledger transaction this document is for.
+    pub transaction_id: String,
+    pub payment_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Splits `taxed` over lines in proportion to `parts` (any positive
+/// weights): each line's total and tax are rounded, and the remainders
+/// go to the lines with the largest fractions, so the lines sum exactly to
+/// the document's totals.
+pub fn lines(
+    parts: &[(String, i64)],
+    taxed: Taxed,
+    currency: Currency,
+) -> Result<Vec<InvoiceLine>> {
+    let weights: Vec<u64> = parts.iter().map(|(_, w)| w.unsigned_abs().max(1)).collect();
+    let totals = Money::new(taxed.total, currency)?.allocate(&weights)?;
+    let taxes = Money::new(taxed.tax, currency)?.allocate(&weights)?;
+    Ok(parts
+        .iter()
+        .zip(totals.iter().zip(taxes.iter()))
+        .map(|((description, _), (total, tax))| InvoiceLine {
+            description: description.clone(),
+            net: total.minor() - tax.minor(),
+            tax: tax.minor(),
+            total: total.minor(),
+        })
+        .collect())
+}
+
+/// The rule for a customer and product type: the product type's own, else
+/// the country's general one.
+pub async fn rule_for(
+    c: Conn<'_>,
+    account_id: &str,
+    product_type: Option<&str>,
+) -> Result<Option<TaxRule>> {
+    let mut c = c;
+    let account = accounts_repo::get(c.reborrow(), account_id).await?;
+    let Some(country) = account.country else {
+        return Ok(None);
+    };
+    repo::rule_for(c, &country, product_type).await
+}
+
+/// What a price costs a customer once taxed.
+pub async fn gross_for(
+    c: Conn<'_>,
+    account_id: &str,
+    product_type: &str,
+    price: i64,
+) -> Result<i64> {
+    Ok(match rule_for(c, account_id, Some(product_type)).await? {
+        Some(rule) => rule.gross_of(price),
+        None => price,
+    })
+}
+
+/// A charge (or, with `give_back`, a charge given back) of `gross` for a
+/// product type.
+pub struct Charge<'a> {
+    pub account_id: &'a str,
+    pub product_type: &'a str,
+    pub gross: Money,
+    pub description: &'a str,
+    pub idempotency_key: String,
+    pub actor: &'a str,
+    /// Money back to the customer (a credit note) instead of a charge.
+    pub give_back: bool,
+}
+
+/// Posts a charge split into revenue and tax, and its invoice (or credit
+/// note) in the same transaction. Posting the same key again posts and
+/// documents nothing new.
+pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) -> Result<Posted> {
+    let rule = rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?;
+    let gross = ch.gross.minor();
+    let taxed = match &rule {
+        Some(r) => r.split(gross),
+        None => Taxed {
+            net: gross,
+            tax: 0,
+            total: gross,
+        },
+    };
+    let currency = ch.gross.currency();
+    let sign = if ch.give_back { -1 } else { 1 };
+    let m = |v: i64| Money::new(v * sign, currency);
+    let mut postings = vec![
+        Posting::new(LedgerAccountId::customer(ch.account_id), m(-taxed.total)?),
+        Posting::new(
+            LedgerAccountId::system(LedgerAccountKind::Revenue, currency),
+            m(taxed.net)?,
+        ),
+    ];
+    if taxed.tax != 0 {
+        postings.push(Posting::new(
+            LedgerAccountId::system(LedgerAccountKind::Tax, currency),
+            m(taxed.tax)?,
+        ));
+    }
+    let draft = TransactionDraft {
+        idempotency_key: ch.idempotency_key,
+        kind: if ch.give_back {
+            TransactionKind::ChargeReversal
+        } else {
+            TransactionKind::Charge
+        },
+        description: ch.description.to_owned(),
+        account_id: Some(ch.account_id.to_owned()),
+        created_by: ch.actor.to_owned(),
+        postings,
+    };
+    let posted = ledger_repo::post(c.reborrow(), &draft, now).await?;
+    if let Posted::New(txn) = &posted {
+        let tax_lines = rule
+            .iter()
+            .filter(|_| taxed.tax != 0)
+            .map(|r| TaxLine {
+                name: r.name.clone(),
+                rate_bp: r.rate_bp,
+                inclusive: r.inclusive,
+                net: taxed.net,
+                tax: taxed.tax,
+            })
+            .collect();
+        let document = repo::NewInvoice {
+            kind: if ch.give_back {
+                InvoiceKind::CreditNote
+            } else {
+                InvoiceKind::Invoice
+            },
+            account_id: ch.account_id,
+            currency,
+            taxed,
+            lines: lines(&[(ch.description.to_owned(), gross)], taxed, currency)?,
+            tax_lines,
+            transaction_id: &txn.id,
+            payment_id: None,
+        };
+        repo::create(c, document, now).await?;
+    }
+    Ok(posted)
+}
+
+/// Money that moved between a balance and a gateway.
+pub struct Transfer<'a> {
+    /// A receipt for money in, a credit note for money given back.
+    pub kind: InvoiceKind,
+    pub account_id: &'a str,
+    pub amount: Money,
+    pub description: &'a str,
+    pub transaction_id: &'a str,
+    pub payment_id: &'a str,
+}
+
+/// The document (without tax) of a transfer.
+pub async fn document_transfer(
+    c: Conn<'_>,
+    t: Transfer<'_>,
+    now: DateTime<Utc>,
+) -> Result<Invoice> {
+    let taxed = Taxed {
+        net: t.amount.minor(),
+        tax: 0,
+        total: t.amount.minor(),
+    };
+    repo::create(
+        c,
+        repo::NewInvoice {
+            kind: t.kind,
+            account_id: t.account_id,
+            currency: t.amount.currency(),
+            taxed,
+            lines: vec![InvoiceLine {
+                description: t.description.to_owned(),
+                net: taxed.net,
+                tax: 0,
+                total: taxed.total,
+            }],
+            tax_lines: vec![],
+            transaction_id: t.transaction_id,
+            payment_id: Some(t.payment_id),
+        },
+        now,
+    )
+    .await
+}
+
+/// `PREFIX-YEAR-NNNNNN`.
+pub fn number(prefix: &str, year: i32, seq: i64) -> String {
+    format!("{prefix}-{year}-{seq:06}")
+}
+
+/// The year a document is numbered in.
+pub fn year_of(now: DateTime<Utc>) -> i32 {
+    now.year()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A printable HTML rendering.
+pub fn render_html(invoice: &Invoice, customer: &str) -> String {
+    let money = |v: i64| {
+        Money::new(v, invoice.currency)
+            .map(|m| m.to_string())
+            .unwrap_or_else(|_| v.to_string())
+    };
+    let title = match invoice.kind {
+        InvoiceKind::Invoice => "Invoice",
+        InvoiceKind::Receipt => "Receipt",
+        InvoiceKind::CreditNote => "Credit note",
+    };
+    let mut rows = String::new();
+    for l in &invoice.lines {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>\n",
+            escape(&l.description),
+            money(l.net),
+            money(l.tax),
+            money(l.total)
+        ));
+    }
+    let mut taxes = String::new();
+    for t in &invoice.tax_lines {
+        taxes.push_str(&format!(
+            "<tr><td colspan=3>{} {}.{:02} %{} on {}</td><td class=n>{}</td></tr>\n",
+            escape(&t.name),
+            t.rate_bp / 100,
+            t.rate_bp % 100,
+            if t.inclusive { " (included)" } else { "" },
+            money(t.net),
+            money(t.tax)
+        ));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=utf-8><title>{title} {number}</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}\
+         td,th{{border-bottom:1px solid #ccc;padding:.3em;text-align:left}}.n{{text-align:right}}</style>\n\
+         </head><body>\n<h1>{title} {number}</h1>\n<p>Date: {date}<br>Customer: {customer}</p>\n\
+         <table><tr><th>Description</th><th class=n>Net</th><th class=n>Tax</th><th class=n>Total</th></tr>\n\
+         {rows}{taxes}<tr><th>Total</th><th class=n>{net}</th><th class=n>{tax}</th><th class=n>{total}</th></tr>\n\
+         </table>\n</body></html>\n",
+        number = escape(&invoice.number),
+        date = invoice.created_at.format("%Y-%m-%d"),
+        customer = escape(customer),
+        net = money(invoice.net),
+        tax = money(invoice.tax),
+        total = money(invoice.total),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule(rate_bp: i64, inclusive: bool) -> TaxRule {
+        TaxRule {
+            id: "tax_1".into(),
+            country: "DE".into(),
+            product_type: None,
+            name: "VAT".into(),
+            rate_bp,
+            inclusive,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn inclusive_and_on_top_rates() {
+        let vat = rule(1900, true);
+        assert_eq!(vat.gross_of(1190), 1190);
+        assert_eq!(
+            vat.split(1190),
+            Taxed {
+                net: 1000,
+                tax: 190,
+                total: 1190
+            }
+        );
+        let on_top = rule(1900, false);
+        assert_eq!(on_top.gross_of(1000), 1190);
+        assert_eq!(on_top.split(1190).net, 1000);
+        // 19 % of 0.99 is 0.1881 → 0.19.
+        assert_eq!(on_top.gross_of(99), 118);
+    }
+
+    #[test]
+    fn lines_sum_exactly_to_the_totals() {
+        let eur = Currency::from_code("EUR").unwrap();
+        let taxed = rule(1900, true).split(1000);
+        let parts = vec![
+            ("a".to_owned(), 333),
+            ("b".to_owned(), 333),
+            ("c".to_owned(), 334),
+        ];
+        let l = lines(&parts, taxed, eur).unwrap();
+        assert_eq!(l.iter().map(|x| x.total).sum::<i64>(), taxed.total);
+        assert_eq!(l.iter().map(|x| x.tax).sum::<i64>(), taxed.tax);
+        assert_eq!(l.iter().map(|x| x.net).sum::<i64>(), taxed.net);
+    }
+
+    proptest! {
+        #[test]
+        fn on_top_round_trips_and_splits_balance(price in 0i64..10_000_000_000, rate in 1i64..=10_000) {
+            let r = rule(rate, false);
+            let gross = r.gross_of(price);
+            let t = r.split(gross);
+            prop_assert_eq!(t.net + t.tax, gross);
+            prop_assert_eq!(t.net, price);
+            let inc = rule(rate, true).split(price);
+            prop_assert_eq!(inc.net + inc.tax, price);
+            prop_assert!(inc.tax >= 0);
+        }
+
+        #[test]
+        fn allocated_lines_always_sum(parts in proptest::collection::vec(1i64..100_000, 1..12), gross in 0i64..10_000_000, rate in 1i64..5_000) {
+            let eur = Currency::from_code("EUR").unwrap();
+            let taxed = rule(rate, true).split(gross);
+            let named: Vec<(String, i64)> = parts.iter().enumerate().map(|(i, p)| (format!("l{i}"), *p)).collect();
+            let l = lines(&named, taxed, eur).unwrap();
+            prop_assert_eq!(l.iter().map(|x| x.total).sum::<i64>(), taxed.total);
+            prop_assert_eq!(l.iter().map(|x| x.tax).sum::<i64>(), taxed.tax);
+            prop_assert_eq!(l.iter().map(|x| x.net).sum::<i64>(), taxed.net);
+        }
+    }
+}
