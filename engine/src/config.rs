@@ -31,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "plugin_host",
     "payments",
     "invoices",
+    "automation",
 ];
 
 /// Environment variables with the `BURSAR_` prefix that are not
@@ -55,6 +56,9 @@ pub struct Config {
     /// Document number prefixes.
     #[serde(default)]
     pub invoices: crate::invoices::InvoiceConfig,
+    /// Renewals, suspensions, deletions.
+    #[serde(default)]
+    pub automation: crate::automation::AutomationConfig,
     /// Plugin instances: `[[plugin]]` entries.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -120,6 +124,7 @@ impl Default for Config {
             plugin_host: PluginHostConfig::default(),
             payments: PaymentsConfig::default(),
             invoices: crate::invoices::InvoiceConfig::default(),
+            automation: crate::automation::AutomationConfig::default(),
             plugins: vec![],
         }
     }
@@ -191,6 +196,7 @@ impl Config {
             });
         }
         positive("operations.batch", self.operations.batch)?;
+        positive("automation.batch", self.automation.batch)?;
         if self.payments.max_amount <= 0 || self.payments.max_amount > crate::money::MAX_AMOUNT {
             return Err(ConfigError::Value {
                 key: "payments.max_amount",

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod automation;
 pub mod calendar;
 pub mod catalog;
 pub mod clock;

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminKeyCommand,
     },
+    /// Billing automation: renewals, suspensions, deletions.
+    Automation {
+        #[command(subcommand)]
+        command: AutomationCommand,
+    },
     /// Tools for plugin authors: inspect, validate and run a component.
     Plugin {
         #[command(subcommand)]
@@ -88,6 +93,16 @@ enum PluginCommand {
 }
 
 #[derive(Subcommand)]
+enum AutomationCommand {
+    /// Run passes (for cron-style deployments); prints what was done as JSON.
+    Run {
+        /// One pass, then exit (the only mode: schedule it with cron).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AdminKeyCommand {
     /// Create a new admin API key and print it (it is shown only once).
     Create {
@@ -116,6 +131,7 @@ fn main() -> ExitCode {
         config.listen = *addr;
     }
     server::init_logging(&config);
+    bursar::invoices::configure(config.invoices.clone());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -224,6 +240,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 Err(_) => None,
             };
             server::serve(config, supplied, demo).await
+        }
+        Command::Automation {
+            command: AutomationCommand::Run { once },
+        } => {
+            if !once {
+                anyhow::bail!(
+                    "`bursar automation run` needs --once; `bursar serve` runs passes continuously"
+                );
+            }
+            let store = server::open_store(&config).await?;
+            let report =
+                bursar::automation::run_once(&store, &config.automation, SystemClock.now()).await?;
+            store.close().await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
         }
         Command::Migrate => {
             let store = server::open_store(&config).await?;

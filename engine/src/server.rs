@@ -121,6 +121,7 @@ pub async fn serve(
     let state = AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins)
         .with_payments_config(config.payments.clone());
     let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
+    let automation = spawn_automation(store.clone(), config.automation.clone(), stop.subscribe());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
@@ -136,6 +137,7 @@ pub async fn serve(
     let _ = stop.send(true);
     let _ = runner_task.await;
     let _ = reconciler.await;
+    let _ = automation.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -186,6 +188,33 @@ fn spawn_reconciler(
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "payment reconciliation failed"),
+            }
+        }
+    })
+}
+
+/// Runs an automation pass every `automation.interval_secs` (0: never),
+/// until shutdown.
+fn spawn_automation(
+    store: Store,
+    config: crate::automation::AutomationConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if config.interval_secs == 0 {
+            return;
+        }
+        let every = std::time::Duration::from_secs(config.interval_secs);
+        loop {
+            if let Err(e) = crate::automation::run_once(&store, &config, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "automation pass failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
             }
         }
     })

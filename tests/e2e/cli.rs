@@ -207,6 +207,7 @@ fn every_command_has_help() {
         vec!["migrate", "--help"],
         vec!["admin-key", "--help"],
         vec!["admin-key", "create", "--help"],
+        vec!["automation", "run", "--help"],
     ] {
         let out = bursar(dir.path()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -389,4 +390,27 @@ fn a_gateway_component_is_recognised_and_checked() {
     assert_eq!(checked["ok"], true);
     assert_eq!(checked["world"], "payment-gateway");
     assert_eq!(checked["plugin"]["name"], "gateway-echo");
+}
+
+#[test]
+fn automation_run_once_makes_one_pass_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bursar(dir.path())
+        .args(["automation", "run", "--once"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["actions"], serde_json::json!({}));
+    assert_eq!(report["failures"], serde_json::json!({}));
+    let out = bursar(dir.path())
+        .args(["automation", "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--once"));
 }

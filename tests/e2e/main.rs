@@ -4,6 +4,7 @@
 
 mod accounts;
 mod auth;
+mod automation;
 mod bad_input;
 mod cli;
 mod concurrency;

@@ -192,6 +192,52 @@ pub async fn unpaid_of_account(mut c: Conn<'_>, account_id: &str) -> Result<Vec<
         .bind(account_id).fetch_all(&mut **c).await)?)
 }
 
+/// Services in `status` whose paid period ends by `until`, in id order
+/// after the cursor: candidates for an automation step.
+pub async fn candidates(
+    mut c: Conn<'_>,
+    status: ServiceStatus,
+    until: DateTime<Utc>,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<String>> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT id FROM services WHERE status = $1 AND paid_until <= $2 AND id > $3
+         ORDER BY id LIMIT $4")
+        .bind(status.as_str()).bind(to_micros(until)).bind(after).bind(limit as i64)
+        .fetch_all(&mut **c).await)?)
+}
+
+/// Unpaid orders created before `before`, in id order after the cursor.
+pub async fn unpaid_created_before(
+    mut c: Conn<'_>,
+    before: DateTime<Utc>,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<String>> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT id FROM services WHERE status = 'ordered' AND created_at < $1 AND id > $2
+         ORDER BY id LIMIT $3")
+        .bind(to_micros(before)).bind(after).bind(limit as i64)
+        .fetch_all(&mut **c).await)?)
+}
+
+/// Locks a service for the rest of the transaction; false when another
+/// transaction holds it (PostgreSQL `SKIP LOCKED`). SQLite transactions
+/// hold the write lock already.
+pub async fn try_lock(c: Conn<'_>, id: &str) -> Result<bool> {
+    match c {
+        Conn::Postgres(c) => Ok(sqlx::query_scalar::<_, String>(
+            "SELECT id FROM services WHERE id = $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .is_some()),
+        Conn::Sqlite(_) => Ok(true),
+    }
+}
+
 /// The account's services suspended for non-payment, oldest first.
 pub async fn suspended_for_nonpayment(mut c: Conn<'_>, account_id: &str) -> Result<Vec<String>> {
     Ok(sql!(&mut c, c => sqlx::query_scalar(

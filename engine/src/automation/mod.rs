@@ -1,0 +1,258 @@
+//! Billing automation: one pass renews what is due, suspends what ran out,
+//! resumes non-payment suspensions the balance now covers, closes what was
+//! suspended too long, and cancels unpaid orders nobody paid.
+//!
+//! Every item is its own small transaction that locks the service, checks
+//! again that the action is still due, and acts — so one bad item never
+//! blocks the rest, a pass run twice does nothing the second time, and
+//! several processes (on PostgreSQL, `FOR UPDATE SKIP LOCKED`) can run
+//! passes at once. A renewal is charged under the ledger key
+//! `renewal:{service}:{paid units}`, the same key a payment uses when it
+//! renews a suspended service: whichever gets there first renews, once.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::services::{ServiceStatus, SuspendReason};
+use crate::store::{Conn, Store, catalog as plans_repo, services as repo};
+
+/// `[automation]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutomationConfig {
+    /// Seconds between passes inside `bursar serve` (0: no automation there).
+    pub interval_secs: u64,
+    /// Renew this many days before the paid period ends.
+    pub renew_ahead_days: u32,
+    /// Unpaid orders are canceled after this many days.
+    pub cancel_unpaid_after_days: u32,
+    /// Services looked at per query.
+    pub batch: usize,
+}
+
+impl Default for AutomationConfig {
+    fn default() -> Self {
+        AutomationConfig {
+            interval_secs: 60,
+            renew_ahead_days: 3,
+            cancel_unpaid_after_days: 14,
+            batch: 500,
+        }
+    }
+}
+
+/// What a pass did, by action.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub actions: BTreeMap<&'static str, u64>,
+    /// Items that failed (each logged), by action.
+    pub failures: BTreeMap<&'static str, u64>,
+}
+
+impl Report {
+    fn count(&mut self, action: &'static str, result: Result<bool>, id: &str) {
+        match result {
+            Ok(true) => *self.actions.entry(action).or_default() += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(service = id, action, error = %e, "automation item failed");
+                *self.failures.entry(action).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.actions.values().sum()
+    }
+}
+
+pub const ACTOR: &str = "system:automation";
+
+/// One pass over everything due at `now`.
+pub async fn run_once(
+    store: &Store,
+    config: &AutomationConfig,
+    now: DateTime<Utc>,
+) -> Result<Report> {
+    let mut report = Report::default();
+    let ahead = now + Duration::days(i64::from(config.renew_ahead_days));
+    let at = At {
+        now,
+        renew_ahead: Duration::days(i64::from(config.renew_ahead_days)),
+    };
+    // Suspended services are looked at whatever their paid period.
+    let any = now + Duration::days(36_500);
+    let steps: [(&'static str, ServiceStatus, DateTime<Utc>, StepFn); 4] = [
+        ("renewed", ServiceStatus::Active, ahead, |c, id, at| {
+            Box::pin(renew(c, id, at))
+        }),
+        ("suspended", ServiceStatus::Active, now, |c, id, at| {
+            Box::pin(suspend_expired(c, id, at))
+        }),
+        ("resumed", ServiceStatus::Suspended, any, |c, id, at| {
+            Box::pin(resume_paid(c, id, at))
+        }),
+        ("closed", ServiceStatus::Suspended, any, |c, id, at| {
+            Box::pin(close_abandoned(c, id, at))
+        }),
+    ];
+    for (action, status, until, step) in steps {
+        // Candidates by paid period end; each is checked again under lock.
+        let mut after = String::new();
+        loop {
+            let ids = {
+                let mut r = store.reader().await?;
+                repo::candidates(r.conn(), status, until, &after, config.batch).await?
+            };
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            for id in ids {
+                let result = item(store, &id, at, step).await;
+                report.count(action, result, &id);
+            }
+            after = last;
+        }
+    }
+    let cutoff = now - Duration::days(i64::from(config.cancel_unpaid_after_days));
+    let mut after = String::new();
+    loop {
+        let ids = {
+            let mut r = store.reader().await?;
+            repo::unpaid_created_before(r.conn(), cutoff, &after, config.batch).await?
+        };
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        for id in ids {
+            let result = item(store, &id, at, |c, id, at| {
+                Box::pin(cancel_unpaid(c, id, at))
+            })
+            .await;
+            report.count("canceled", result, &id);
+        }
+        after = last;
+    }
+    for (action, n) in &report.actions {
+        metrics::counter!("bursar_automation_actions_total", "action" => *action).increment(*n);
+    }
+    for (action, n) in &report.failures {
+        metrics::counter!("bursar_automation_failures_total", "action" => *action).increment(*n);
+    }
+    tracing::info!(actions = ?report.actions, failures = ?report.failures, "automation pass done");
+    Ok(report)
+}
+
+/// When a pass runs, and its renewal window.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    now: DateTime<Utc>,
+    renew_ahead: Duration,
+}
+
+type StepFn = fn(Conn<'_>, String, At) -> futures::future::BoxFuture<'_, Result<bool>>;
+
+/// Runs one item in its own transaction, skipping a service another
+/// process holds.
+async fn item(store: &Store, id: &str, at: At, step: StepFn) -> Result<bool> {
+    let mut tx = store.begin().await?;
+    if !repo::try_lock(tx.conn(), id).await? {
+        return Ok(false);
+    }
+    let done = step(tx.conn(), id.to_owned(), at).await?;
+    if done {
+        tx.commit().await?;
+    }
+    Ok(done)
+}
+
+/// Renews an active auto-renew service whose paid period ends within the
+/// renew-ahead window, if the balance (plus credit limit) covers it.
+async fn renew(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
+    let now = at.now;
+    let service = repo::get(c.reborrow(), &id).await?;
+    let due = service.status == ServiceStatus::Active
+        && service.auto_renew
+        && service
+            .paid_until
+            .is_some_and(|p| p <= now + at.renew_ahead);
+    if !due {
+        return Ok(false);
+    }
+    let key = format!("renewal:{}:{}", service.id, service.paid_units);
+    match crate::lifecycle::prolong(c, &id, service.period, ACTOR, key, now).await {
+        Ok(_) => Ok(true),
+        // Not enough money: it is suspended when the period (and grace) ends.
+        Err(Error::InsufficientFunds { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Suspends for non-payment an active service whose paid period and grace
+/// days are over.
+async fn suspend_expired(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
+    let now = at.now;
+    let service = repo::get(c.reborrow(), &id).await?;
+    let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
+    let Some(paid_until) = service.paid_until else {
+        return Ok(false);
+    };
+    if service.status != ServiceStatus::Active
+        || paid_until + Duration::days(i64::from(plan.spec.grace_days)) > now
+    {
+        return Ok(false);
+    }
+    crate::lifecycle::suspend(c, &id, SuspendReason::NonPayment, ACTOR, now).await?;
+    Ok(true)
+}
+
+/// Renews and resumes a non-payment suspension the balance now covers
+/// (never an `admin` or `abuse` one).
+async fn resume_paid(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
+    let now = at.now;
+    let service = repo::get(c.reborrow(), &id).await?;
+    if service.status != ServiceStatus::Suspended
+        || service.suspend_reason != Some(SuspendReason::NonPayment)
+    {
+        return Ok(false);
+    }
+    let key = format!("renewal:{}:{}", service.id, service.paid_units);
+    match crate::lifecycle::prolong(c, &id, service.period, ACTOR, key, now).await {
+        Ok(s) => Ok(s.status == ServiceStatus::Active),
+        Err(Error::InsufficientFunds { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Closes a service suspended for non-payment longer than its plan's
+/// deletion period.
+async fn close_abandoned(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
+    let now = at.now;
+    let service = repo::get(c.reborrow(), &id).await?;
+    let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
+    let expired = service
+        .suspended_at
+        .is_some_and(|at| at + Duration::days(i64::from(plan.spec.deletion_days)) <= now);
+    if service.status != ServiceStatus::Suspended
+        || service.suspend_reason != Some(SuspendReason::NonPayment)
+        || !expired
+    {
+        return Ok(false);
+    }
+    crate::lifecycle::close(c, &id, ACTOR, now).await?;
+    Ok(true)
+}
+
+/// Cancels an order still unpaid.
+async fn cancel_unpaid(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
+    let now = at.now;
+    let service = repo::get(c.reborrow(), &id).await?;
+    if service.status != ServiceStatus::Ordered {
+        return Ok(false);
+    }
+    crate::lifecycle::close(c, &id, ACTOR, now).await?;
+    Ok(true)
+}

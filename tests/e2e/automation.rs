@@ -1,0 +1,223 @@
+//! Billing automation: renewals ahead of the period end, suspension for
+//! non-payment, resumption once paid, deletion, cancellation of unpaid
+//! orders — each exactly once, whoever gets there first.
+
+use axum::http::StatusCode;
+use bursar::automation::{AutomationConfig, Report, run_once};
+use bursar::clock::Clock;
+use bursar_tests::{ADMIN_KEY, TestApp};
+use chrono::{TimeZone, Utc};
+use serde_json::{Value, json};
+
+async fn pass(app: &TestApp) -> Report {
+    run_once(app.store(), &AutomationConfig::default(), app.clock.now())
+        .await
+        .expect("automation pass")
+}
+
+fn did(report: &Report, action: &str) -> u64 {
+    report.actions.get(action).copied().unwrap_or(0)
+}
+
+async fn active_service(app: &TestApp, account: &str, plan: &str) -> String {
+    let r = app.order(account, plan, "1m").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    app.run_operations().await;
+    assert_eq!(app.service(&id).await["status"], "active");
+    id
+}
+
+async fn charges(app: &TestApp, account: &str) -> usize {
+    let r = app
+        .get(
+            &format!("/api/v1/accounts/{account}/ledger?limit=500"),
+            ADMIN_KEY,
+        )
+        .await;
+    r.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "charge")
+        .count()
+}
+
+fn until(service: &Value) -> String {
+    service["paid_until"].as_str().unwrap()[..10].to_owned()
+}
+
+#[tokio::test]
+async fn a_due_service_is_renewed_once_and_a_second_pass_changes_nothing() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("r@example.com", "EUR", 0).await;
+    app.credit(&acc, 3000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let id = active_service(&app, &acc, &plan).await;
+    assert_eq!(until(&app.service(&id).await), "2026-02-15");
+
+    // Outside the renew-ahead window: nothing.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 11, 0, 0, 0).unwrap());
+    assert_eq!(pass(&app).await.total(), 0);
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 13, 0, 0, 0).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "renewed"), 1, "{report:?}");
+    let service = app.service(&id).await;
+    assert_eq!(until(&service), "2026-03-15");
+    assert_eq!(service["status"], "active");
+    assert_eq!(pass(&app).await.total(), 0, "the same day again: nothing");
+    assert_eq!(charges(&app, &acc).await, 2, "order + one renewal");
+    assert_eq!(app.balance(&acc).await, 1000);
+    let ops = app
+        .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+        .await;
+    assert!(
+        ops.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "prolong"),
+        "the module hears of the renewal"
+    );
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn without_money_it_is_suspended_then_resumed_when_paid_but_admin_suspensions_stay() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("s@example.com", "EUR", 0).await;
+    app.credit(&acc, 2000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let unpaid = active_service(&app, &acc, &plan).await;
+    let held = active_service(&app, &acc, &plan).await;
+    let r = app
+        .post(
+            &format!("/api/v1/services/{held}/suspend"),
+            ADMIN_KEY,
+            json!({"reason": "abuse"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 15, 12, 0, 1).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "renewed"), 0);
+    assert_eq!(did(&report, "suspended"), 1, "{report:?}");
+    let s = app.service(&unpaid).await;
+    assert_eq!(
+        (s["status"].as_str(), s["suspend_reason"].as_str()),
+        (Some("suspended"), Some("non-payment"))
+    );
+
+    app.credit(&acc, 1000, "EUR").await;
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "resumed"), 1, "{report:?}");
+    let s = app.service(&unpaid).await;
+    assert_eq!(s["status"], "active");
+    assert_eq!(until(&s), "2026-03-15");
+    let h = app.service(&held).await;
+    assert_eq!(
+        (h["status"].as_str(), h["suspend_reason"].as_str()),
+        (Some("suspended"), Some("abuse"))
+    );
+    assert_eq!(app.balance(&acc).await, 0);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn long_non_payment_suspensions_are_closed_and_unpaid_orders_canceled() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("d@example.com", "EUR", 0).await;
+    app.credit(&acc, 1000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let id = active_service(&app, &acc, &plan).await;
+    let unpaid = app.order(&acc, &plan, "1m").await;
+    assert_eq!(unpaid.json["status"], "ordered");
+    let order = unpaid.json["id"].as_str().unwrap().to_owned();
+
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 16, 0, 0, 0).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "suspended"), 1);
+    assert_eq!(
+        did(&report, "canceled"),
+        1,
+        "unpaid for 14 days: {report:?}"
+    );
+    let canceled = app.service(&order).await;
+    assert_eq!(canceled["status"], "closed", "{canceled}");
+    assert_eq!(canceled["amount_due"], 0);
+
+    // Suspended on Feb 16; the plan keeps it 30 days.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 17, 23, 0, 0).unwrap());
+    assert_eq!(did(&pass(&app).await, "closed"), 0);
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 18, 0, 0, 1).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "closed"), 1, "{report:?}");
+    app.run_operations().await;
+    assert_eq!(app.service(&id).await["status"], "closed");
+    assert_eq!(pass(&app).await.total(), 0);
+}
+
+#[tokio::test]
+async fn a_payment_and_a_pass_racing_for_one_service_renew_it_once() {
+    let echo = std::path::Path::new(bursar::plugins::builtin::WASM_DIR)
+        .join("gateway_echo.wasm")
+        .to_string_lossy()
+        .into_owned();
+    let app = TestApp::with_plugins(&[serde_json::from_value(json!({
+        "name": "instant", "kind": "gateway", "component": echo,
+    }))
+    .unwrap()])
+    .await;
+    let acc = app.create_account("race@example.com", "EUR", 0).await;
+    app.credit(&acc, 1000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let id = active_service(&app, &acc, &plan).await;
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 15, 13, 0, 0).unwrap());
+    assert_eq!(did(&pass(&app).await, "suspended"), 1);
+
+    // The money arrives through a gateway while a pass runs.
+    let payment = app.post(
+        "/api/v1/payments",
+        ADMIN_KEY,
+        json!({"account_id": acc, "gateway": "instant", "amount": 1000, "currency": "EUR"}),
+    );
+    let (paid, report) = tokio::join!(payment, pass(&app));
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
+    let report_after = pass(&app).await;
+    let s = app.service(&id).await;
+    assert_eq!(s["status"], "active", "{report:?} {report_after:?}");
+    assert_eq!(until(&s), "2026-03-15", "one period, not two");
+    assert_eq!(charges(&app, &acc).await, 2, "order + one renewal");
+    assert_eq!(app.balance(&acc).await, 0);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn renewals_keep_the_anniversary_across_short_months_and_leap_days() {
+    let app = TestApp::new().await;
+    app.clock
+        .set(Utc.with_ymd_and_hms(2028, 1, 31, 10, 0, 0).unwrap());
+    let acc = app.create_account("cal@example.com", "EUR", 0).await;
+    app.credit(&acc, 10_000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let id = active_service(&app, &acc, &plan).await;
+    let mut seen = vec![until(&app.service(&id).await)];
+    for day in [(2, 27), (3, 29), (4, 28)] {
+        app.clock
+            .set(Utc.with_ymd_and_hms(2028, day.0, day.1, 10, 0, 0).unwrap());
+        assert_eq!(did(&pass(&app).await, "renewed"), 1);
+        seen.push(until(&app.service(&id).await));
+    }
+    assert_eq!(
+        seen,
+        ["2028-02-29", "2028-03-31", "2028-04-30", "2028-05-31"]
+    );
+}
