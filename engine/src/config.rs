@@ -277,6 +277,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_configuration_files_are_valid() {
+        for file in ["bursar.toml", "postgres.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../config")
+                .join(file);
+            let config = Config::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            if file == "bursar.toml" {
+                let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
+                assert_eq!(names, ["example", "bank"]);
+                assert_eq!(
+                    config.automation,
+                    crate::automation::AutomationConfig::default()
+                );
+                assert_eq!(config.payments, PaymentsConfig::default());
+            }
+        }
+    }
+
+    #[test]
     fn environment_names_map_to_sections() {
         assert_eq!(section_key("database_url"), "database.url");
         assert_eq!(

@@ -221,3 +221,39 @@ async fn renewals_keep_the_anniversary_across_short_months_and_leap_days() {
         ["2028-02-29", "2028-03-31", "2028-04-30", "2028-05-31"]
     );
 }
+
+#[tokio::test]
+async fn two_passes_at_once_over_the_same_due_services_renew_each_once() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("many@example.com", "EUR", 0).await;
+    app.credit(&acc, 1_000_000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let n = 120;
+    for _ in 0..n {
+        let r = app.order(&acc, &plan, "1m").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    app.run_operations().await;
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 14, 0, 0, 0).unwrap());
+    // A second process: its own connection pool on the same database.
+    let other = app.db.another_pool().await;
+    let config = AutomationConfig {
+        batch: 16,
+        ..AutomationConfig::default()
+    };
+    let now = app.clock.now();
+    let (a, b) = tokio::join!(
+        run_once(app.store(), &config, now),
+        run_once(&other, &config, now)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(did(&a, "renewed") + did(&b, "renewed"), n, "{a:?} {b:?}");
+    assert_eq!(charges(&app, &acc).await, 2 * n as usize);
+    assert_eq!(app.balance(&acc).await, 1_000_000 - 2 * 1000 * n as i64);
+    let r = app.get("/api/v1/services?limit=500", ADMIN_KEY).await;
+    let services = r.json["data"].as_array().unwrap();
+    assert_eq!(services.len(), n as usize);
+    assert!(services.iter().all(|s| until(s) == "2026-03-15"));
+    app.assert_ledger_clean().await;
+}

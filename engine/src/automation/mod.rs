@@ -162,11 +162,21 @@ async fn item(store: &Store, id: &str, at: At, step: StepFn) -> Result<bool> {
     if !repo::try_lock(tx.conn(), id).await? {
         return Ok(false);
     }
-    let done = step(tx.conn(), id.to_owned(), at).await?;
-    if done {
-        tx.commit().await?;
+    match step(tx.conn(), id.to_owned(), at).await {
+        Ok(true) => {
+            tx.commit().await?;
+            Ok(true)
+        }
+        // Release the lock at once, not when the connection is reused.
+        Ok(false) => {
+            tx.rollback().await?;
+            Ok(false)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            Err(e)
+        }
     }
-    Ok(done)
 }
 
 /// Renews an active auto-renew service whose paid period ends within the

@@ -248,6 +248,17 @@ impl Tx {
         }
         Ok(())
     }
+
+    /// Rolls back now. A dropped transaction is rolled back too, but only
+    /// when its connection is next used: until then its row locks stay
+    /// held, and `SKIP LOCKED` readers would pass those rows over.
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.rollback().await?,
+            Tx::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
 }
 
 impl Reader {
