@@ -62,6 +62,9 @@ pub struct Config {
     /// Plugin instances: `[[plugin]]` entries.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    /// Endpoints told about service and payment events: `[[webhook]]`.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<crate::notify::WebhookConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +126,7 @@ impl Default for Config {
             operations: RunnerConfig::default(),
             plugin_host: PluginHostConfig::default(),
             payments: PaymentsConfig::default(),
+            webhooks: vec![],
             invoices: crate::invoices::InvoiceConfig::default(),
             automation: crate::automation::AutomationConfig::default(),
             plugins: vec![],
@@ -222,6 +226,18 @@ impl Config {
                     key: "plugin",
                     message: e.to_string(),
                 })?;
+        }
+        for hook in &self.webhooks {
+            if !(hook.url.starts_with("https://") || hook.url.starts_with("http://")) {
+                return Err(ConfigError::Value {
+                    key: "webhook.url",
+                    message: format!("`{}` is not an http(s) URL", hook.url),
+                });
+            }
+            hook.secret.resolve().map_err(|m| ConfigError::Value {
+                key: "webhook.secret",
+                message: m,
+            })?;
         }
         for (key, prefix) in [
             ("invoices.prefix", &self.invoices.prefix),

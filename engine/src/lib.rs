@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
 pub mod money;
+pub mod notify;
 pub mod payments;
 pub mod plugins;
 pub mod server;

@@ -121,6 +121,13 @@ pub async fn serve(
     let state = AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins)
         .with_payments_config(config.payments.clone());
     let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
+    let webhooks = match config.webhooks.is_empty() {
+        true => None,
+        false => Some(
+            crate::notify::Deliverer::new(store.clone(), &config.webhooks)?
+                .spawn(std::time::Duration::from_secs(1), stop.subscribe()),
+        ),
+    };
     let automation = spawn_automation(store.clone(), config.automation.clone(), stop.subscribe());
     let listener = TcpListener::bind(config.listen)
         .await
@@ -138,6 +145,9 @@ pub async fn serve(
     let _ = runner_task.await;
     let _ = reconciler.await;
     let _ = automation.await;
+    if let Some(w) = webhooks {
+        let _ = w.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -17,3 +17,4 @@ mod operations;
 mod payments;
 mod plugins;
 mod stripe;
+mod webhooks;

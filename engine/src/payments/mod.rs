@@ -297,11 +297,30 @@ pub async fn mark_paid(
         crate::invoices::document_transfer(c.reborrow(), receipt, now).await?;
     }
     repo::set_status(c.reborrow(), &payment.id, PaymentStatus::Paid, None, now).await?;
+    notify(c.reborrow(), "payment.paid", payment, now).await?;
     metrics::counter!("bursar_payments_paid_total", "gateway" => payment.gateway.clone())
         .increment(1);
     crate::lifecycle::settle_unpaid(c.reborrow(), &payment.account_id, actor, now).await?;
     renew_suspended(c, &payment.account_id, actor, now).await?;
     Ok(true)
+}
+
+/// Tells the webhook endpoints about a payment.
+async fn notify(c: Conn<'_>, event_type: &str, p: &Payment, now: DateTime<Utc>) -> Result<()> {
+    crate::notify::record(
+        c,
+        event_type,
+        serde_json::json!({
+            "payment_id": p.id,
+            "account_id": p.account_id,
+            "gateway": p.gateway,
+            "amount": p.amount,
+            "currency": p.currency.code(),
+            "service_id": p.service_id,
+        }),
+        now,
+    )
+    .await
 }
 
 /// Services of the account suspended for non-payment (never for `admin` or
@@ -388,6 +407,13 @@ pub async fn apply_event(
             if payment.status.is_open() =>
         {
             repo::set_status(tx.conn(), &payment.id, status, None, now).await?;
+            notify(
+                tx.conn(),
+                &format!("payment.{}", status.as_str()),
+                &payment,
+                now,
+            )
+            .await?;
             true
         }
         _ => false,
@@ -429,6 +455,12 @@ pub async fn post_refund(
     };
     let posted = crate::store::ledger::post(c.reborrow(), &draft, now).await?;
     if let crate::store::ledger::Posted::New(txn) = &posted {
+        let event = if reversal {
+            "payment.refund_failed"
+        } else {
+            "payment.refunded"
+        };
+        notify(c.reborrow(), event, payment, now).await?;
         let document = crate::invoices::Transfer {
             kind,
             account_id: &payment.account_id,

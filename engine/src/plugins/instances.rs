@@ -35,6 +35,21 @@ pub enum SettingValue {
     File { file: PathBuf },
 }
 
+impl SettingValue {
+    /// The value, read from the environment or a file when it is a secret
+    /// kept there. The error says where it looked.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            SettingValue::Text(t) => Ok(t.clone()),
+            SettingValue::Env { env } => std::env::var(env)
+                .map_err(|_| format!("reads the environment variable {env}, which is not set")),
+            SettingValue::File { file } => std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("reads {}: {e}", file.display())),
+        }
+    }
+}
+
 /// One `[[plugin]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,17 +140,9 @@ impl PluginConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let mut settings = Vec::new();
         for (key, value) in &self.settings {
-            let value = match value {
-                SettingValue::Text(t) => t.clone(),
-                SettingValue::Env { env } => std::env::var(env).map_err(|_| {
-                    err(format!(
-                        "`settings.{key}` reads the environment variable {env}, which is not set"
-                    ))
-                })?,
-                SettingValue::File { file } => std::fs::read_to_string(file)
-                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                    .map_err(|e| err(format!("`settings.{key}` reads {}: {e}", file.display())))?,
-            };
+            let value = value
+                .resolve()
+                .map_err(|m| err(format!("`settings.{key}` {m}")))?;
             settings.push((key.clone(), value));
         }
         Ok((settings, hosts))

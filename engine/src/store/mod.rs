@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod idempotency;
 pub mod invoices;
 pub mod ledger;
+pub mod outbox;
 pub mod payments;
 pub mod services;
 

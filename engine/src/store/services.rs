@@ -311,7 +311,21 @@ pub async fn record_event(
         .bind(service_id).bind(action).bind(from.as_str()).bind(to.as_str()).bind(reason).bind(actor)
         .bind(detail).bind(to_micros(at))
         .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-    Ok(())
+    crate::notify::record(
+        c,
+        &format!("service.{action}"),
+        serde_json::json!({
+            "service_id": service_id,
+            "action": action,
+            "from": from.as_str(),
+            "to": to.as_str(),
+            "reason": reason,
+            "actor": actor,
+            "detail": detail,
+        }),
+        at,
+    )
+    .await
 }
 
 pub async fn events(

@@ -1,0 +1,93 @@
+//! The outbox of events for webhook endpoints.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::FromRow;
+
+use crate::clock::{from_micros, to_micros};
+use crate::error::Result;
+use crate::ids::new_id;
+use crate::sql;
+use crate::store::Conn;
+
+/// An event waiting to be delivered.
+pub struct OutboxEvent {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: Value,
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(FromRow)]
+struct Row {
+    id: i64,
+    event_id: String,
+    r#type: String,
+    payload: String,
+    attempts: i64,
+    created_at: i64,
+}
+
+pub async fn insert(
+    mut c: Conn<'_>,
+    event_type: &str,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let at = to_micros(now);
+    sql!(&mut c, c => sqlx::query(
+        "INSERT INTO outbox (event_id, type, payload, status, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, 'pending', $4, $4)")
+        .bind(new_id("evt")).bind(event_type).bind(data.to_string()).bind(at)
+        .execute(&mut **c).await.map(drop))?;
+    Ok(())
+}
+
+/// Pending events due by `now`, oldest first, claimed until `until` (a
+/// conditional update, so two deliverers never claim one event at once).
+pub async fn claim_due(
+    mut c: Conn<'_>,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<OutboxEvent>> {
+    let rows: Vec<Row> = sql!(&mut c, c => sqlx::query_as(
+        "UPDATE outbox SET next_attempt_at = $2
+         WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
+                      ORDER BY id LIMIT $3)
+           AND status = 'pending' AND next_attempt_at <= $1
+         RETURNING id, event_id, type, payload, attempts, created_at")
+        .bind(to_micros(now)).bind(to_micros(until)).bind(limit as i64)
+        .fetch_all(&mut **c).await)?;
+    let mut events: Vec<OutboxEvent> = rows
+        .into_iter()
+        .map(|r| OutboxEvent {
+            id: r.id,
+            event_id: r.event_id,
+            event_type: r.r#type,
+            payload: serde_json::from_str(&r.payload).unwrap_or(Value::Null),
+            attempts: r.attempts,
+            created_at: from_micros(r.created_at),
+        })
+        .collect();
+    events.sort_by_key(|e| e.id);
+    Ok(events)
+}
+
+pub async fn delivered(mut c: Conn<'_>, id: i64, now: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query(
+        "UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1,
+             last_error = NULL WHERE id = $1")
+        .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(drop))?;
+    Ok(())
+}
+
+pub async fn failed(mut c: Conn<'_>, id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3
+         WHERE id = $1")
+        .bind(id).bind(error).bind(to_micros(retry_at)).execute(&mut **c).await.map(drop))?;
+    Ok(())
+}
