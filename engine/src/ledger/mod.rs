@@ -267,50 +267,6 @@ impl TransactionDraft {
         }
     }
 
-    /// Charges a customer for a service: balance → revenue. `amount` is
-    /// positive.
-    pub fn charge(
-        account_id: &str,
-        amount: Money,
-        description: &str,
-        idempotency_key: String,
-        created_by: &str,
-    ) -> Self {
-        TransactionDraft {
-            idempotency_key,
-            kind: TransactionKind::Charge,
-            description: description.to_owned(),
-            account_id: Some(account_id.to_owned()),
-            created_by: created_by.to_owned(),
-            postings: vec![
-                Posting::new(LedgerAccountId::customer(account_id), amount.negate()),
-                Posting::new(
-                    LedgerAccountId::system(LedgerAccountKind::Revenue, amount.currency()),
-                    amount,
-                ),
-            ],
-        }
-    }
-
-    /// Gives part of a charge back: revenue → balance. `amount` is positive.
-    pub fn charge_reversal(
-        account_id: &str,
-        amount: Money,
-        description: &str,
-        idempotency_key: String,
-        created_by: &str,
-    ) -> Self {
-        let mut draft = TransactionDraft::charge(
-            account_id,
-            amount.negate(),
-            description,
-            idempotency_key,
-            created_by,
-        );
-        draft.kind = TransactionKind::ChargeReversal;
-        draft
-    }
-
     /// Moves a positive `amount` from one customer balance to another.
     pub fn transfer(
         from_account: &str,

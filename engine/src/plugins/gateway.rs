@@ -5,7 +5,9 @@
 use futures::future::BoxFuture;
 use wasmtime::component::{Component, ComponentExportIndex};
 
-use crate::plugins::sandbox::{InstanceLimits, Sandbox, interface_index, typed};
+use crate::plugins::sandbox::{
+    InstanceLimits, Sandbox, interface_index, prepare, typed, unanswered_info, wasm_error,
+};
 use crate::plugins::since_v0_1::gateway::PaymentGatewayPre;
 pub use crate::plugins::since_v0_1::gateway::exports::bursar::plugin::gateway as wit;
 /// An amount as plugins send and receive it.
@@ -14,7 +16,7 @@ use crate::plugins::since_v0_1::processing::bursar::plugin::types::{
     Money, PluginError, PluginInfo,
 };
 use crate::plugins::validate;
-use crate::plugins::{HttpPolicy, LoadError, PluginHost, PluginState, check_export};
+use crate::plugins::{HttpPolicy, LoadError, PluginHost, PluginState};
 use crate::services::module::ModuleError;
 
 /// Where each function of `bursar:plugin/gateway` is, looked up at load.
@@ -65,16 +67,8 @@ impl GatewayPlugin {
         policy: HttpPolicy,
         limits: InstanceLimits,
     ) -> Result<GatewayPlugin, LoadError> {
-        let component: Component = host.compile(name, bytes)?;
-        check_export(host.engine(), name, &component, "gateway")?;
-        let wasm_err = |source| LoadError::Wasmtime {
-            name: name.to_owned(),
-            source,
-        };
-        let instance_pre = host
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(wasm_err)?;
+        let (component, instance_pre) = prepare(host, name, bytes, "gateway")?;
+        let wasm_err = |source| wasm_error(name, source);
         let pre = PaymentGatewayPre::new(instance_pre).map_err(wasm_err)?;
         let exports = Exports::find(&component).ok_or_else(|| LoadError::Invalid {
             name: name.to_owned(),
@@ -85,11 +79,7 @@ impl GatewayPlugin {
             sandbox,
             pre,
             exports,
-            info: PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                features: vec![],
-            },
+            info: unanswered_info(),
             settings,
         };
         plugin.check_types().await.map_err(wasm_err)?;

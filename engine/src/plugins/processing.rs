@@ -6,12 +6,14 @@ use futures::future::BoxFuture;
 use wasmtime::component::{Component, ComponentExportIndex};
 
 pub use crate::plugins::sandbox::InstanceLimits;
-use crate::plugins::sandbox::{Sandbox, interface_index, typed};
+use crate::plugins::sandbox::{
+    Sandbox, interface_index, prepare, typed, unanswered_info, wasm_error,
+};
 use crate::plugins::since_v0_1::processing::ProcessingModulePre;
 use crate::plugins::since_v0_1::processing::bursar::plugin::types::{PluginError, PluginInfo};
 use crate::plugins::since_v0_1::processing::exports::bursar::plugin::processing as wit;
 use crate::plugins::validate;
-use crate::plugins::{HttpPolicy, LoadError, PluginHost, PluginState, check_export};
+use crate::plugins::{HttpPolicy, LoadError, PluginHost, PluginState};
 use crate::services::OperationKind;
 use crate::services::module::{ModuleError, ModuleRequest, ModuleResult, ProcessingModule};
 
@@ -83,16 +85,8 @@ impl ProcessingPlugin {
         policy: HttpPolicy,
         limits: InstanceLimits,
     ) -> Result<ProcessingPlugin, LoadError> {
-        let component: Component = host.compile(name, bytes)?;
-        check_export(host.engine(), name, &component, "processing")?;
-        let wasm_err = |source| LoadError::Wasmtime {
-            name: name.to_owned(),
-            source,
-        };
-        let instance_pre = host
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(wasm_err)?;
+        let (component, instance_pre) = prepare(host, name, bytes, "processing")?;
+        let wasm_err = |source| wasm_error(name, source);
         let pre = ProcessingModulePre::new(instance_pre).map_err(wasm_err)?;
         let exports = Exports::find(&component).ok_or_else(|| LoadError::Invalid {
             name: name.to_owned(),
@@ -103,11 +97,7 @@ impl ProcessingPlugin {
             sandbox,
             pre,
             exports,
-            info: PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                features: vec![],
-            },
+            info: unanswered_info(),
             settings,
         };
         let info = plugin.call_info().await.map_err(|e| LoadError::Invalid {

@@ -12,8 +12,8 @@ use wasmtime::component::{
 };
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::plugins::since_v0_1::processing::bursar::plugin::types::PluginError;
-use crate::plugins::{HttpPolicy, PluginState, validate};
+use crate::plugins::since_v0_1::processing::bursar::plugin::types::{PluginError, PluginInfo};
+use crate::plugins::{HttpPolicy, LoadError, PluginHost, PluginState, check_export, validate};
 use crate::services::module::ModuleError;
 
 /// What a plugin instance is allowed.
@@ -125,6 +125,40 @@ impl Sandbox {
                 .increment(1);
         }
         result
+    }
+}
+
+/// Compiles (or loads from the cache) a component, checks that it exports
+/// `bursar:plugin/{interface}` of the supported version, and links it.
+pub fn prepare(
+    host: &PluginHost,
+    name: &str,
+    bytes: &[u8],
+    interface: &str,
+) -> Result<(Component, InstancePre<PluginState>), LoadError> {
+    let component = host.compile(name, bytes)?;
+    check_export(host.engine(), name, &component, interface)?;
+    let pre = host
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(|e| wasm_error(name, e))?;
+    Ok((component, pre))
+}
+
+/// A wasmtime failure while loading instance `name`.
+pub fn wasm_error(name: &str, source: wasmtime::Error) -> LoadError {
+    LoadError::Wasmtime {
+        name: name.to_owned(),
+        source,
+    }
+}
+
+/// What a plugin's `info` is taken to be until it has answered.
+pub fn unanswered_info() -> PluginInfo {
+    PluginInfo {
+        name: String::new(),
+        version: String::new(),
+        features: vec![],
     }
 }
 
