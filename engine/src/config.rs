@@ -32,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "payments",
     "invoices",
     "automation",
+    "billing",
 ];
 
 /// Environment variables with the `BURSAR_` prefix that are not
@@ -59,6 +60,9 @@ pub struct Config {
     /// Renewals, suspensions, deletions.
     #[serde(default)]
     pub automation: crate::automation::AutomationConfig,
+    /// The billing time zone.
+    #[serde(default)]
+    pub billing: crate::calendar::BillingConfig,
     /// Plugin instances: `[[plugin]]` entries.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -129,6 +133,7 @@ impl Default for Config {
             webhooks: vec![],
             invoices: crate::invoices::InvoiceConfig::default(),
             automation: crate::automation::AutomationConfig::default(),
+            billing: crate::calendar::BillingConfig::default(),
             plugins: vec![],
         }
     }
@@ -307,6 +312,7 @@ mod tests {
                     crate::automation::AutomationConfig::default()
                 );
                 assert_eq!(config.payments, PaymentsConfig::default());
+                assert_eq!(config.billing.time_zone, crate::calendar::Zone::UTC);
             }
         }
     }
@@ -320,6 +326,7 @@ mod tests {
         );
         assert_eq!(section_key("api_max_body_bytes"), "api.max_body_bytes");
         assert_eq!(section_key("listen"), "listen");
+        assert_eq!(section_key("billing_time_zone"), "billing.time_zone");
     }
 
     #[test]

@@ -249,10 +249,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     "`bursar automation run` needs --once; `bursar serve` runs passes continuously"
                 );
             }
-            let store = server::open_store(&config).await?;
-            let report =
-                bursar::automation::run_once(&store, &config.automation, SystemClock.now()).await?;
-            store.close().await;
+            let report = server::automation_pass(&config).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -119,7 +119,7 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner_task = runner.spawn(stopped);
     let state = AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins)
-        .with_payments_config(config.payments.clone());
+        .with_settings(config.payments.clone(), config.billing.clone());
     let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
     let webhooks = match config.webhooks.is_empty() {
         true => None,
@@ -169,6 +169,48 @@ pub async fn load_plugins(
     })
     .map_err(|e| anyhow::anyhow!("cannot start the plugin host: {e}"))?;
     Ok(PluginRegistry::load(&host, &config.plugins, modules).await?)
+}
+
+/// What `bursar automation run --once` did.
+#[derive(Debug, serde::Serialize)]
+pub struct PassReport {
+    /// Renewals, suspensions, resumptions, deletions, cancellations.
+    #[serde(flatten)]
+    pub automation: crate::automation::Report,
+    /// Pending payments asked about and what changed.
+    pub payments: crate::api::payments::Reconciled,
+    /// Provisioning operations run (the ones the pass queued, and retries
+    /// that were due).
+    pub operations_run: usize,
+}
+
+/// One whole automation pass, as a cron job runs it: reconcile pending
+/// payments (so money that arrived counts), renew, suspend, resume, close
+/// and cancel, then run the operations that are due.
+pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = open_store(config).await?;
+    let mut modules = ModuleRegistry::default();
+    let plugins = load_plugins(config, &mut modules).await?;
+    let state = AppState::with_plugins(
+        store.clone(),
+        clock.clone(),
+        config.api.clone(),
+        modules.clone(),
+        plugins,
+    )
+    .with_settings(config.payments.clone(), config.billing.clone());
+    let payments = crate::api::payments::reconcile(&state).await?;
+    let automation = crate::automation::run_once(&store, &config.automation, clock.now()).await?;
+    let runner = OperationRunner::new(store.clone(), modules, clock, config.operations.clone());
+    // Failed attempts are scheduled later, so this ends once nothing is due.
+    let operations_run = runner.run_until_idle(100_000).await?;
+    store.close().await;
+    Ok(PassReport {
+        automation,
+        payments,
+        operations_run,
+    })
 }
 
 /// Asks gateways about old pending payments every

@@ -223,6 +223,57 @@ async fn renewals_keep_the_anniversary_across_short_months_and_leap_days() {
 }
 
 #[tokio::test]
+async fn renewals_keep_the_local_anniversary_of_the_billing_time_zone_across_dst() {
+    let app = TestApp::with_time_zone("Europe/Berlin").await;
+    // 00:30 on Jan 31 2028 in Berlin (CET, UTC+1).
+    app.clock
+        .set(Utc.with_ymd_and_hms(2028, 1, 30, 23, 30, 0).unwrap());
+    let acc = app.create_account("tz@example.com", "EUR", 0).await;
+    app.credit(&acc, 10_000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let id = active_service(&app, &acc, &plan).await;
+    let service = app.service(&id).await;
+    assert_eq!(service["time_zone"], "Europe/Berlin");
+    let mut seen = vec![service["paid_until"].as_str().unwrap().to_owned()];
+    // Passes two days ahead of each end, twice that day: the second and a
+    // later one the same day change nothing.
+    for (m, d) in [(2, 27), (3, 29), (4, 28)] {
+        app.clock
+            .set(Utc.with_ymd_and_hms(2028, m, d, 6, 0, 0).unwrap());
+        let report = pass(&app).await;
+        assert_eq!(did(&report, "renewed"), 1, "{m}-{d}: {report:?}");
+        assert_eq!(
+            pass(&app).await.total(),
+            0,
+            "{m}-{d}: the same moment again"
+        );
+        app.clock
+            .set(Utc.with_ymd_and_hms(2028, m, d, 21, 0, 0).unwrap());
+        assert_eq!(pass(&app).await.total(), 0, "{m}-{d}: later that day");
+        seen.push(
+            app.service(&id).await["paid_until"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Feb 29 (leap year), Mar 31 and Apr 30 at 00:30 in Berlin; summer
+    // time (UTC+2) starts on Mar 26.
+    assert_eq!(
+        seen,
+        [
+            "2028-02-28T23:30:00Z",
+            "2028-03-30T22:30:00Z",
+            "2028-04-29T22:30:00Z",
+            "2028-05-30T22:30:00Z",
+        ]
+    );
+    assert_eq!(charges(&app, &acc).await, 4, "order + three renewals");
+    assert_eq!(app.balance(&acc).await, 6000);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
 async fn two_passes_at_once_over_the_same_due_services_renew_each_once() {
     let app = TestApp::new().await;
     let acc = app.create_account("many@example.com", "EUR", 0).await;

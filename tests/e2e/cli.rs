@@ -36,7 +36,7 @@ fn bursar_bin() -> &'static PathBuf {
     })
 }
 
-fn bursar(dir: &std::path::Path) -> Command {
+pub(crate) fn bursar(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(bursar_bin());
     cmd.current_dir(dir);
     for (k, _) in std::env::vars() {
@@ -407,6 +407,8 @@ fn automation_run_once_makes_one_pass_and_reports_it() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["actions"], serde_json::json!({}));
     assert_eq!(report["failures"], serde_json::json!({}));
+    assert_eq!(report["operations_run"], 0);
+    assert_eq!(report["payments"]["checked"], 0);
     let out = bursar(dir.path())
         .args(["automation", "run"])
         .output()

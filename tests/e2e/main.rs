@@ -8,6 +8,7 @@ mod automation;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod crash;
 mod dcimanager6;
 mod idempotency;
 mod invoices;

@@ -33,6 +33,8 @@ pub struct TestDb {
     pub store: Store,
     /// How to open another pool on the same database (as another node would).
     reopen: Reopen,
+    /// The same database as a `database.url` for a `bursar` process.
+    url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -66,6 +68,8 @@ impl TestDb {
                 }
                 admin.close().await;
                 let options = base.options([("search_path", schema.as_str())]);
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let process_url = format!("{url}{sep}options[search_path]={schema}");
                 let store = Store::connect_postgres(options.clone(), &opts)
                     .await
                     .expect("connect to the test schema");
@@ -73,6 +77,7 @@ impl TestDb {
                 TestDb {
                     store,
                     reopen: Reopen::Postgres(Box::new(options)),
+                    url: process_url,
                     _dir: None,
                 }
             }
@@ -83,7 +88,8 @@ impl TestDb {
                 store.migrate().await.expect("migrate");
                 TestDb {
                     store,
-                    reopen: Reopen::Sqlite(url),
+                    reopen: Reopen::Sqlite(url.clone()),
+                    url,
                     _dir: Some(dir),
                 }
             }
@@ -92,6 +98,20 @@ impl TestDb {
 
     pub fn backend(&self) -> Backend {
         self.store.backend()
+    }
+
+    /// A `database.url` another `bursar` process can open this database by.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One number from a SQL query (`SELECT COUNT(*) …`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        match &self.store {
+            Store::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await,
+            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// A second, independent pool on the same database.
@@ -154,17 +174,26 @@ impl TestApp {
     pub async fn with_modules(
         extra: Vec<(&str, Arc<dyn bursar::services::module::ProcessingModule>)>,
     ) -> TestApp {
-        TestApp::build(extra, &[]).await
+        TestApp::build(extra, &[], Default::default()).await
+    }
+
+    /// An app whose new services count their periods in this time zone.
+    pub async fn with_time_zone(name: &str) -> TestApp {
+        let billing = bursar::calendar::BillingConfig {
+            time_zone: bursar::calendar::Zone::parse(name).expect("IANA time zone"),
+        };
+        TestApp::build(vec![], &[], billing).await
     }
 
     /// An app with `[[plugin]]` instances loaded by the real plugin host.
     pub async fn with_plugins(configs: &[bursar::plugins::instances::PluginConfig]) -> TestApp {
-        TestApp::build(vec![], configs).await
+        TestApp::build(vec![], configs, Default::default()).await
     }
 
     async fn build(
         extra: Vec<(&str, Arc<dyn bursar::services::module::ProcessingModule>)>,
         plugin_configs: &[bursar::plugins::instances::PluginConfig],
+        billing: bursar::calendar::BillingConfig,
     ) -> TestApp {
         bursar::metrics::install();
         let db = TestDb::new().await;
@@ -200,7 +229,8 @@ impl TestApp {
             config.api,
             modules.clone(),
             plugins,
-        );
+        )
+        .with_settings(Default::default(), billing);
         TestApp {
             router: api::router(state),
             db,

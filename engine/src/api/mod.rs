@@ -44,6 +44,7 @@ pub struct AppInner {
     pub modules: ModuleRegistry,
     pub plugins: PluginRegistry,
     pub payments: payments::PaymentsConfig,
+    pub billing: crate::calendar::BillingConfig,
 }
 
 impl std::ops::Deref for AppState {
@@ -72,11 +73,16 @@ impl AppState {
             modules,
             plugins,
             payments: payments::PaymentsConfig::default(),
+            billing: Default::default(),
         }))
     }
 
-    /// The same state with these `[payments]` settings.
-    pub fn with_payments_config(self, config: payments::PaymentsConfig) -> Self {
+    /// The same state with these `[payments]` and `[billing]` settings.
+    pub fn with_settings(
+        self,
+        payments: payments::PaymentsConfig,
+        billing: crate::calendar::BillingConfig,
+    ) -> Self {
         let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| AppInner {
             store: shared.store.clone(),
             clock: shared.clock.clone(),
@@ -84,9 +90,11 @@ impl AppState {
             modules: shared.modules.clone(),
             plugins: shared.plugins.clone(),
             payments: shared.payments.clone(),
+            billing: shared.billing.clone(),
         });
         AppState(Arc::new(AppInner {
-            payments: config,
+            payments,
+            billing,
             ..inner
         }))
     }

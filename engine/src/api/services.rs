@@ -72,6 +72,7 @@ pub async fn order(
     };
     let now = state.clock.now();
     let actor = principal.actor();
+    let zone = state.billing.time_zone;
     let idem = Idempotency {
         principal: &principal,
         key: &key,
@@ -79,7 +80,7 @@ pub async fn order(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
-            let service = lifecycle::place_order(tx.conn(), order, &actor, now).await?;
+            let service = lifecycle::place_order(tx.conn(), order, zone, &actor, now).await?;
             metrics::counter!("bursar_orders_total", "status" => service.status.as_str())
                 .increment(1);
             Reply::new(StatusCode::CREATED, service)

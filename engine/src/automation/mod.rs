@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::{PeriodUnit, add_units};
 use crate::error::{Error, Result};
 use crate::services::{ServiceStatus, SuspendReason};
 use crate::store::{Conn, Store, catalog as plans_repo, services as repo};
@@ -210,9 +211,14 @@ async fn suspend_expired(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
     let Some(paid_until) = service.paid_until else {
         return Ok(false);
     };
-    if service.status != ServiceStatus::Active
-        || paid_until + Duration::days(i64::from(plan.spec.grace_days)) > now
-    {
+    let grace_over = add_units(
+        paid_until,
+        PeriodUnit::Day,
+        plan.spec.grace_days,
+        service.time_zone,
+    )
+    .is_some_and(|end| end <= now);
+    if service.status != ServiceStatus::Active || !grace_over {
         return Ok(false);
     }
     crate::lifecycle::suspend(c, &id, SuspendReason::NonPayment, ACTOR, now).await?;
@@ -243,9 +249,15 @@ async fn close_abandoned(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
     let now = at.now;
     let service = repo::get(c.reborrow(), &id).await?;
     let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
-    let expired = service
-        .suspended_at
-        .is_some_and(|at| at + Duration::days(i64::from(plan.spec.deletion_days)) <= now);
+    let expired = service.suspended_at.is_some_and(|at| {
+        add_units(
+            at,
+            PeriodUnit::Day,
+            plan.spec.deletion_days,
+            service.time_zone,
+        )
+        .is_some_and(|end| end <= now)
+    });
     if service.status != ServiceStatus::Suspended
         || service.suspend_reason != Some(SuspendReason::NonPayment)
         || !expired

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::accounts::AccountStatus;
-use crate::calendar::{Period, add_units};
+use crate::calendar::{Period, Zone, add_units};
 use crate::catalog::{AddonValues, PlanSpec, PlanStatus, quote};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
@@ -78,6 +78,7 @@ async fn apply(
 pub async fn place_order(
     mut c: Conn<'_>,
     req: OrderRequest,
+    time_zone: Zone,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Service> {
@@ -117,6 +118,7 @@ pub async fn place_order(
         addons: q.addons,
         params: Default::default(),
         auto_renew: req.auto_renew.unwrap_or(plan.spec.auto_renew),
+        time_zone,
         anchor_at: None,
         paid_units: 0,
         period_start: None,
@@ -401,8 +403,13 @@ pub async fn prolong(
     }
     let periods = i64::from(period.units() / service.period.units());
     service.paid_units += i64::from(period.units());
-    let new_end = add_units(anchor, period.unit(), service.paid_units as u32)
-        .ok_or_else(|| Error::Conflict("paid time beyond the calendar".into()))?;
+    let new_end = add_units(
+        anchor,
+        period.unit(),
+        service.paid_units as u32,
+        service.time_zone,
+    )
+    .ok_or_else(|| Error::Conflict("paid time beyond the calendar".into()))?;
     if paid_until <= now {
         service.period_start = Some(paid_until);
         service.range_price = q.total;
@@ -495,6 +502,7 @@ pub async fn change_plan(
         start,
         end,
         now,
+        service.time_zone,
     )?;
     let old_type = plans_repo::get(c.reborrow(), &service.plan_id)
         .await?
@@ -590,7 +598,7 @@ pub async fn complete_effects(
             service.anchor_at = Some(now);
             service.paid_units = i64::from(units);
             service.period_start = Some(now);
-            service.paid_until = add_units(now, service.period.unit(), units);
+            service.paid_until = add_units(now, service.period.unit(), units, service.time_zone);
             service.range_price = service.recurring_price;
             service.range_periods = 1;
         }

@@ -22,7 +22,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::calendar::Period;
+use crate::calendar::{Period, Zone};
 use crate::catalog::AddonValues;
 use crate::money::Currency;
 
@@ -279,6 +279,9 @@ pub struct Service {
     /// apart and never listed.
     pub params: BTreeMap<String, String>,
     pub auto_renew: bool,
+    /// The IANA time zone its periods are counted in.
+    #[schema(value_type = String, example = "Europe/Berlin")]
+    pub time_zone: Zone,
     /// When it was first activated: periods are counted from here.
     pub anchor_at: Option<DateTime<Utc>>,
     /// Days or months paid since the anchor.

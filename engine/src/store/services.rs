@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use crate::calendar::Period;
+use crate::calendar::{Period, Zone};
 use crate::clock::{from_micros, to_micros};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
@@ -42,6 +42,7 @@ struct ServiceRow {
     addons: String,
     params: String,
     auto_renew: bool,
+    time_zone: String,
     anchor_at: Option<i64>,
     paid_units: i64,
     period_start: Option<i64>,
@@ -55,8 +56,8 @@ struct ServiceRow {
 }
 
 const SERVICE_COLUMNS: &str = "id, account_id, plan_id, status, suspend_reason, period, currency, recurring_price, \
-    amount_due, addons, params, auto_renew, anchor_at, paid_units, period_start, paid_until, range_price, \
-    range_periods, suspended_at, closed_at, created_at, updated_at";
+    amount_due, addons, params, auto_renew, time_zone, anchor_at, paid_units, period_start, paid_until, \
+    range_price, range_periods, suspended_at, closed_at, created_at, updated_at";
 
 impl ServiceRow {
     fn into_service(self) -> Result<Service> {
@@ -72,6 +73,8 @@ impl ServiceRow {
                 .ok_or_else(|| corrupt(format!("service {id}: period")))?,
             currency: Currency::from_code(&self.currency)
                 .map_err(|_| corrupt(format!("service {id}: currency")))?,
+            time_zone: Zone::parse(&self.time_zone)
+                .ok_or_else(|| corrupt(format!("service {id}: time zone")))?,
             addons: serde_json::from_str(&self.addons).unwrap_or_default(),
             params: json_map(&self.params),
             id: self.id,
@@ -99,8 +102,8 @@ pub async fn insert(mut c: Conn<'_>, s: &Service) -> Result<()> {
     sql!(&mut c, c => sqlx::query(
         "INSERT INTO services (id, account_id, plan_id, status, suspend_reason, period, currency, recurring_price,
             amount_due, addons, params, secret_params, auto_renew, anchor_at, paid_units, period_start, paid_until,
-            range_price, range_periods, suspended_at, closed_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)")
+            range_price, range_periods, suspended_at, closed_at, created_at, updated_at, time_zone)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)")
         .bind(&s.id).bind(&s.account_id).bind(&s.plan_id).bind(s.status.as_str())
         .bind(s.suspend_reason.map(SuspendReason::as_str)).bind(s.period.as_str()).bind(s.currency.code())
         .bind(s.recurring_price).bind(s.amount_due).bind(to_json(&s.addons)).bind(to_json(&s.params))
@@ -108,7 +111,7 @@ pub async fn insert(mut c: Conn<'_>, s: &Service) -> Result<()> {
         .bind(s.period_start.map(to_micros)).bind(s.paid_until.map(to_micros))
         .bind(s.range_price).bind(s.range_periods)
         .bind(s.suspended_at.map(to_micros)).bind(s.closed_at.map(to_micros))
-        .bind(to_micros(s.created_at)).bind(to_micros(s.updated_at))
+        .bind(to_micros(s.created_at)).bind(to_micros(s.updated_at)).bind(s.time_zone.name())
         .execute(&mut **c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
