@@ -17,5 +17,6 @@ mod lifecycle;
 mod operations;
 mod payments;
 mod plugins;
+mod simulation;
 mod stripe;
 mod webhooks;

@@ -32,6 +32,9 @@ pub struct AutomationConfig {
     pub cancel_unpaid_after_days: u32,
     /// Services looked at per query.
     pub batch: usize,
+    /// At most this many items per pass (0: no limit); the rest wait for
+    /// the next pass. Bounds how long one pass runs.
+    pub max_items: u64,
 }
 
 impl Default for AutomationConfig {
@@ -41,6 +44,7 @@ impl Default for AutomationConfig {
             renew_ahead_days: 3,
             cancel_unpaid_after_days: 14,
             batch: 500,
+            max_items: 0,
         }
     }
 }
@@ -51,10 +55,14 @@ pub struct Report {
     pub actions: BTreeMap<&'static str, u64>,
     /// Items that failed (each logged), by action.
     pub failures: BTreeMap<&'static str, u64>,
+    /// Items looked at (acted on or not).
+    #[serde(skip)]
+    seen: u64,
 }
 
 impl Report {
     fn count(&mut self, action: &'static str, result: Result<bool>, id: &str) {
+        self.seen += 1;
         match result {
             Ok(true) => *self.actions.entry(action).or_default() += 1,
             Ok(false) => {}
@@ -67,6 +75,10 @@ impl Report {
 
     pub fn total(&self) -> u64 {
         self.actions.values().sum()
+    }
+
+    fn full(&self, config: &AutomationConfig) -> bool {
+        config.max_items > 0 && self.seen >= config.max_items
     }
 }
 
@@ -112,6 +124,9 @@ pub async fn run_once(
                 break;
             };
             for id in ids {
+                if report.full(config) {
+                    return Ok(finish(report));
+                }
                 let result = item(store, &id, at, step).await;
                 report.count(action, result, &id);
             }
@@ -129,6 +144,9 @@ pub async fn run_once(
             break;
         };
         for id in ids {
+            if report.full(config) {
+                return Ok(finish(report));
+            }
             let result = item(store, &id, at, |c, id, at| {
                 Box::pin(cancel_unpaid(c, id, at))
             })
@@ -137,6 +155,11 @@ pub async fn run_once(
         }
         after = last;
     }
+    Ok(finish(report))
+}
+
+/// Counts a pass in metrics and the log.
+fn finish(report: Report) -> Report {
     for (action, n) in &report.actions {
         metrics::counter!("bursar_automation_actions_total", "action" => *action).increment(*n);
     }
@@ -144,7 +167,7 @@ pub async fn run_once(
         metrics::counter!("bursar_automation_failures_total", "action" => *action).increment(*n);
     }
     tracing::info!(actions = ?report.actions, failures = ?report.failures, "automation pass done");
-    Ok(report)
+    report
 }
 
 /// When a pass runs, and its renewal window.
