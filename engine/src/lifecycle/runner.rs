@@ -225,22 +225,41 @@ impl OperationRunner {
             now,
         );
         let mut tx = self.store.begin().await?;
-        if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
-            tracing::warn!(operation = %op.id, "claim expired before the result was recorded; dropping it");
-            return Ok(());
+        let written = async {
+            if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
+                return Ok(false);
+            }
+            if let Some((params, secret)) = &done_params {
+                repo::merge_params(tx.conn(), &op.service_id, params, secret, now).await?;
+                crate::lifecycle::complete_effects(
+                    tx.conn(),
+                    &op.service_id,
+                    op.kind,
+                    RUNNER_ACTOR,
+                    now,
+                )
+                .await?;
+            }
+            Ok::<_, crate::error::Error>(true)
         }
-        if let Some((params, secret)) = done_params {
-            repo::merge_params(tx.conn(), &op.service_id, &params, &secret, now).await?;
-            crate::lifecycle::complete_effects(
-                tx.conn(),
-                &op.service_id,
-                op.kind,
-                RUNNER_ACTOR,
-                now,
-            )
-            .await?;
+        .await;
+        // Roll back at once on anything but success, so no lock outlives
+        // the attempt (a dropped transaction ends only when its connection
+        // is next used).
+        match written {
+            Ok(true) => tx.commit().await?,
+            Ok(false) => {
+                tx.rollback().await?;
+                tracing::warn!(operation = %op.id, "claim expired before the result was recorded; dropping it");
+                return Ok(());
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(operation = %op.id, error = %rollback, "rollback failed");
+                }
+                return Err(e);
+            }
         }
-        tx.commit().await?;
         let outcome_label = match &outcome {
             Ok(ModuleOutcome::Done { .. }) => "done",
             Ok(ModuleOutcome::InProgress { .. }) => "in_progress",
