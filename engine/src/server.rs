@@ -118,8 +118,7 @@ pub async fn serve(
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner_task = runner.spawn(stopped);
-    let state = AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins)
-        .with_settings(config.payments.clone(), config.billing.clone());
+    let state = AppState::from_config(store.clone(), clock, &config, modules, plugins);
     let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
     let webhooks = match config.webhooks.is_empty() {
         true => None,
@@ -192,14 +191,13 @@ pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
     let store = open_store(config).await?;
     let mut modules = ModuleRegistry::default();
     let plugins = load_plugins(config, &mut modules).await?;
-    let state = AppState::with_plugins(
+    let state = AppState::from_config(
         store.clone(),
         clock.clone(),
-        config.api.clone(),
+        config,
         modules.clone(),
         plugins,
-    )
-    .with_settings(config.payments.clone(), config.billing.clone());
+    );
     let payments = crate::api::payments::reconcile(&state).await?;
     let automation = crate::automation::run_once(&store, &config.automation, clock.now()).await?;
     let runner = OperationRunner::new(store.clone(), modules, clock, config.operations.clone());

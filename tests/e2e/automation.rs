@@ -29,18 +29,7 @@ async fn active_service(app: &TestApp, account: &str, plan: &str) -> String {
 }
 
 async fn charges(app: &TestApp, account: &str) -> usize {
-    let r = app
-        .get(
-            &format!("/api/v1/accounts/{account}/ledger?limit=500"),
-            ADMIN_KEY,
-        )
-        .await;
-    r.json["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "charge")
-        .count()
+    app.ledger_count(account, "charge").await
 }
 
 fn until(service: &Value) -> String {
@@ -271,6 +260,30 @@ async fn renewals_keep_the_local_anniversary_of_the_billing_time_zone_across_dst
     assert_eq!(charges(&app, &acc).await, 4, "order + three renewals");
     assert_eq!(app.balance(&acc).await, 6000);
     app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn max_items_bounds_a_pass_and_the_next_pass_goes_on() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("bound@example.com", "EUR", 0).await;
+    app.credit(&acc, 10_000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    for _ in 0..3 {
+        active_service(&app, &acc, &plan).await;
+    }
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 14, 0, 0, 0).unwrap());
+    let bounded = AutomationConfig {
+        max_items: 2,
+        ..AutomationConfig::default()
+    };
+    let now = app.clock.now();
+    let first = run_once(app.store(), &bounded, now).await.unwrap();
+    assert_eq!(did(&first, "renewed"), 2, "{first:?}");
+    let second = run_once(app.store(), &bounded, now).await.unwrap();
+    assert_eq!(did(&second, "renewed"), 1, "{second:?}");
+    assert_eq!(pass(&app).await.total(), 0);
+    assert_eq!(charges(&app, &acc).await, 6, "three orders, three renewals");
 }
 
 #[tokio::test]

@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use bursar_tests::{ADMIN_KEY, TestApp};
+use serde_json::json;
+
 /// Builds the binary once (a no-op when it is fresh) and returns its path.
 fn bursar_bin() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -34,6 +37,17 @@ fn bursar_bin() -> &'static PathBuf {
             .next_back()
             .expect("cargo reported the bursar executable")
     })
+}
+
+/// Runs it, asserts it succeeded (showing its stderr if not), returns what it printed.
+fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("run bursar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 pub(crate) fn bursar(dir: &std::path::Path) -> Command {
@@ -269,15 +283,7 @@ fn plugin_check_names_the_missing_export_and_accepts_a_real_plugin() {
         "{err}"
     );
 
-    let out = bursar(dir.path())
-        .args(["plugin", "check", &plugin_file("hostile")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(bursar(dir.path()).args(["plugin", "check", &plugin_file("hostile")]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["plugin"]["name"], "hostile");
@@ -286,15 +292,8 @@ fn plugin_check_names_the_missing_export_and_accepts_a_real_plugin() {
 #[test]
 fn plugin_info_reports_world_version_exports_and_imports() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bursar(dir.path())
-        .args(["plugin", "info", &plugin_file("example_processing")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        succeed(bursar(dir.path()).args(["plugin", "info", &plugin_file("example_processing")]));
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["world"], "processing-module");
     assert_eq!(info["wit_version"], "0.1.0");
@@ -362,48 +361,81 @@ fn plugin_call_runs_one_call_in_the_sandbox_and_prints_json() {
 #[test]
 fn a_gateway_component_is_recognised_and_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bursar(dir.path())
-        .args(["plugin", "info", &plugin_file("gateway_echo")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(bursar(dir.path()).args(["plugin", "info", &plugin_file("gateway_echo")]));
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["world"], "payment-gateway");
     assert_eq!(
         info["exports"],
         serde_json::json!(["bursar:plugin/gateway@0.1.0"])
     );
-    let out = bursar(dir.path())
-        .args(["plugin", "check", &plugin_file("gateway_echo")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(bursar(dir.path()).args(["plugin", "check", &plugin_file("gateway_echo")]));
     let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(checked["ok"], true);
     assert_eq!(checked["world"], "payment-gateway");
     assert_eq!(checked["plugin"]["name"], "gateway-echo");
 }
 
+#[tokio::test]
+async fn automation_run_once_reconciles_pending_payments_and_runs_due_operations() {
+    let bank = r#"
+[[plugin]]
+name = "bank"
+kind = "gateway"
+component = "builtin:bank-transfer"
+[plugin.settings]
+beneficiary = "Example Hosting Ltd"
+iban = "DE02120300000000202051"
+bic = "BYLADEM1001"
+"#;
+    let app = TestApp::with_plugins(&[serde_json::from_value(json!({
+        "name": "bank", "kind": "gateway", "component": "builtin:bank-transfer",
+        "settings": {"beneficiary": "Example Hosting Ltd", "iban": "DE02120300000000202051", "bic": "BYLADEM1001"},
+    }))
+    .unwrap()])
+    .await;
+    let acc = app.create_account("cron@example.com", "EUR", 0).await;
+    app.credit(&acc, 5000, "EUR").await;
+    let plan = app
+        .create_plan(json!({
+            "name": "By hand", "product_type": "vps", "module": "manual",
+            "prices": [{"period": "1m", "currency": "EUR", "amount": 1000}],
+        }))
+        .await;
+    let order = app.order(&acc, &plan, "1m").await;
+    assert_eq!(order.json["status"], "opening", "{}", order.text);
+    let payment = app
+        .post(
+            "/api/v1/payments",
+            ADMIN_KEY,
+            json!({"account_id": acc, "gateway": "bank", "amount": 2000, "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(payment.json["status"], "pending", "{}", payment.text);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bursar.toml"), bank).unwrap();
+    let out = succeed(
+        bursar(dir.path())
+            .args(["automation", "run", "--once", "--config", "bursar.toml"])
+            .env("BURSAR_DATABASE_URL", app.db.url()),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The bank gateway still says pending: asked, nothing changed.
+    assert_eq!(report["payments"]["checked"], 1, "{report}");
+    assert_eq!(report["payments"]["changed"], 0, "{report}");
+    // The order's `open` ran: the manual module hands it to staff.
+    assert_eq!(report["operations_run"], 1, "{report}");
+    let id = order.json["id"].as_str().unwrap();
+    let ops = app
+        .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+        .await;
+    assert_eq!(ops.json["data"][0]["status"], "manual", "{}", ops.text);
+}
+
 #[test]
 fn automation_run_once_makes_one_pass_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bursar(dir.path())
-        .args(["automation", "run", "--once"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(bursar(dir.path()).args(["automation", "run", "--once"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["actions"], serde_json::json!({}));
     assert_eq!(report["failures"], serde_json::json!({}));

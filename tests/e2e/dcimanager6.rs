@@ -165,20 +165,7 @@ impl Lab {
     }
 
     async fn charges(&self) -> usize {
-        let r = self
-            .app
-            .get(
-                &format!("/api/v1/accounts/{}/ledger?limit=100", self.account),
-                ADMIN_KEY,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        r.json["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == "charge")
-            .count()
+        self.app.ledger_count(&self.account, "charge").await
     }
 }
 

@@ -53,21 +53,6 @@ async fn payment_count(app: &TestApp) -> i64 {
     r.json["data"].as_array().unwrap().len() as i64
 }
 
-async fn ledger_kinds(app: &TestApp, account: &str, kind: &str) -> usize {
-    let r = app
-        .get(
-            &format!("/api/v1/accounts/{account}/ledger?limit=500"),
-            ADMIN_KEY,
-        )
-        .await;
-    r.json["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .count()
-}
-
 #[tokio::test]
 async fn a_bank_transfer_is_credited_once_when_staff_mark_it_paid() {
     let app = app().await;
@@ -129,7 +114,7 @@ async fn a_bank_transfer_is_credited_once_when_staff_mark_it_paid() {
         assert_eq!(r.json["status"], "paid");
     }
     assert_eq!(app.balance(&acc).await, 2500);
-    assert_eq!(ledger_kinds(&app, &acc, "payment").await, 1);
+    assert_eq!(app.ledger_count(&acc, "payment").await, 1);
     app.assert_ledger_clean().await;
 }
 
@@ -297,7 +282,7 @@ async fn partial_then_full_refund_reverses_the_ledger_and_more_is_refused() {
     let p = app.get(&format!("/api/v1/payments/{id}"), ADMIN_KEY).await;
     assert_eq!(p.json["refunded_amount"], 10_000);
     assert_eq!(p.json["refunds"].as_array().unwrap().len(), 2);
-    assert_eq!(ledger_kinds(&app, &acc, "refund").await, 2);
+    assert_eq!(app.ledger_count(&acc, "refund").await, 2);
     app.assert_ledger_clean().await;
 }
 

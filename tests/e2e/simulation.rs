@@ -347,12 +347,12 @@ impl Sim {
                 *orders.entry(service).or_default() += 1;
             }
         }
-        type Row = (String, String, String, i64, Option<i64>, i64);
+        type Row = (String, String, String, i64, Option<i64>);
         let rows: Vec<Row> = bursar::sql!(r.conn(), c => sqlx::query_as(
-            "SELECT id, status, period, paid_units, paid_until, recurring_price FROM services")
+            "SELECT id, status, period, paid_units, paid_until FROM services")
             .fetch_all(&mut *c).await)
         .unwrap();
-        for (id, status, period, paid_units, paid_until, _) in rows {
+        for (id, status, period, paid_units, paid_until) in rows {
             let units = if period == "3m" { 3 } else { 1 };
             let periods = paid_units / units;
             let mut renewed = renewals.remove(id.as_str()).unwrap_or_default();

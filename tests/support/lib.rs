@@ -214,6 +214,7 @@ impl TestApp {
         let defaults = Config::default();
         let config = Config {
             plugins: plugin_configs.to_vec(),
+            billing,
             plugin_host: bursar::plugins::instances::PluginHostConfig {
                 cache_dir: Some(std::env::temp_dir().join("bursar-test-plugin-cache")),
                 ..defaults.plugin_host.clone()
@@ -223,14 +224,8 @@ impl TestApp {
         let plugins = bursar::server::load_plugins(&config, &mut modules)
             .await
             .expect("load plugins");
-        let state = AppState::with_plugins(
-            db.store.clone(),
-            shared,
-            config.api,
-            modules.clone(),
-            plugins,
-        )
-        .with_settings(Default::default(), billing);
+        let state =
+            AppState::from_config(db.store.clone(), shared, &config, modules.clone(), plugins);
         TestApp {
             router: api::router(state),
             db,
@@ -407,6 +402,24 @@ impl TestApp {
             json!({"kind": "credit", "amount": amount, "currency": currency, "reason": "test credit"}),
         )
         .await
+    }
+
+    /// How many of the account's ledger entries are of `kind` (`charge`,
+    /// `refund`…), as the API lists them.
+    pub async fn ledger_count(&self, account_id: &str, kind: &str) -> usize {
+        let r = self
+            .get(
+                &format!("/api/v1/accounts/{account_id}/ledger?limit=500"),
+                ADMIN_KEY,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["data"]
+            .as_array()
+            .expect("a page")
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .count()
     }
 
     /// The account's balance in minor units, as the API reports it.

@@ -9,14 +9,13 @@ use utoipa::ToSchema;
 
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, Principal};
-use crate::api::payments::PaymentListQuery;
-use crate::api::{AppState, ListQuery, PageBody};
+use crate::api::{AccountListQuery, AppState, PageBody};
 use crate::catalog::ProductType;
 use crate::invoices::{Invoice, TaxRule, render_html};
 use crate::store::{accounts as accounts_repo, invoices as repo};
 
 #[utoipa::path(get, path = "/api/v1/invoices", tag = "invoices",
-    params(PaymentListQuery),
+    params(AccountListQuery),
     responses((status = 200, body = PageBody<Invoice>)),
     security(("bearer" = [])))]
 /// Invoices, receipts and credit notes, oldest first: all for staff, the
@@ -24,16 +23,11 @@ use crate::store::{accounts as accounts_repo, invoices as repo};
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(q): ApiQuery<PaymentListQuery>,
+    ApiQuery(q): ApiQuery<AccountListQuery>,
 ) -> Result<Json<PageBody<Invoice>>, Problem> {
-    let account = principal.scope(q.account_id.as_deref())?;
-    let paging = ListQuery {
-        limit: q.limit,
-        after: q.after,
-    };
-    let limit = paging.limit(&state)?;
+    let (account, after, limit) = q.resolve(&state, &principal)?;
     let mut r = state.store.reader().await?;
-    let page = repo::list(r.conn(), account.as_deref(), paging.after.as_deref(), limit).await?;
+    let page = repo::list(r.conn(), account.as_deref(), after.as_deref(), limit).await?;
     Ok(Json(page.into()))
 }
 

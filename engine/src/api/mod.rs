@@ -77,6 +77,18 @@ impl AppState {
         }))
     }
 
+    /// The state `bursar serve` builds: its settings from `config`.
+    pub fn from_config(
+        store: Store,
+        clock: SharedClock,
+        config: &crate::config::Config,
+        modules: ModuleRegistry,
+        plugins: PluginRegistry,
+    ) -> Self {
+        AppState::with_plugins(store, clock, config.api.clone(), modules, plugins)
+            .with_settings(config.payments.clone(), config.billing.clone())
+    }
+
     /// The same state with these `[payments]` and `[billing]` settings.
     pub fn with_settings(
         self,
@@ -97,6 +109,30 @@ impl AppState {
             billing,
             ..inner
         }))
+    }
+}
+
+/// `?account_id=` besides the paging parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AccountListQuery {
+    pub account_id: Option<String>,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+impl AccountListQuery {
+    /// The account to list (a customer key: always its own), the cursor
+    /// and the page size.
+    pub fn resolve(
+        self,
+        state: &AppState,
+        principal: &extract::Principal,
+    ) -> Result<(Option<String>, Option<String>, usize), Problem> {
+        let account = principal.scope(self.account_id.as_deref())?;
+        let limit = page_limit(state, self.limit)?;
+        Ok((account, self.after, limit))
     }
 }
 

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Principal};
-use crate::api::{AppState, ListQuery, PageBody};
+use crate::api::{AccountListQuery, AppState, PageBody};
 use crate::error::{Error, is_unique_violation};
 use crate::money::{Currency, Money};
 use crate::payments::{self, Applied, Checkout, Payment, PaymentStatus, Refund, RefundStatus};
@@ -295,18 +295,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, payment).await?)).into_response())
 }
 
-/// `?account_id=` besides the paging parameters.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PaymentListQuery {
-    pub account_id: Option<String>,
-    pub limit: Option<usize>,
-    pub after: Option<String>,
-}
-
 #[utoipa::path(get, path = "/api/v1/payments", tag = "payments",
-    params(PaymentListQuery),
+    params(AccountListQuery),
     responses((status = 200, body = PageBody<Payment>)),
     security(("bearer" = [])))]
 /// Payments, oldest first: all of them for staff, the customer's own for
@@ -314,16 +304,11 @@ pub struct PaymentListQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(q): ApiQuery<PaymentListQuery>,
+    ApiQuery(q): ApiQuery<AccountListQuery>,
 ) -> Result<Json<PageBody<Payment>>, Problem> {
-    let account = principal.scope(q.account_id.as_deref())?;
-    let paging = ListQuery {
-        limit: q.limit,
-        after: q.after,
-    };
-    let limit = paging.limit(&state)?;
+    let (account, after, limit) = q.resolve(&state, &principal)?;
     let mut r = state.store.reader().await?;
-    let page = repo::list(r.conn(), account.as_deref(), paging.after.as_deref(), limit).await?;
+    let page = repo::list(r.conn(), account.as_deref(), after.as_deref(), limit).await?;
     Ok(Json(page.into()))
 }
 

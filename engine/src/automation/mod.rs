@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{PeriodUnit, add_units};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::services::{ServiceStatus, SuspendReason};
 use crate::store::{Conn, Store, catalog as plans_repo, services as repo};
 
@@ -183,24 +183,11 @@ type StepFn = fn(Conn<'_>, String, At) -> futures::future::BoxFuture<'_, Result<
 /// process holds.
 async fn item(store: &Store, id: &str, at: At, step: StepFn) -> Result<bool> {
     let mut tx = store.begin().await?;
-    if !repo::try_lock(tx.conn(), id).await? {
-        return Ok(false);
-    }
-    match step(tx.conn(), id.to_owned(), at).await {
-        Ok(true) => {
-            tx.commit().await?;
-            Ok(true)
-        }
-        // Release the lock at once, not when the connection is reused.
-        Ok(false) => {
-            tx.rollback().await?;
-            Ok(false)
-        }
-        Err(e) => {
-            tx.rollback().await?;
-            Err(e)
-        }
-    }
+    let outcome = match repo::try_lock(tx.conn(), id).await {
+        Ok(true) => step(tx.conn(), id.to_owned(), at).await,
+        other => other,
+    };
+    tx.keep_if(outcome).await
 }
 
 /// Renews an active auto-renew service whose paid period ends within the
@@ -216,13 +203,10 @@ async fn renew(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
     if !due {
         return Ok(false);
     }
-    let key = format!("renewal:{}:{}", service.id, service.paid_units);
-    match crate::lifecycle::prolong(c, &id, service.period, ACTOR, key, now).await {
-        Ok(_) => Ok(true),
-        // Not enough money: it is suspended when the period (and grace) ends.
-        Err(Error::InsufficientFunds { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
+    // Without the money it is suspended when the period (and grace) ends.
+    Ok(crate::lifecycle::renew(c, &service, ACTOR, now)
+        .await?
+        .is_some())
 }
 
 /// Suspends for non-payment an active service whose paid period and grace
@@ -258,12 +242,8 @@ async fn resume_paid(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
     {
         return Ok(false);
     }
-    let key = format!("renewal:{}:{}", service.id, service.paid_units);
-    match crate::lifecycle::prolong(c, &id, service.period, ACTOR, key, now).await {
-        Ok(s) => Ok(s.status == ServiceStatus::Active),
-        Err(Error::InsufficientFunds { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let renewed = crate::lifecycle::renew(c, &service, ACTOR, now).await?;
+    Ok(renewed.is_some_and(|s| s.status == ServiceStatus::Active))
 }
 
 /// Closes a service suspended for non-payment longer than its plan's

@@ -455,6 +455,24 @@ pub async fn prolong(
     Ok(service)
 }
 
+/// Renews `service` for one more of its periods from the balance, charged
+/// under the ledger key `renewal:{service}:{paid units}`: one renewal per
+/// (service, paid period), whichever path — a pass, a payment — gets there
+/// first. `None` when the balance (plus credit limit) does not cover it.
+pub async fn renew(
+    c: Conn<'_>,
+    service: &Service,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Service>> {
+    let key = format!("renewal:{}:{}", service.id, service.paid_units);
+    match prolong(c, &service.id, service.period, actor, key, now).await {
+        Ok(s) => Ok(Some(s)),
+        Err(Error::InsufficientFunds { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Moves an active service to another plan, prorated by calendar days of
 /// the paid range: the unused part of what was paid comes back, the same
 /// part of the new plan's price is charged.

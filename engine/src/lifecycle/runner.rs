@@ -243,22 +243,9 @@ impl OperationRunner {
             Ok::<_, crate::error::Error>(true)
         }
         .await;
-        // Roll back at once on anything but success, so no lock outlives
-        // the attempt (a dropped transaction ends only when its connection
-        // is next used).
-        match written {
-            Ok(true) => tx.commit().await?,
-            Ok(false) => {
-                tx.rollback().await?;
-                tracing::warn!(operation = %op.id, "claim expired before the result was recorded; dropping it");
-                return Ok(());
-            }
-            Err(e) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(operation = %op.id, error = %rollback, "rollback failed");
-                }
-                return Err(e);
-            }
+        if !tx.keep_if(written).await? {
+            tracing::warn!(operation = %op.id, "claim expired before the result was recorded; dropping it");
+            return Ok(());
         }
         let outcome_label = match &outcome {
             Ok(ModuleOutcome::Done { .. }) => "done",

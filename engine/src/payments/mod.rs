@@ -340,12 +340,12 @@ pub async fn renew_suspended(
         {
             continue;
         }
-        let key = format!("renewal:{}:{}", service.id, service.paid_units);
-        match crate::lifecycle::prolong(c.reborrow(), &id, service.period, actor, key, now).await {
-            Ok(_) => renewed.push(id),
-            // Not enough money for this one: it stays suspended.
-            Err(Error::InsufficientFunds { .. }) => {}
-            Err(e) => return Err(e),
+        // Not enough money for this one: it stays suspended.
+        if crate::lifecycle::renew(c.reborrow(), &service, actor, now)
+            .await?
+            .is_some()
+        {
+            renewed.push(id);
         }
     }
     Ok(renewed)

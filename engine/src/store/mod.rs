@@ -260,6 +260,22 @@ impl Tx {
         }
         Ok(())
     }
+
+    /// Commits when the work says `Ok(true)` (it changed something worth
+    /// keeping); otherwise rolls back at once. Returns the work's outcome;
+    /// an error keeps its own cause even if the rollback fails too.
+    pub async fn keep_if(self, outcome: Result<bool>) -> Result<bool> {
+        match outcome {
+            Ok(true) => self.commit().await.map(|()| true),
+            Ok(false) => self.rollback().await.map(|()| false),
+            Err(e) => {
+                if let Err(rollback) = self.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback after a failure failed");
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Reader {
