@@ -147,6 +147,7 @@ pub async fn seed(store: &Store, clock: &SharedClock) -> anyhow::Result<Seeded> 
             currency,
             credit_limit: 0,
             country: None,
+            time_zone: None,
         },
         now,
     )

@@ -61,6 +61,7 @@ pub async fn due_renewals(
                     currency: eur,
                     credit_limit: 0,
                     country: None,
+                    time_zone: None,
                 },
                 anchor,
             )

@@ -263,6 +263,62 @@ async fn renewals_keep_the_local_anniversary_of_the_billing_time_zone_across_dst
 }
 
 #[tokio::test]
+async fn a_customers_own_time_zone_wins_over_the_deployments_and_bad_ones_are_refused() {
+    let app = TestApp::with_time_zone("Europe/Berlin").await;
+    // 01:00 on Jan 31 in Tokyo, still Jan 30 in Berlin.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 1, 30, 16, 0, 0).unwrap());
+    let r = app
+        .post(
+            "/api/v1/accounts",
+            ADMIN_KEY,
+            json!({"email": "tokyo@example.com", "name": "Tokyo", "currency": "EUR", "time_zone": "Asia/Tokyo"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["time_zone"], "Asia/Tokyo");
+    let tokyo = r.json["id"].as_str().unwrap().to_owned();
+    let berlin = app.create_account("berlin@example.com", "EUR", 0).await;
+    let plan = app.simple_plan(1000).await;
+    for acc in [&tokyo, &berlin] {
+        app.credit(acc, 1000, "EUR").await;
+    }
+    let in_tokyo = active_service(&app, &tokyo, &plan).await;
+    let in_berlin = active_service(&app, &berlin, &plan).await;
+    let s = app.service(&in_tokyo).await;
+    assert_eq!(s["time_zone"], "Asia/Tokyo");
+    // Jan 31 + 1 month = Feb 28, 01:00 in Tokyo.
+    assert_eq!(s["paid_until"], "2026-02-27T16:00:00Z");
+    let s = app.service(&in_berlin).await;
+    assert_eq!(s["time_zone"], "Europe/Berlin");
+    // Jan 30 + 1 month = Feb 28, 17:00 in Berlin.
+    assert_eq!(s["paid_until"], "2026-02-28T16:00:00Z");
+
+    // A later change is for new services only; a bad zone is refused.
+    let r = app
+        .request(
+            axum::http::Method::PATCH,
+            &format!("/api/v1/accounts/{tokyo}"),
+            Some(ADMIN_KEY),
+            Some(json!({"time_zone": "America/New_York"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["time_zone"], "America/New_York");
+    assert_eq!(app.service(&in_tokyo).await["time_zone"], "Asia/Tokyo");
+    let r = app
+        .post(
+            "/api/v1/accounts",
+            ADMIN_KEY,
+            json!({"email": "mars@example.com", "name": "Mars", "currency": "EUR", "time_zone": "Mars/Olympus"}),
+        )
+        .await;
+    r.problem(422);
+    assert!(r.text.contains("time_zone"), "{}", r.text);
+}
+
+#[tokio::test]
 async fn max_items_bounds_a_pass_and_the_next_pass_goes_on() {
     let app = TestApp::new().await;
     let acc = app.create_account("bound@example.com", "EUR", 0).await;

@@ -60,6 +60,7 @@ async fn run(customers: Vec<(Currency, i64)>, ops: Vec<Op>) -> Result<(), TestCa
                 currency: *currency,
                 credit_limit: *limit,
                 country: None,
+                time_zone: None,
             },
             now,
         )
@@ -181,6 +182,7 @@ async fn posting_the_same_key_twice_posts_once() {
             currency: Currency::EUR,
             credit_limit: 0,
             country: None,
+            time_zone: None,
         },
         now,
     )
@@ -230,6 +232,7 @@ async fn the_ledger_refuses_edits_to_posted_entries() {
             currency: Currency::EUR,
             credit_limit: 0,
             country: None,
+            time_zone: None,
         },
         now,
     )

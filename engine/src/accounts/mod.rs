@@ -51,6 +51,10 @@ pub struct Account {
     pub status: AccountStatus,
     /// ISO 3166-1 alpha-2 country, which decides the taxes charged.
     pub country: Option<String>,
+    /// IANA time zone its services count their periods in; none: the
+    /// deployment's `[billing] time_zone`.
+    #[schema(value_type = Option<String>, example = "Europe/Berlin")]
+    pub time_zone: Option<crate::calendar::Zone>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -15,6 +15,7 @@ use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::{AppState, ListQuery, PageBody};
+use crate::calendar::Zone;
 use crate::ledger::{LedgerAccountId, TransactionDraft, TransactionKind};
 use crate::money::{Currency, Money};
 use crate::store::accounts::{self as repo, AccountChanges, NewAccount};
@@ -35,6 +36,19 @@ pub struct CreateAccount {
     pub credit_limit: i64,
     /// ISO 3166-1 alpha-2 country; decides the taxes charged.
     pub country: Option<String>,
+    /// IANA time zone its services count their periods in (default: the
+    /// deployment's `[billing] time_zone`).
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: Option<String>,
+}
+
+fn check_time_zone(name: &str) -> Result<Zone, Problem> {
+    Zone::parse(name).ok_or_else(|| {
+        Problem::invalid(
+            "time_zone",
+            format!("`{name}` is not an IANA time zone (e.g. `UTC`, `Europe/Berlin`)"),
+        )
+    })
 }
 
 fn check_country(code: &str) -> Result<String, Problem> {
@@ -66,6 +80,7 @@ pub async fn create(
             .map_err(|e| Problem::invalid("currency", e.to_string()))?,
         credit_limit: check_credit_limit(req.credit_limit)?,
         country: req.country.as_deref().map(check_country).transpose()?,
+        time_zone: req.time_zone.as_deref().map(check_time_zone).transpose()?,
     };
     let now = state.clock.now();
     let idem = Idempotency {
@@ -134,6 +149,8 @@ pub struct UpdateAccount {
     pub credit_limit: Option<i64>,
     pub status: Option<AccountStatus>,
     pub country: Option<String>,
+    /// For services ordered from now on; existing ones keep theirs.
+    pub time_zone: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts",
@@ -159,6 +176,7 @@ pub async fn update(
         credit_limit: req.credit_limit.map(check_credit_limit).transpose()?,
         status: req.status,
         country: req.country.as_deref().map(check_country).transpose()?,
+        time_zone: req.time_zone.as_deref().map(check_time_zone).transpose()?,
     };
     let mut tx = state.store.begin().await?;
     let account = repo::update(tx.conn(), &id, changes, state.clock.now()).await?;

@@ -74,11 +74,12 @@ async fn apply(
 
 /// Prices an order and creates the service: paid from the balance (plus
 /// credit limit) it goes to `opening` with an `open` operation queued;
-/// otherwise it waits in `ordered` with the amount due.
+/// otherwise it waits in `ordered` with the amount due. Its periods are
+/// counted in the account's time zone, or `default_zone` if it has none.
 pub async fn place_order(
     mut c: Conn<'_>,
     req: OrderRequest,
-    time_zone: Zone,
+    default_zone: Zone,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Service> {
@@ -118,7 +119,7 @@ pub async fn place_order(
         addons: q.addons,
         params: Default::default(),
         auto_renew: req.auto_renew.unwrap_or(plan.spec.auto_renew),
-        time_zone,
+        time_zone: account.time_zone.unwrap_or(default_zone),
         anchor_at: None,
         paid_units: 0,
         period_start: None,

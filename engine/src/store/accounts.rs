@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use crate::accounts::{Account, AccountStatus, ApiKey, ApiKeySecret, Role};
+use crate::calendar::Zone;
 use crate::clock::{from_micros, to_micros};
 use crate::error::{Error, Result, is_unique_violation};
 use crate::ids::new_id;
@@ -21,6 +22,7 @@ struct AccountRow {
     credit_limit: i64,
     status: String,
     country: Option<String>,
+    time_zone: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -32,6 +34,10 @@ impl AccountRow {
                 format!("account {}: bad {what}", self.id).into(),
             ))
         };
+        let time_zone = match self.time_zone.as_deref() {
+            Some(name) => Some(Zone::parse(name).ok_or_else(|| corrupt("time zone"))?),
+            None => None,
+        };
         Ok(Account {
             currency: Currency::from_code(&self.currency).map_err(|_| corrupt("currency"))?,
             status: AccountStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
@@ -40,6 +46,7 @@ impl AccountRow {
             name: self.name,
             credit_limit: self.credit_limit,
             country: self.country,
+            time_zone,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
         })
@@ -47,7 +54,7 @@ impl AccountRow {
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "id, email, name, currency, credit_limit, status, country, created_at, updated_at";
+    "id, email, name, currency, credit_limit, status, country, time_zone, created_at, updated_at";
 
 /// A new customer, already validated.
 pub struct NewAccount {
@@ -57,6 +64,8 @@ pub struct NewAccount {
     pub credit_limit: i64,
     /// ISO 3166-1 alpha-2, for taxes.
     pub country: Option<String>,
+    /// Its own billing time zone, if not the deployment's.
+    pub time_zone: Option<Zone>,
 }
 
 /// Creates a customer and its balance account. A taken e-mail is a
@@ -65,10 +74,10 @@ pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Res
     let id = new_id("acc");
     let at = to_micros(now);
     let inserted = sql!(&mut c, c => sqlx::query(
-        "INSERT INTO accounts (id, email, name, currency, credit_limit, status, country, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)")
+        "INSERT INTO accounts (id, email, name, currency, credit_limit, status, country, time_zone, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $8, $7, $7)")
         .bind(&id).bind(&new.email).bind(&new.name).bind(new.currency.code())
-        .bind(new.credit_limit).bind(new.country.as_deref()).bind(at)
+        .bind(new.credit_limit).bind(new.country.as_deref()).bind(at).bind(new.time_zone.map(Zone::name))
         .execute(&mut **c).await.map(|r| r.rows_affected()));
     if let Err(e) = inserted {
         if is_unique_violation(&e) {
@@ -93,6 +102,7 @@ pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Res
         currency: new.currency,
         credit_limit: new.credit_limit,
         country: new.country,
+        time_zone: new.time_zone,
         status: AccountStatus::Active,
         created_at: now,
         updated_at: now,
@@ -128,6 +138,7 @@ pub struct AccountChanges {
     pub credit_limit: Option<i64>,
     pub status: Option<AccountStatus>,
     pub country: Option<String>,
+    pub time_zone: Option<Zone>,
 }
 
 pub async fn update(
@@ -160,11 +171,12 @@ pub async fn update(
     let credit_limit = changes.credit_limit.unwrap_or(current.credit_limit);
     let status = changes.status.unwrap_or(current.status);
     let country = changes.country.or(current.country);
+    let time_zone = changes.time_zone.or(current.time_zone);
     let updated = sql!(&mut c, c => sqlx::query(
         "UPDATE accounts SET email = $2, name = $3, credit_limit = $4, status = $5, updated_at = $6,
-             country = $7 WHERE id = $1")
+             country = $7, time_zone = $8 WHERE id = $1")
         .bind(id).bind(&email).bind(&name).bind(credit_limit).bind(status.as_str()).bind(to_micros(now))
-        .bind(country.as_deref())
+        .bind(country.as_deref()).bind(time_zone.map(Zone::name))
         .execute(&mut **c).await.map(|r| r.rows_affected()));
     if let Err(e) = updated {
         if is_unique_violation(&e) {
