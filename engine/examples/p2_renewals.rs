@@ -19,6 +19,11 @@ use chrono::{Duration, TimeZone, Utc};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Warnings (a batch falling back to one by one) go to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .init();
     let mut args = std::env::args().skip(1);
     let n: usize = args
         .next()

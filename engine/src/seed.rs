@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{TransactionDraft, TransactionKind};
 use crate::money::{Currency, Money};
 use crate::services::{Service, ServiceStatus};
-use crate::store::{Store, accounts, catalog, ledger, services};
+use crate::store::{Store, accounts, catalog, invoices, ledger, services};
 
 /// What [`due_renewals`] wrote.
 #[derive(Debug, Clone)]
@@ -25,10 +25,13 @@ pub struct DueRenewals {
     pub paid_until: DateTime<Utc>,
 }
 
+/// Where the seeded customers are billed: prices include its 19 % VAT.
+pub const SEED_COUNTRY: &str = "DE";
+
 /// `n` active monthly EUR services anchored at `anchor` with one month
-/// paid, `per_account` to a customer; every customer is credited
-/// `credit_per_service` for each of its services. The plan (price 1000)
-/// is provisioned by the `manual` module.
+/// paid, `per_account` to a customer in [`SEED_COUNTRY`]; every customer is
+/// credited `credit_per_service` for each of its services. The plan
+/// (price 1000, VAT included) is provisioned by the `manual` module.
 pub async fn due_renewals(
     store: &Store,
     n: usize,
@@ -47,6 +50,19 @@ pub async fn due_renewals(
     .map_err(|e| Error::Conflict(format!("seed plan: {e}")))?;
     let mut tx = store.begin().await?;
     let plan = catalog::create(tx.conn(), plan, anchor).await?;
+    // Prices include 19 % VAT: every charge splits into revenue and tax.
+    invoices::create_rule(
+        tx.conn(),
+        invoices::NewRule {
+            country: SEED_COUNTRY,
+            product_type: None,
+            name: "VAT",
+            rate_bp: 1900,
+            inclusive: true,
+        },
+        anchor,
+    )
+    .await?;
     let per_account = per_account.max(1);
     let mut account_ids = Vec::with_capacity(n.div_ceil(per_account));
     let mut service_ids = Vec::with_capacity(n);
@@ -60,7 +76,7 @@ pub async fn due_renewals(
                     name: format!("Due {k}"),
                     currency: eur,
                     credit_limit: 0,
-                    country: None,
+                    country: Some(SEED_COUNTRY.to_owned()),
                     time_zone: None,
                 },
                 anchor,
@@ -107,6 +123,12 @@ pub async fn due_renewals(
         service_ids.push(s.id);
     }
     tx.commit().await?;
+    // Statistics, as a database in service has them (autovacuum keeps
+    // PostgreSQL's): without them the planner takes the fresh bulk for
+    // a handful of rows.
+    let mut w = store.begin().await?;
+    crate::sql!(w.conn(), c => sqlx::query("ANALYZE").execute(&mut *c).await.map(drop))?;
+    w.commit().await?;
     Ok(DueRenewals {
         plan_id: plan.id,
         price,

@@ -377,3 +377,248 @@ async fn two_passes_at_once_over_the_same_due_services_renew_each_once() {
     assert!(services.iter().all(|s| until(s) == "2026-03-15"));
     app.assert_ledger_clean().await;
 }
+
+async fn invoices_of(app: &TestApp, account: &str) -> Vec<Value> {
+    let r = app
+        .get(
+            &format!("/api/v1/invoices?account_id={account}&limit=500"),
+            ADMIN_KEY,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.json["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_batch_renews_what_each_balance_covers_in_order_with_tax_invoices_events_and_operations()
+{
+    let app = TestApp::new().await;
+    let r = app
+        .post(
+            "/api/v1/tax-rules",
+            ADMIN_KEY,
+            json!({"country": "DE", "name": "VAT", "rate_bp": 1900, "inclusive": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = app
+        .post(
+            "/api/v1/accounts",
+            ADMIN_KEY,
+            json!({"email": "de@example.com", "name": "DE", "currency": "EUR", "country": "DE"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let taxed = r.json["id"].as_str().unwrap().to_owned();
+    let short = app.create_account("short@example.com", "EUR", 0).await;
+    let broke = app.create_account("broke@example.com", "EUR", 0).await;
+    let plan = app.simple_plan(1000).await;
+    // Taxed: three orders at 1190, then money for exactly two renewals.
+    app.credit(&taxed, 3 * 1190 + 2 * 1190, "EUR").await;
+    // Short: two orders, then 1500 — one renewal, not two.
+    app.credit(&short, 2 * 1000 + 1500, "EUR").await;
+    app.credit(&broke, 1000, "EUR").await;
+    let mut taxed_services = Vec::new();
+    for _ in 0..3 {
+        taxed_services.push(active_service(&app, &taxed, &plan).await);
+    }
+    let short_services = [
+        active_service(&app, &short, &plan).await,
+        active_service(&app, &short, &plan).await,
+    ];
+    let broke_service = active_service(&app, &broke, &plan).await;
+    let count = |table: &str| format!("SELECT COUNT(*) FROM {table}");
+    let before = [
+        app.db.count(&count("service_events")).await,
+        app.db.count(&count("outbox")).await,
+        app.db.count(&count("operations")).await,
+    ];
+
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 14, 0, 0, 0).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "renewed"), 3, "{report:?}");
+    assert!(report.failures.is_empty(), "{report:?}");
+    // Each balance covers its services in id order, as one by one would.
+    let renewed = |s: &Value| until(s) == "2026-03-15";
+    assert!(renewed(&app.service(&taxed_services[0]).await));
+    assert!(renewed(&app.service(&taxed_services[1]).await));
+    assert!(!renewed(&app.service(&taxed_services[2]).await));
+    assert!(renewed(&app.service(&short_services[0]).await));
+    assert!(!renewed(&app.service(&short_services[1]).await));
+    assert!(!renewed(&app.service(&broke_service).await));
+    assert_eq!(app.balance(&taxed).await, 0);
+    assert_eq!(app.balance(&short).await, 500);
+    assert_eq!(app.balance(&broke).await, 0);
+    assert_eq!(charges(&app, &taxed).await, 5);
+    assert_eq!(charges(&app, &short).await, 3);
+
+    // Every renewal has its invoice with the tax split, numbered on.
+    let docs = invoices_of(&app, &taxed).await;
+    let renewals: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "invoice")
+        .skip(3)
+        .collect();
+    assert_eq!(renewals.len(), 2, "{docs:?}");
+    for d in &renewals {
+        assert_eq!(d["total"], 1190);
+        assert_eq!(d["tax"], 190);
+        assert_eq!(d["net"], 1000);
+        assert_eq!(d["tax_lines"][0]["name"], "VAT");
+        assert_eq!(d["lines"][0]["total"], 1190);
+    }
+    let r = app.get("/api/v1/invoices?limit=500", ADMIN_KEY).await;
+    let mut numbers: Vec<String> = r.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "invoice")
+        .map(|d| d["number"].as_str().unwrap().to_owned())
+        .collect();
+    numbers.sort();
+    let seqs: Vec<i64> = numbers
+        .iter()
+        .map(|n| n.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "no gaps");
+
+    // The event log, the webhook outbox and the module hear of each one.
+    let events = app
+        .get(
+            &format!("/api/v1/services/{}/events", taxed_services[1]),
+            ADMIN_KEY,
+        )
+        .await;
+    let last = events.json["data"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], "prolong");
+    assert_eq!(last["actor"], "system:automation");
+    assert!(
+        last["detail"].as_str().unwrap().contains("charged 1000"),
+        "{last}"
+    );
+    let after = [
+        app.db.count(&count("service_events")).await,
+        app.db.count(&count("outbox")).await,
+        app.db.count(&count("operations")).await,
+    ];
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [3, 3, 3],
+        "an event, an outbox event and a prolong operation per renewal"
+    );
+    assert_eq!(pass(&app).await.total(), 0, "the same day again: nothing");
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_kept_whole_is_renewed_one_by_one_and_nobody_is_charged_twice() {
+    use bursar::ledger::{
+        LedgerAccountId, LedgerAccountKind, Posting, TransactionDraft, TransactionKind,
+    };
+    use bursar::money::{Currency, Money};
+
+    let app = TestApp::new().await;
+    let acc = app.create_account("whole@example.com", "EUR", 0).await;
+    app.credit(&acc, 6000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let services = [
+        active_service(&app, &acc, &plan).await,
+        active_service(&app, &acc, &plan).await,
+        active_service(&app, &acc, &plan).await,
+    ];
+    // The middle one's renewal charge is already in the ledger (as if a
+    // payment had posted it): the batch's key check fails it as a whole.
+    let eur = Currency::from_code("EUR").unwrap();
+    let draft = TransactionDraft {
+        idempotency_key: format!("renewal:{}:1", services[1]),
+        kind: TransactionKind::Charge,
+        description: "posted earlier".into(),
+        account_id: Some(acc.clone()),
+        created_by: "test".into(),
+        postings: vec![
+            Posting::new(
+                LedgerAccountId::customer(&acc),
+                Money::new(-1000, eur).unwrap(),
+            ),
+            Posting::new(
+                LedgerAccountId::system(LedgerAccountKind::Revenue, eur),
+                Money::new(1000, eur).unwrap(),
+            ),
+        ],
+    };
+    let mut tx = app.store().begin().await.unwrap();
+    bursar::store::ledger::post(tx.conn(), &draft, app.clock.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 14, 0, 0, 0).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "renewed"), 3, "{report:?}");
+    for id in &services {
+        assert_eq!(until(&app.service(id).await), "2026-03-15");
+    }
+    assert_eq!(charges(&app, &acc).await, 6, "three orders, three renewals");
+    assert_eq!(app.balance(&acc).await, 0);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_service_the_batch_cannot_price_fails_alone() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("price@example.com", "EUR", 0).await;
+    app.credit(&acc, 10_000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let monthly = active_service(&app, &acc, &plan).await;
+    // Paid two more months: to the same day as the quarter below.
+    for key in ["more-1", "more-2"] {
+        let r = app
+            .request(
+                axum::http::Method::POST,
+                &format!("/api/v1/services/{monthly}/prolong"),
+                Some(ADMIN_KEY),
+                Some(json!({"period": "1m"})),
+                &[("idempotency-key", key)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = app.order(&acc, &plan, "3m").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let quarterly = r.json["id"].as_str().unwrap().to_owned();
+    app.run_operations().await;
+    // The plan stops selling the quarter: that renewal cannot be priced.
+    let r = app
+        .request(
+            axum::http::Method::PUT,
+            &format!("/api/v1/plans/{plan}"),
+            Some(ADMIN_KEY),
+            Some(json!({
+                "name": "Plan 1000", "product_type": "vps", "module": "test",
+                "prices": [{"period": "1m", "currency": "EUR", "amount": 1000}]
+            })),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 4, 13, 0, 0, 0).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "renewed"), 1, "{report:?}");
+    assert_eq!(report.failures.get("renewed"), Some(&1), "{report:?}");
+    assert_eq!(until(&app.service(&monthly).await), "2026-05-15");
+    assert_eq!(until(&app.service(&quarterly).await), "2026-04-15");
+    app.assert_ledger_clean().await;
+}

@@ -6,9 +6,13 @@
 //! again that the action is still due, and acts — so one bad item never
 //! blocks the rest, a pass run twice does nothing the second time, and
 //! several processes (on PostgreSQL, `FOR UPDATE SKIP LOCKED`) can run
-//! passes at once. A renewal is charged under the ledger key
+//! passes at once. Renewals, the bulk of a pass, are done a page at a time
+//! in one transaction with the same locks and checks ([`batch`]), falling
+//! back to one by one when a batch cannot be kept whole. A renewal is charged under the ledger key
 //! `renewal:{service}:{paid units}`, the same key a payment uses when it
 //! renews a suspended service: whichever gets there first renews, once.
+
+mod batch;
 
 use std::collections::BTreeMap;
 
@@ -80,6 +84,15 @@ impl Report {
     fn full(&self, config: &AutomationConfig) -> bool {
         config.max_items > 0 && self.seen >= config.max_items
     }
+
+    /// How many of `n` more items this pass may still look at.
+    fn room(&self, config: &AutomationConfig, n: usize) -> usize {
+        if config.max_items == 0 {
+            return n;
+        }
+        let left = config.max_items.saturating_sub(self.seen);
+        usize::try_from(left).map_or(n, |left| left.min(n))
+    }
 }
 
 pub const ACTOR: &str = "system:automation";
@@ -123,12 +136,22 @@ pub async fn run_once(
             let Some(last) = ids.last().cloned() else {
                 break;
             };
-            for id in ids {
-                if report.full(config) {
+            if action == "renewed" {
+                let room = report.room(config, ids.len());
+                for chunk in ids[..room].chunks(batch::MAX_BATCH) {
+                    renew_batch(store, chunk, at, step, &mut report).await;
+                }
+                if room < ids.len() {
                     return Ok(finish(report));
                 }
-                let result = item(store, &id, at, step).await;
-                report.count(action, result, &id);
+            } else {
+                for id in ids {
+                    if report.full(config) {
+                        return Ok(finish(report));
+                    }
+                    let result = item(store, &id, at, step).await;
+                    report.count(action, result, &id);
+                }
             }
             after = last;
         }
@@ -178,6 +201,30 @@ struct At {
 }
 
 type StepFn = fn(Conn<'_>, String, At) -> futures::future::BoxFuture<'_, Result<bool>>;
+
+/// Renews the due services among `ids` in one batch transaction; if the
+/// batch fails as a whole, or leaves some services to the item path, those
+/// are renewed one by one.
+async fn renew_batch(store: &Store, ids: &[String], at: At, step: StepFn, report: &mut Report) {
+    let one_by_one = match batch::renew(store, ids, at).await {
+        Ok(outcome) => {
+            let acted = ids.len() - outcome.left.len();
+            report.seen += acted as u64;
+            if outcome.renewed > 0 {
+                *report.actions.entry("renewed").or_default() += outcome.renewed;
+            }
+            outcome.left
+        }
+        Err(e) => {
+            tracing::warn!(services = ids.len(), error = %e, "renewal batch failed; renewing one by one");
+            ids.to_vec()
+        }
+    };
+    for id in one_by_one {
+        let result = item(store, &id, at, step).await;
+        report.count("renewed", result, &id);
+    }
+}
 
 /// Runs one item in its own transaction, skipping a service another
 /// process holds.

@@ -257,31 +257,9 @@ pub struct Charge<'a> {
 /// documents nothing new.
 pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) -> Result<Posted> {
     let rule = rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?;
-    let gross = ch.gross.minor();
-    let taxed = match &rule {
-        Some(r) => r.split(gross),
-        None => Taxed {
-            net: gross,
-            tax: 0,
-            total: gross,
-        },
-    };
+    let (taxed, lines, tax_lines) = charge_parts(rule.as_ref(), ch.description, ch.gross)?;
     let currency = ch.gross.currency();
-    let sign = if ch.give_back { -1 } else { 1 };
-    let m = |v: i64| Money::new(v * sign, currency);
-    let mut postings = vec![
-        Posting::new(LedgerAccountId::customer(ch.account_id), m(-taxed.total)?),
-        Posting::new(
-            LedgerAccountId::system(LedgerAccountKind::Revenue, currency),
-            m(taxed.net)?,
-        ),
-    ];
-    if taxed.tax != 0 {
-        postings.push(Posting::new(
-            LedgerAccountId::system(LedgerAccountKind::Tax, currency),
-            m(taxed.tax)?,
-        ));
-    }
+    let postings = charge_postings(ch.account_id, taxed, currency, ch.give_back)?;
     let draft = TransactionDraft {
         idempotency_key: ch.idempotency_key,
         kind: if ch.give_back {
@@ -296,17 +274,6 @@ pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) ->
     };
     let posted = ledger_repo::post(c.reborrow(), &draft, now).await?;
     if let Posted::New(txn) = &posted {
-        let tax_lines = rule
-            .iter()
-            .filter(|_| taxed.tax != 0)
-            .map(|r| TaxLine {
-                name: r.name.clone(),
-                rate_bp: r.rate_bp,
-                inclusive: r.inclusive,
-                net: taxed.net,
-                tax: taxed.tax,
-            })
-            .collect();
         let document = repo::NewInvoice {
             kind: if ch.give_back {
                 InvoiceKind::CreditNote
@@ -316,7 +283,7 @@ pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) ->
             account_id: ch.account_id,
             currency,
             taxed,
-            lines: lines(&[(ch.description.to_owned(), gross)], taxed, currency)?,
+            lines,
             tax_lines,
             transaction_id: &txn.id,
             payment_id: None,
@@ -324,6 +291,76 @@ pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) ->
         repo::create(c, document, now).await?;
     }
     Ok(posted)
+}
+
+/// A charge of `gross` split into net and tax under `rule`, with its
+/// invoice line and tax lines.
+pub(crate) fn charge_parts(
+    rule: Option<&TaxRule>,
+    description: &str,
+    gross: Money,
+) -> Result<(Taxed, Vec<InvoiceLine>, Vec<TaxLine>)> {
+    let minor = gross.minor();
+    let taxed = match rule {
+        Some(r) => r.split(minor),
+        None => Taxed {
+            net: minor,
+            tax: 0,
+            total: minor,
+        },
+    };
+    let tax_lines = rule
+        .iter()
+        .filter(|_| taxed.tax != 0)
+        .map(|r| TaxLine {
+            name: r.name.clone(),
+            rate_bp: r.rate_bp,
+            inclusive: r.inclusive,
+            net: taxed.net,
+            tax: taxed.tax,
+        })
+        .collect();
+    let lines = lines(&[(description.to_owned(), minor)], taxed, gross.currency())?;
+    Ok((taxed, lines, tax_lines))
+}
+
+/// The postings of a charge: the customer pays the total, revenue takes
+/// the net and the tax account the tax (reversed when `give_back`).
+pub(crate) fn charge_postings(
+    account_id: &str,
+    taxed: Taxed,
+    currency: Currency,
+    give_back: bool,
+) -> Result<Vec<Posting>> {
+    let sign = if give_back { -1 } else { 1 };
+    let m = |v: i64| Money::new(v * sign, currency);
+    let mut postings = vec![
+        Posting::new(LedgerAccountId::customer(account_id), m(-taxed.total)?),
+        Posting::new(
+            LedgerAccountId::system(LedgerAccountKind::Revenue, currency),
+            m(taxed.net)?,
+        ),
+    ];
+    if taxed.tax != 0 {
+        postings.push(Posting::new(
+            LedgerAccountId::system(LedgerAccountKind::Tax, currency),
+            m(taxed.tax)?,
+        ));
+    }
+    Ok(postings)
+}
+
+/// The product type's own rule in the country, else the country's
+/// general one: [`rule_for`] over rules already read.
+pub(crate) fn pick_rule<'r>(
+    rules: &'r [TaxRule],
+    country: &str,
+    product_type: &str,
+) -> Option<&'r TaxRule> {
+    let in_country = || rules.iter().filter(move |r| r.country == country);
+    in_country()
+        .find(|r| r.product_type.as_deref() == Some(product_type))
+        .or_else(|| in_country().find(|r| r.product_type.is_none()))
 }
 
 /// Money that moved between a balance and a gateway.

@@ -361,7 +361,7 @@ pub async fn prolong(
     ledger_key: String,
     now: DateTime<Utc>,
 ) -> Result<Service> {
-    let mut service = repo::get_for_update(c.reborrow(), id).await?;
+    let service = repo::get_for_update(c.reborrow(), id).await?;
     next_status(&service, Action::Prolong)?;
     if period.unit() != service.period.unit()
         || !period.units().is_multiple_of(service.period.units())
@@ -375,13 +375,9 @@ pub async fn prolong(
             ),
         });
     }
-    let (Some(anchor), Some(paid_until)) = (service.anchor_at, service.paid_until) else {
-        return Err(Error::Conflict(format!(
-            "service {id} has no paid period yet"
-        )));
-    };
     let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
     let q = quote(&plan.spec, period, service.currency, &service.addons, false)?;
+    let (mut service, detail) = extended(&service, period, q.total, now)?;
     if q.total > 0 {
         let product_type = plan.spec.product_type.as_str();
         let gross =
@@ -390,43 +386,14 @@ pub async fn prolong(
             account_id: &service.account_id,
             product_type,
             gross: Money::new(gross, service.currency)?,
-            description: &format!(
-                "{}: service {} for {}",
-                plan.spec.name,
-                service.id,
-                period.as_str()
-            ),
+            description: &charge_description(&plan.spec.name, id, period),
             idempotency_key: ledger_key,
             actor,
             give_back: false,
         };
         invoices::post_charge(c.reborrow(), charge, now).await?;
     }
-    let periods = i64::from(period.units() / service.period.units());
-    service.paid_units += i64::from(period.units());
-    let new_end = add_units(
-        anchor,
-        period.unit(),
-        service.paid_units as u32,
-        service.time_zone,
-    )
-    .ok_or_else(|| Error::Conflict("paid time beyond the calendar".into()))?;
-    if paid_until <= now {
-        service.period_start = Some(paid_until);
-        service.range_price = q.total;
-        service.range_periods = periods;
-    } else {
-        service.range_price += q.total;
-        service.range_periods += periods;
-    }
-    service.paid_until = Some(new_end);
     let status = service.status;
-    let detail = format!(
-        "+{} until {}, charged {}",
-        period.as_str(),
-        new_end.to_rfc3339(),
-        q.total
-    );
     apply(
         c.reborrow(),
         &mut service,
@@ -449,11 +416,62 @@ pub async fn prolong(
     .await?;
     if service.status == ServiceStatus::Suspended
         && service.suspend_reason == Some(SuspendReason::NonPayment)
-        && new_end > now
+        && service.paid_until.is_some_and(|end| end > now)
     {
         resume_locked(c, &mut service, actor, now).await?;
     }
     Ok(service)
+}
+
+/// `service` once `period` more is paid for `total` (minor units): the
+/// paid end counted from the anchor on the calendar, and the paid range
+/// (a new one if the old had ended by `now`); with the event log's detail.
+pub(crate) fn extended(
+    service: &Service,
+    period: Period,
+    total: i64,
+    now: DateTime<Utc>,
+) -> Result<(Service, String)> {
+    let (Some(anchor), Some(paid_until)) = (service.anchor_at, service.paid_until) else {
+        return Err(Error::Conflict(format!(
+            "service {} has no paid period yet",
+            service.id
+        )));
+    };
+    let mut s = service.clone();
+    let periods = i64::from(period.units() / service.period.units());
+    s.paid_units += i64::from(period.units());
+    let units = u32::try_from(s.paid_units)
+        .map_err(|_| Error::Conflict("paid time beyond the calendar".into()))?;
+    let new_end = add_units(anchor, period.unit(), units, service.time_zone)
+        .ok_or_else(|| Error::Conflict("paid time beyond the calendar".into()))?;
+    if paid_until <= now {
+        s.period_start = Some(paid_until);
+        s.range_price = total;
+        s.range_periods = periods;
+    } else {
+        s.range_price += total;
+        s.range_periods += periods;
+    }
+    s.paid_until = Some(new_end);
+    s.updated_at = now;
+    let detail = format!(
+        "+{} until {}, charged {}",
+        period.as_str(),
+        new_end.to_rfc3339(),
+        total
+    );
+    Ok((s, detail))
+}
+
+/// What a renewal's ledger transaction and invoice line say.
+pub(crate) fn charge_description(plan_name: &str, service_id: &str, period: Period) -> String {
+    format!("{plan_name}: service {service_id} for {}", period.as_str())
+}
+
+/// The ledger key a renewal of `service` is charged under.
+pub(crate) fn renewal_key(service: &Service) -> String {
+    format!("renewal:{}:{}", service.id, service.paid_units)
 }
 
 /// Renews `service` for one more of its periods from the balance, charged
@@ -466,8 +484,16 @@ pub async fn renew(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Service>> {
-    let key = format!("renewal:{}:{}", service.id, service.paid_units);
-    match prolong(c, &service.id, service.period, actor, key, now).await {
+    match prolong(
+        c,
+        &service.id,
+        service.period,
+        actor,
+        renewal_key(service),
+        now,
+    )
+    .await
+    {
         Ok(s) => Ok(Some(s)),
         Err(Error::InsufficientFunds { .. }) => Ok(None),
         Err(e) => Err(e),

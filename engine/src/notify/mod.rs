@@ -47,7 +47,16 @@ impl WebhookConfig {
 
 /// Records an event for the webhook endpoints, in the caller's transaction.
 pub async fn record(c: Conn<'_>, event_type: &str, data: Value, now: DateTime<Utc>) -> Result<()> {
-    repo::insert(c, event_type, &data, now).await
+    repo::insert(c, &[(event_type.to_owned(), data)], now).await
+}
+
+/// Records many events at once (type and data each), in order.
+pub async fn record_many(
+    c: Conn<'_>,
+    events: &[(String, Value)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    repo::insert(c, events, now).await
 }
 
 /// The signature header value for `body` at `t`.

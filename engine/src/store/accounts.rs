@@ -11,7 +11,7 @@ use crate::ids::new_id;
 use crate::ledger::{LedgerAccountId, LedgerAccountKind};
 use crate::money::Currency;
 use crate::sql;
-use crate::store::{Conn, Page};
+use crate::store::{Conn, Page, bulk};
 
 #[derive(FromRow)]
 struct AccountRow {
@@ -118,6 +118,11 @@ pub async fn get(mut c: Conn<'_>, id: &str) -> Result<Account> {
 }
 
 /// Accounts in id (creation) order, starting after the cursor.
+/// The billing country (if any) of each of the accounts `ids` that exist.
+pub async fn countries(c: Conn<'_>, ids: &[&str]) -> Result<Vec<(String, Option<String>)>> {
+    bulk::fetch_in(c, "SELECT id, country FROM accounts WHERE id IN {ids}", ids).await
+}
+
 pub async fn list(mut c: Conn<'_>, after: Option<&str>, limit: usize) -> Result<Page<Account>> {
     let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2");
     let rows: Vec<AccountRow> = sql!(&mut c, c => sqlx::query_as(&q)

@@ -1,5 +1,7 @@
 //! Tax rules, invoice counters and invoices.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
@@ -11,7 +13,7 @@ use crate::invoices::{
 };
 use crate::money::Currency;
 use crate::sql;
-use crate::store::{Conn, Page};
+use crate::store::{Conn, Page, bulk};
 
 fn corrupt(what: String) -> Error {
     Error::Database(sqlx::Error::Decode(what.into()))
@@ -151,35 +153,77 @@ pub struct NewInvoice<'a> {
     pub payment_id: Option<&'a str>,
 }
 
-/// Takes the next number of `prefix` in `year`. Part of the caller's
-/// transaction: if it rolls back, so does the number.
-async fn next_seq(mut c: Conn<'_>, prefix: &str, year: i32) -> Result<i64> {
-    Ok(sql!(&mut c, c => sqlx::query_scalar(
-        "INSERT INTO invoice_counters (prefix, year, last) VALUES ($1, $2, 1)
-         ON CONFLICT (prefix, year) DO UPDATE SET last = invoice_counters.last + 1
+/// Takes the next `n` numbers of `prefix` in `year` and returns the first.
+/// Part of the caller's transaction: if it rolls back, so do the numbers.
+async fn take_seqs(mut c: Conn<'_>, prefix: &str, year: i32, n: i64) -> Result<i64> {
+    let last: i64 = sql!(&mut c, c => sqlx::query_scalar(
+        "INSERT INTO invoice_counters (prefix, year, last) VALUES ($1, $2, $3)
+         ON CONFLICT (prefix, year) DO UPDATE SET last = invoice_counters.last + excluded.last
          RETURNING last")
-        .bind(prefix).bind(i64::from(year)).fetch_one(&mut **c).await)?)
+        .bind(prefix).bind(i64::from(year)).bind(n).fetch_one(&mut **c).await)?;
+    Ok(last - n + 1)
 }
 
 pub async fn create(mut c: Conn<'_>, new: NewInvoice<'_>, now: DateTime<Utc>) -> Result<Invoice> {
-    let prefix = new.kind.prefix();
+    let ids = create_many(c.reborrow(), &[new], now).await?;
+    get(c, &ids[0]).await
+}
+
+/// Stores many documents, numbered in the order given (without gaps, per
+/// prefix), with multi-row statements. Returns their ids.
+pub async fn create_many(
+    mut c: Conn<'_>,
+    docs: &[NewInvoice<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
     let year = year_of(now);
-    let seq = next_seq(c.reborrow(), prefix, year).await?;
-    let id = new_id("inv");
-    // Plain strings and integers: serializing cannot fail.
-    let lines = serde_json::to_string(&new.lines).expect("invoice lines serialize");
-    let tax_lines = serde_json::to_string(&new.tax_lines).expect("tax lines serialize");
-    sql!(&mut c, c => sqlx::query(
+    let mut next: BTreeMap<&str, i64> = BTreeMap::new();
+    for d in docs {
+        *next.entry(d.kind.prefix()).or_default() += 1;
+    }
+    for (prefix, n) in next.iter_mut() {
+        *n = take_seqs(c.reborrow(), prefix, year, *n).await?;
+    }
+    let at = to_micros(now);
+    let mut ids = Vec::with_capacity(docs.len());
+    let mut rows = bulk::Rows::new(16);
+    for d in docs {
+        let prefix = d.kind.prefix();
+        let seq = next.get_mut(prefix).expect("counted above");
+        let id = new_id("inv");
+        // Plain strings and integers: serializing cannot fail.
+        let lines = serde_json::to_string(&d.lines).expect("invoice lines serialize");
+        let tax_lines = serde_json::to_string(&d.tax_lines).expect("tax lines serialize");
+        rows.push([
+            id.as_str().into(),
+            number(prefix, year, *seq).into(),
+            prefix.into(),
+            i64::from(year).into(),
+            (*seq).into(),
+            d.kind.as_str().into(),
+            d.account_id.into(),
+            d.currency.code().into(),
+            d.taxed.net.into(),
+            d.taxed.tax.into(),
+            d.taxed.total.into(),
+            lines.into(),
+            tax_lines.into(),
+            d.transaction_id.into(),
+            d.payment_id.into(),
+            at.into(),
+        ]);
+        *seq += 1;
+        ids.push(id);
+    }
+    bulk::execute(
+        c,
         "INSERT INTO invoices (id, number, prefix, year, seq, kind, account_id, currency, net, tax,
              total, lines, tax_lines, transaction_id, payment_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
-        .bind(&id).bind(number(prefix, year, seq)).bind(prefix).bind(i64::from(year)).bind(seq)
-        .bind(new.kind.as_str()).bind(new.account_id).bind(new.currency.code())
-        .bind(new.taxed.net).bind(new.taxed.tax).bind(new.taxed.total)
-        .bind(lines).bind(tax_lines).bind(new.transaction_id).bind(new.payment_id)
-        .bind(to_micros(now))
-        .execute(&mut **c).await.map(drop))?;
-    get(c, &id).await
+         {rows}",
+        &rows,
+    )
+    .await?;
+    Ok(ids)
 }
 
 pub async fn get(mut c: Conn<'_>, id: &str) -> Result<Invoice> {

@@ -8,6 +8,8 @@
 //! against the committed row after waiting for its lock, SQLite has a
 //! single writer.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::FromRow;
@@ -20,7 +22,7 @@ use crate::ledger::{
 };
 use crate::money::{Currency, MoneyError};
 use crate::sql;
-use crate::store::{Conn, Page};
+use crate::store::{Conn, Page, bulk};
 
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -194,6 +196,167 @@ async fn post_inner(
         created_at: now,
         entries,
     }))
+}
+
+/// A ledger account's balance and floor, as [`balances_for_update`] reads
+/// them.
+#[derive(Debug, Clone, FromRow)]
+pub struct BalanceState {
+    pub id: String,
+    pub currency: String,
+    pub balance: i64,
+    pub min_balance: Option<i64>,
+}
+
+/// Reads ledger accounts' balances; on PostgreSQL they stay locked (taken
+/// in id order, the order every posting locks them in) until the
+/// transaction ends.
+pub async fn balances_for_update(mut c: Conn<'_>, ids: &[String]) -> Result<Vec<BalanceState>> {
+    let lock = if matches!(c, Conn::Postgres(_)) {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let q = format!(
+        "SELECT id, currency, balance, min_balance FROM ledger_accounts WHERE id IN {{ids}} ORDER BY id{lock}"
+    );
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    bulk::fetch_in(c.reborrow(), &q, &ids).await
+}
+
+/// Posts many new transactions at once, with multi-row statements: the
+/// batch form of [`post`] for the engine's own bulk work (renewal passes).
+///
+/// Every key must be new: if any was posted before, nothing is posted and
+/// the error says so, and the caller posts those one by one with [`post`].
+/// Each ledger account's balance moves once, by the sum of its postings,
+/// in lock order; its floor is checked on that net movement, so callers
+/// check each debit themselves first (as renewals do under lock). An
+/// account that would leave its allowed range fails the whole call, and
+/// with it the caller's transaction.
+pub async fn post_many(
+    mut c: Conn<'_>,
+    drafts: &[TransactionDraft],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    if drafts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at = to_micros(now);
+    let mut transactions = bulk::Rows::new(7);
+    let mut entries = bulk::Rows::new(5);
+    // Net movement per ledger account (kept in lock order), and whether
+    // every debit of it enforces the floor.
+    let mut moves: BTreeMap<&LedgerAccountId, (Currency, i64, bool)> = BTreeMap::new();
+    let mut ids = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        draft.validate()?;
+        let id = new_id("txn");
+        transactions.push([
+            id.as_str().into(),
+            draft.idempotency_key.as_str().into(),
+            draft.kind.as_str().into(),
+            draft.description.as_str().into(),
+            draft.account_id.as_deref().into(),
+            draft.created_by.as_str().into(),
+            at.into(),
+        ]);
+        for p in draft.postings_in_lock_order() {
+            let currency = p.amount.currency();
+            entries.push([
+                id.as_str().into(),
+                p.ledger_account.as_str().into(),
+                p.amount.minor().into(),
+                currency.code().into(),
+                at.into(),
+            ]);
+            let m = moves
+                .entry(&p.ledger_account)
+                .or_insert((currency, 0, true));
+            if m.0 != currency {
+                return Err(MoneyError::CurrencyMismatch(currency, m.0).into());
+            }
+            m.1 =
+                m.1.checked_add(p.amount.minor())
+                    .ok_or(MoneyError::OutOfRange)?;
+            m.2 &= p.enforce_limit;
+        }
+        ids.push(id);
+    }
+    let inserted: Vec<(String,)> = bulk::fetch_all(
+        c.reborrow(),
+        "INSERT INTO ledger_transactions (id, idempotency_key, kind, description, account_id, created_by, created_at)
+         {rows} ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        &transactions,
+    )
+    .await?;
+    if inserted.len() != drafts.len() {
+        return Err(Error::Conflict(format!(
+            "{} of {} ledger keys in a batch were posted before",
+            drafts.len() - inserted.len(),
+            drafts.len()
+        )));
+    }
+    // The engine's own accounts are opened on first use.
+    let mut system = bulk::Rows::new(4);
+    for (account, (currency, _, _)) in &moves {
+        if let Some(kind) = account.kind().filter(|k| *k != LedgerAccountKind::Customer) {
+            system.push([
+                account.as_str().into(),
+                kind.as_str().into(),
+                currency.code().into(),
+                at.into(),
+            ]);
+        }
+    }
+    bulk::execute(
+        c.reborrow(),
+        "INSERT INTO ledger_accounts (id, kind, currency, created_at) {rows} ON CONFLICT (id) DO NOTHING",
+        &system,
+    )
+    .await?;
+    bulk::execute(
+        c.reborrow(),
+        "INSERT INTO ledger_entries (transaction_id, ledger_account_id, amount, currency, created_at) {rows}",
+        &entries,
+    )
+    .await?;
+    let touched: Vec<String> = moves.keys().map(|a| a.to_string()).collect();
+    if matches!(c, Conn::Postgres(_)) {
+        balances_for_update(c.reborrow(), &touched).await?;
+    }
+    let mut deltas = bulk::Rows::new(4);
+    for (account, (currency, delta, enforce)) in &moves {
+        deltas.push([
+            account.as_str().into(),
+            currency.code().into(),
+            (*delta).into(),
+            i64::from(*enforce).into(),
+        ]);
+    }
+    let moved = bulk::execute(
+        c.reborrow(),
+        &format!(
+            "WITH v (id, currency, delta, enforce) AS ({{rows}})
+             UPDATE ledger_accounts SET balance = ledger_accounts.balance + v.delta
+             FROM v
+             WHERE ledger_accounts.id = v.id AND ledger_accounts.currency = v.currency
+               AND ledger_accounts.balance + v.delta BETWEEN {} AND {}
+               AND (v.delta >= 0 OR v.enforce = 0 OR ledger_accounts.min_balance IS NULL
+                    OR ledger_accounts.balance + v.delta >= ledger_accounts.min_balance)",
+            -MAX_BALANCE, MAX_BALANCE
+        ),
+        &deltas,
+    )
+    .await?;
+    if moved != touched.len() as u64 {
+        return Err(Error::Conflict(format!(
+            "{} of {} ledger accounts in a batch are missing or would leave their allowed range",
+            touched.len() as u64 - moved,
+            touched.len()
+        )));
+    }
+    Ok(ids)
 }
 
 fn same_postings(existing: &LedgerTransaction, draft: &TransactionDraft) -> bool {

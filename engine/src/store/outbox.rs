@@ -8,7 +8,7 @@ use crate::clock::{from_micros, to_micros};
 use crate::error::Result;
 use crate::ids::new_id;
 use crate::sql;
-use crate::store::Conn;
+use crate::store::{Conn, bulk};
 
 /// An event waiting to be delivered.
 pub struct OutboxEvent {
@@ -30,18 +30,26 @@ struct Row {
     created_at: i64,
 }
 
-pub async fn insert(
-    mut c: Conn<'_>,
-    event_type: &str,
-    data: &Value,
-    now: DateTime<Utc>,
-) -> Result<()> {
+/// Adds events (type and data each) to the outbox, pending delivery.
+pub async fn insert(c: Conn<'_>, events: &[(String, Value)], now: DateTime<Utc>) -> Result<()> {
     let at = to_micros(now);
-    sql!(&mut c, c => sqlx::query(
-        "INSERT INTO outbox (event_id, type, payload, status, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, 'pending', $4, $4)")
-        .bind(new_id("evt")).bind(event_type).bind(data.to_string()).bind(at)
-        .execute(&mut **c).await.map(drop))?;
+    let mut rows = bulk::Rows::new(6);
+    for (event_type, data) in events {
+        rows.push([
+            new_id("evt").into(),
+            event_type.as_str().into(),
+            data.to_string().into(),
+            at.into(),
+            at.into(),
+            "pending".into(),
+        ]);
+    }
+    bulk::execute(
+        c,
+        "INSERT INTO outbox (event_id, type, payload, next_attempt_at, created_at, status) {rows}",
+        &rows,
+    )
+    .await?;
     Ok(())
 }
 

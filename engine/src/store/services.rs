@@ -14,7 +14,7 @@ use crate::services::{
     Operation, OperationKind, OperationStatus, Service, ServiceStatus, SuspendReason,
 };
 use crate::sql;
-use crate::store::{Conn, Page};
+use crate::store::{Conn, Page, bulk};
 
 fn corrupt(what: String) -> Error {
     Error::Database(sqlx::Error::Decode(what.into()))
@@ -241,6 +241,73 @@ pub async fn try_lock(c: Conn<'_>, id: &str) -> Result<bool> {
     }
 }
 
+/// Locks and reads the services with ids from `first` to `last` (a page
+/// of [`candidates`]) that are still active, auto-renewing and paid only
+/// until `until`, in id order. On PostgreSQL a service another transaction
+/// holds is skipped (`SKIP LOCKED`), as [`try_lock`] does one at a time.
+pub async fn lock_due_renewals(
+    mut c: Conn<'_>,
+    first: &str,
+    last: &str,
+    until: DateTime<Utc>,
+) -> Result<Vec<Service>> {
+    let lock = if matches!(c, Conn::Postgres(_)) {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let q = format!(
+        "SELECT {SERVICE_COLUMNS} FROM services
+         WHERE id >= $1 AND id <= $2 AND status = 'active' AND auto_renew AND paid_until <= $3
+         ORDER BY id{lock}"
+    );
+    let rows: Vec<ServiceRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(first).bind(last).bind(to_micros(until)).fetch_all(&mut **c).await)?;
+    rows.into_iter().map(ServiceRow::into_service).collect()
+}
+
+/// Writes back the paid period (paid units, period start and end, paid
+/// range) and status of many services in one statement. Refuses
+/// (`Conflict`, and the caller's transaction must roll back) unless every
+/// one was still in `expected`.
+pub async fn save_paid_periods(
+    c: Conn<'_>,
+    services: &[Service],
+    expected: ServiceStatus,
+) -> Result<()> {
+    let mut rows = bulk::Rows::new(8);
+    for s in services {
+        rows.push([
+            s.id.as_str().into(),
+            s.status.as_str().into(),
+            s.paid_units.into(),
+            s.period_start.map(to_micros).into(),
+            s.paid_until.map(to_micros).into(),
+            s.range_price.into(),
+            s.range_periods.into(),
+            to_micros(s.updated_at).into(),
+        ]);
+    }
+    let q = format!(
+        "WITH v (id, status, paid_units, period_start, paid_until, range_price, range_periods, updated_at)
+           AS ({{rows}})
+         UPDATE services SET status = v.status, paid_units = v.paid_units, period_start = v.period_start,
+             paid_until = v.paid_until, range_price = v.range_price, range_periods = v.range_periods,
+             updated_at = v.updated_at
+         FROM v WHERE services.id = v.id AND services.status = '{}'",
+        expected.as_str()
+    );
+    let n = bulk::execute(c, &q, &rows).await?;
+    if n != services.len() as u64 {
+        return Err(Error::Conflict(format!(
+            "{} of {} services in a batch changed concurrently; retry",
+            services.len() as u64 - n,
+            services.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The account's services suspended for non-payment, oldest first.
 pub async fn suspended_for_nonpayment(mut c: Conn<'_>, account_id: &str) -> Result<Vec<String>> {
     Ok(sql!(&mut c, c => sqlx::query_scalar(
@@ -295,10 +362,56 @@ pub struct ServiceEvent {
     pub at: DateTime<Utc>,
 }
 
-/// Appends to the event log.
+/// One line for the event log, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub service_id: &'a str,
+    pub action: &'a str,
+    pub from: ServiceStatus,
+    pub to: ServiceStatus,
+    pub reason: Option<&'a str>,
+    pub actor: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+impl NewEvent<'_> {
+    fn row(&self, at: i64) -> [bulk::Value; 8] {
+        [
+            self.service_id.into(),
+            self.action.into(),
+            self.from.as_str().into(),
+            self.to.as_str().into(),
+            self.reason.into(),
+            self.actor.into(),
+            self.detail.into(),
+            at.into(),
+        ]
+    }
+
+    /// The webhook event (`service.{action}`) it is announced with.
+    fn announcement(&self) -> (String, serde_json::Value) {
+        (
+            format!("service.{}", self.action),
+            serde_json::json!({
+                "service_id": self.service_id,
+                "action": self.action,
+                "from": self.from.as_str(),
+                "to": self.to.as_str(),
+                "reason": self.reason,
+                "actor": self.actor,
+                "detail": self.detail,
+            }),
+        )
+    }
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO service_events (service_id, action, from_status, to_status, reason, actor, detail, at)
+     {rows}";
+
+/// Appends to the event log, and announces it in the outbox.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_event(
-    mut c: Conn<'_>,
+    c: Conn<'_>,
     service_id: &str,
     action: &str,
     from: ServiceStatus,
@@ -308,27 +421,33 @@ pub async fn record_event(
     detail: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sql!(&mut c, c => sqlx::query(
-        "INSERT INTO service_events (service_id, action, from_status, to_status, reason, actor, detail, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(service_id).bind(action).bind(from.as_str()).bind(to.as_str()).bind(reason).bind(actor)
-        .bind(detail).bind(to_micros(at))
-        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-    crate::notify::record(
-        c,
-        &format!("service.{action}"),
-        serde_json::json!({
-            "service_id": service_id,
-            "action": action,
-            "from": from.as_str(),
-            "to": to.as_str(),
-            "reason": reason,
-            "actor": actor,
-            "detail": detail,
-        }),
-        at,
-    )
-    .await
+    let event = NewEvent {
+        service_id,
+        action,
+        from,
+        to,
+        reason,
+        actor,
+        detail,
+    };
+    record_events(c, &[event], at).await
+}
+
+/// Appends many lines to the event log (multi-row statements), each
+/// announced in the outbox.
+pub async fn record_events(
+    mut c: Conn<'_>,
+    events: &[NewEvent<'_>],
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let micros = to_micros(at);
+    let mut rows = bulk::Rows::new(8);
+    for e in events {
+        rows.push(e.row(micros));
+    }
+    bulk::execute(c.reborrow(), INSERT_EVENTS, &rows).await?;
+    let announced: Vec<_> = events.iter().map(NewEvent::announcement).collect();
+    crate::notify::record_many(c, &announced, at).await
 }
 
 pub async fn events(
@@ -421,6 +540,35 @@ impl OperationRow {
     }
 }
 
+const INSERT_OPERATIONS: &str = "INSERT INTO operations (id, service_id, kind, module, status, attempts, next_run_at, payload, created_at, updated_at)
+     {rows}";
+
+/// An operation to queue: for a service, of a kind, run by a module.
+pub type NewOperation<'a> = (&'a str, OperationKind, &'a str, serde_json::Value);
+
+fn operation_rows(ops: &[NewOperation<'_>], now: DateTime<Utc>) -> (Vec<String>, bulk::Rows) {
+    let at = to_micros(now);
+    let mut ids = Vec::with_capacity(ops.len());
+    let mut rows = bulk::Rows::new(10);
+    for (service_id, kind, module, payload) in ops {
+        let id = new_id("op");
+        rows.push([
+            id.as_str().into(),
+            (*service_id).into(),
+            kind.as_str().into(),
+            (*module).into(),
+            "queued".into(),
+            0_i64.into(),
+            at.into(),
+            payload.to_string().into(),
+            at.into(),
+            at.into(),
+        ]);
+        ids.push(id);
+    }
+    (ids, rows)
+}
+
 /// Queues an operation, due now.
 pub async fn enqueue(
     mut c: Conn<'_>,
@@ -430,14 +578,16 @@ pub async fn enqueue(
     payload: serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<Operation> {
-    let id = new_id("op");
-    let at = to_micros(now);
-    sql!(&mut c, c => sqlx::query(
-        "INSERT INTO operations (id, service_id, kind, module, status, attempts, next_run_at, payload, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $5, $5)")
-        .bind(&id).bind(service_id).bind(kind.as_str()).bind(module).bind(at).bind(payload.to_string())
-        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-    get_operation(c, &id).await
+    let (ids, rows) = operation_rows(&[(service_id, kind, module, payload)], now);
+    bulk::execute(c.reborrow(), INSERT_OPERATIONS, &rows).await?;
+    get_operation(c, &ids[0]).await
+}
+
+/// Queues many operations, due now, with multi-row statements.
+pub async fn enqueue_many(c: Conn<'_>, ops: &[NewOperation<'_>], now: DateTime<Utc>) -> Result<()> {
+    let (_, rows) = operation_rows(ops, now);
+    bulk::execute(c, INSERT_OPERATIONS, &rows).await?;
+    Ok(())
 }
 
 pub async fn get_operation(mut c: Conn<'_>, id: &str) -> Result<Operation> {
