@@ -11,6 +11,7 @@ const PACKAGES_BY_WORLD: &[&[&str]] = &[
         "example-processing",
         "dcimanager6",
         "hostile",
+        "noop",
         "not-a-plugin",
     ],
     &["gateway-echo", "bank-transfer", "stripe"],

@@ -40,7 +40,7 @@ fn request() -> ModuleRequest {
 
 fn native_open(operation: &str) -> Vec<(String, String)> {
     vec![
-        ("opened_by".into(), "hostile".into()),
+        ("opened_by".into(), "noop".into()),
         ("operation".into(), operation.into()),
     ]
 }
@@ -80,7 +80,6 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let host = PluginHost::new(HostOptions::default()).unwrap();
-    let bytes = std::fs::read(PathBuf::from(builtin::WASM_DIR).join("hostile.wasm")).unwrap();
     let limits = InstanceLimits {
         timeout: Duration::from_secs(10),
         memory_bytes: 64 << 20,
@@ -92,16 +91,24 @@ fn bench(c: &mut Criterion) {
         timeout: limits.timeout,
         max_response_bytes: 1 << 20,
     };
-    let plugin = runtime
-        .block_on(ProcessingPlugin::load(
-            &host,
-            "bench",
-            &bytes,
-            vec![],
-            policy,
-            limits,
-        ))
-        .unwrap();
+    let load = |file: &str| {
+        let bytes = std::fs::read(PathBuf::from(builtin::WASM_DIR).join(file)).unwrap();
+        runtime
+            .block_on(ProcessingPlugin::load(
+                &host,
+                "bench",
+                &bytes,
+                vec![],
+                policy.clone(),
+                limits.clone(),
+            ))
+            .unwrap()
+    };
+    // The plugin P1 names: no I/O, so it imports no more than `std` needs.
+    let plugin = load("noop.wasm");
+    // The same call on a plugin that also imports wasi:http and the WASI
+    // filesystem (it has modes that use them), to show what imports cost.
+    let importing = load("hostile.wasm");
     let req = request();
     let exe = native_executable();
 
@@ -109,6 +116,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("wasm: fresh instance + open", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(plugin.lifecycle(black_box(&req)).await.unwrap()) })
+    });
+    group.bench_function("wasm: the same on a plugin importing wasi:http", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(importing.lifecycle(black_box(&req)).await.unwrap()) })
     });
     group.bench_function("native: function call", |b| {
         b.iter(|| black_box(native_open(black_box("op_bench"))))

@@ -12,7 +12,7 @@ fn main() {
 
 fn bursar_native_open(operation: &str) -> Vec<(String, String)> {
     vec![
-        ("opened_by".into(), "hostile".into()),
+        ("opened_by".into(), "noop".into()),
         ("operation".into(), operation.into()),
     ]
 }

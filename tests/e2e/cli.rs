@@ -448,3 +448,44 @@ fn automation_run_once_makes_one_pass_and_reports_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--once"));
 }
+
+#[test]
+fn a_plugin_that_does_no_io_imports_neither_http_nor_the_filesystem() {
+    // What a plugin imports is what each fresh instance has to wire up:
+    // the SDK must not pull in interfaces a plugin does not use.
+    let dir = tempfile::tempdir().unwrap();
+    let out = succeed(bursar(dir.path()).args(["plugin", "info", &plugin_file("noop")]));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let imports: Vec<&str> = info["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    for unused in [
+        "wasi:http/",
+        "wasi:filesystem/",
+        "wasi:sockets/",
+        "bursar:plugin/host",
+    ] {
+        assert!(
+            !imports.iter().any(|i| i.starts_with(unused)),
+            "{unused} imported: {imports:?}"
+        );
+    }
+    // The plugin importing them for its HTTP modes does show them.
+    let out = succeed(bursar(dir.path()).args(["plugin", "info", &plugin_file("hostile")]));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        info["imports"].as_array().unwrap().iter().any(|i| i
+            .as_str()
+            .unwrap()
+            .starts_with("wasi:http/outgoing-handler")),
+        "{info}"
+    );
+
+    let out = succeed(bursar(dir.path()).args(["plugin", "call", &plugin_file("noop"), "open"]));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["ok"], "done", "{result}");
+    assert_eq!(result["params"]["opened_by"], "noop", "{result}");
+}
