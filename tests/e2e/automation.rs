@@ -378,17 +378,6 @@ async fn two_passes_at_once_over_the_same_due_services_renew_each_once() {
     app.assert_ledger_clean().await;
 }
 
-async fn invoices_of(app: &TestApp, account: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/api/v1/invoices?account_id={account}&limit=500"),
-            ADMIN_KEY,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    r.json["data"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn a_batch_renews_what_each_balance_covers_in_order_with_tax_invoices_events_and_operations()
 {
@@ -454,7 +443,7 @@ async fn a_batch_renews_what_each_balance_covers_in_order_with_tax_invoices_even
     assert_eq!(charges(&app, &short).await, 3);
 
     // Every renewal has its invoice with the tax split, numbered on.
-    let docs = invoices_of(&app, &taxed).await;
+    let docs = app.invoices(Some(&taxed)).await;
     let renewals: Vec<&Value> = docs
         .iter()
         .filter(|d| d["kind"] == "invoice")
@@ -468,10 +457,9 @@ async fn a_batch_renews_what_each_balance_covers_in_order_with_tax_invoices_even
         assert_eq!(d["tax_lines"][0]["name"], "VAT");
         assert_eq!(d["lines"][0]["total"], 1190);
     }
-    let r = app.get("/api/v1/invoices?limit=500", ADMIN_KEY).await;
-    let mut numbers: Vec<String> = r.json["data"]
-        .as_array()
-        .unwrap()
+    let mut numbers: Vec<String> = app
+        .invoices(None)
+        .await
         .iter()
         .filter(|d| d["kind"] == "invoice")
         .map(|d| d["number"].as_str().unwrap().to_owned())

@@ -36,17 +36,6 @@ async fn rule(app: &TestApp, body: Value) -> bursar_tests::Reply {
     app.post("/api/v1/tax-rules", ADMIN_KEY, body).await
 }
 
-async fn documents(app: &TestApp, account: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/api/v1/invoices?account_id={account}&limit=500"),
-            ADMIN_KEY,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    r.json["data"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn a_tax_added_on_top_is_charged_posted_and_shown_on_the_invoice() {
     let app = app().await;
@@ -62,7 +51,7 @@ async fn a_tax_added_on_top_is_charged_posted_and_shown_on_the_invoice() {
     let order = app.order(&acc, &plan, "1m").await;
     assert_eq!(order.json["status"], "opening", "{}", order.text);
     assert_eq!(app.balance(&acc).await, 810, "1000 + 19 % VAT");
-    let docs = documents(&app, &acc).await;
+    let docs = app.invoices(Some(&acc)).await;
     let invoice = docs.iter().find(|d| d["kind"] == "invoice").unwrap();
     assert_eq!(
         (
@@ -105,7 +94,7 @@ async fn a_product_types_own_inclusive_rule_wins_over_the_countrys_general_one()
     app.order(&acc, &vps, "1m").await;
     app.order(&acc, &domain, "12m").await;
     assert_eq!(app.balance(&acc).await, 10_000 - 1200 - 1055);
-    let docs = documents(&app, &acc).await;
+    let docs = app.invoices(Some(&acc)).await;
     let invoices: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "invoice").collect();
     assert_eq!(invoices.len(), 2);
     let totals: BTreeSet<(i64, i64, i64)> = invoices
@@ -148,7 +137,7 @@ async fn payments_get_receipts_refunds_get_credit_notes_and_documents_print() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
-    let docs = documents(&app, &acc).await;
+    let docs = app.invoices(Some(&acc)).await;
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["receipt", "credit_note", "receipt"]);
     assert!(docs.iter().all(|d| d["payment_id"] == payment.as_str()));
@@ -190,7 +179,8 @@ async fn document_numbers_stay_gap_free_under_50_concurrent_payments() {
     for r in futures::future::join_all(requests).await {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
-    let mut seqs: Vec<u32> = documents(app, &acc)
+    let mut seqs: Vec<u32> = app
+        .invoices(Some(&acc))
         .await
         .iter()
         .map(|d| {

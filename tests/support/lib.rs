@@ -423,6 +423,17 @@ impl TestApp {
     }
 
     /// The account's balance in minor units, as the API reports it.
+    /// The documents (invoices, receipts, credit notes) of one account, or
+    /// of all with `None`, oldest first.
+    pub async fn invoices(&self, account_id: Option<&str>) -> Vec<Value> {
+        let filter = account_id.map_or(String::new(), |a| format!("&account_id={a}"));
+        let r = self
+            .get(&format!("/api/v1/invoices?limit=500{filter}"), ADMIN_KEY)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["data"].as_array().expect("data").clone()
+    }
+
     pub async fn balance(&self, account_id: &str) -> i64 {
         let r = self
             .get(&format!("/api/v1/accounts/{account_id}/balance"), ADMIN_KEY)

@@ -23,11 +23,11 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::json;
 
 use super::{ACTOR, At};
-use crate::catalog::{Plan, quote};
+use crate::catalog::Plan;
 use crate::error::Result;
 use crate::invoices::{self, InvoiceKind, InvoiceLine, TaxLine, Taxed, charge_parts, pick_rule};
 use crate::ledger::{LedgerAccountId, MAX_BALANCE, TransactionDraft, TransactionKind};
-use crate::lifecycle::{charge_description, extended, renewal_key};
+use crate::lifecycle::{charge_description, extended, renewal_key, renewal_quote};
 use crate::money::Money;
 use crate::services::{Action, OperationKind, Service, ServiceStatus};
 use crate::store::invoices::{self as invoices_repo, NewInvoice};
@@ -116,11 +116,11 @@ async fn renew_in(mut c: Conn<'_>, ids: &[String], at: At) -> Result<Outcome> {
         let plan = &plans[&service.plan_id];
         let country = countries.get(&service.account_id).cloned().flatten();
         let priced = price(&service, plan, country.as_deref(), &rules, at);
-        let Ok((renewal, gross)) = priced else {
+        let Ok(renewal) = priced else {
             outcome.left.push(service.id);
             continue;
         };
-        if let Some(gross) = gross {
+        if let Some(gross) = renewal.charge.as_ref().map(|ch| ch.taxed.total) {
             let customer = LedgerAccountId::customer(&service.account_id).to_string();
             let Some(balance) = balances
                 .get_mut(&customer)
@@ -194,21 +194,14 @@ async fn renew_in(mut c: Conn<'_>, ids: &[String], at: At) -> Result<Outcome> {
 }
 
 /// Works out one renewal: its price, tax, charge and new paid period.
-/// Returns the gross charged (`None` for a free renewal).
 fn price(
     service: &Service,
     plan: &Plan,
     country: Option<&str>,
     rules: &[invoices::TaxRule],
     at: At,
-) -> Result<(Renewal, Option<i64>)> {
-    let q = quote(
-        &plan.spec,
-        service.period,
-        service.currency,
-        &service.addons,
-        false,
-    )?;
+) -> Result<Renewal> {
+    let q = renewal_quote(plan, service, service.period)?;
     let (next, detail) = extended(service, service.period, q.total, at.now)?;
     let charge = if q.total > 0 {
         let product_type = plan.spec.product_type.as_str();
@@ -242,14 +235,10 @@ fn price(
     } else {
         None
     };
-    let gross = charge.as_ref().map(|ch| ch.taxed.total);
-    Ok((
-        Renewal {
-            next,
-            detail,
-            module: plan.spec.module.clone(),
-            charge,
-        },
-        gross,
-    ))
+    Ok(Renewal {
+        next,
+        detail,
+        module: plan.spec.module.clone(),
+        charge,
+    })
 }

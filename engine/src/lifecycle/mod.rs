@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::accounts::AccountStatus;
 use crate::calendar::{Period, Zone, add_units};
-use crate::catalog::{AddonValues, PlanSpec, PlanStatus, quote};
+use crate::catalog::{AddonValues, Plan, PlanSpec, PlanStatus, Quote, quote};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::invoices;
@@ -376,7 +376,7 @@ pub async fn prolong(
         });
     }
     let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
-    let q = quote(&plan.spec, period, service.currency, &service.addons, false)?;
+    let q = renewal_quote(&plan, &service, period)?;
     let (mut service, detail) = extended(&service, period, q.total, now)?;
     if q.total > 0 {
         let product_type = plan.spec.product_type.as_str();
@@ -464,6 +464,18 @@ pub(crate) fn extended(
     Ok((s, detail))
 }
 
+/// What `period` more of `service` costs on `plan` now: its price and
+/// add-ons, no setup fee.
+pub(crate) fn renewal_quote(plan: &Plan, service: &Service, period: Period) -> Result<Quote> {
+    Ok(quote(
+        &plan.spec,
+        period,
+        service.currency,
+        &service.addons,
+        false,
+    )?)
+}
+
 /// What a renewal's ledger transaction and invoice line say.
 pub(crate) fn charge_description(plan_name: &str, service_id: &str, period: Period) -> String {
     format!("{plan_name}: service {service_id} for {}", period.as_str())
@@ -530,13 +542,7 @@ pub async fn change_plan(
             "service {id} has no paid period yet"
         )));
     };
-    let q = quote(
-        &plan.spec,
-        service.period,
-        service.currency,
-        &service.addons,
-        false,
-    )?;
+    let q = renewal_quote(&plan, &service, service.period)?;
     let new_range_price = q
         .recurring
         .checked_mul(service.range_periods.max(1))
