@@ -104,10 +104,13 @@ fn bench(c: &mut Criterion) {
             ))
             .unwrap()
     };
-    // The plugin P1 names: no I/O, so it imports no more than `std` needs.
+    // The plugin P1 names: no I/O, and it imports nothing.
     let plugin = load("noop.wasm");
-    // The same call on a plugin that also imports wasi:http and the WASI
-    // filesystem (it has modes that use them), to show what imports cost.
+    // The same plugin written with the SDK, so with `std`, whose WASI libc
+    // imports wasi:cli and wasi:io; and the same call on a plugin that also
+    // imports wasi:http and the WASI filesystem (it has modes that use
+    // them): what imports cost.
+    let with_std = load("noop_sdk.wasm");
     let importing = load("hostile.wasm");
     let req = request();
     let exe = native_executable();
@@ -116,6 +119,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("wasm: fresh instance + open", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(plugin.lifecycle(black_box(&req)).await.unwrap()) })
+    });
+    group.bench_function("wasm: the same written with the SDK (std)", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(with_std.lifecycle(black_box(&req)).await.unwrap()) })
     });
     group.bench_function("wasm: the same on a plugin importing wasi:http", |b| {
         b.to_async(&runtime)

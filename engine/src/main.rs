@@ -155,6 +155,7 @@ fn run_plugin_command(command: PluginCommand) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -222,7 +223,13 @@ fn run_plugin_command(command: PluginCommand) -> ExitCode {
                 "{}",
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             );
-            ExitCode::SUCCESS
+            // `plugin call` prints a failed call as JSON too, and says so in
+            // its exit status for scripts.
+            if value.get("error").is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("bursar: {e:#}");

@@ -353,6 +353,7 @@ fn plugin_call_runs_one_call_in_the_sandbox_and_prints_json() {
         ])
         .output()
         .unwrap();
+    assert!(!out.status.success(), "a failed call exits non-zero");
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["error"], "timeout");
     assert_eq!(result["retried_by_bursar"], true);
@@ -450,18 +451,52 @@ fn automation_run_once_makes_one_pass_and_reports_it() {
 }
 
 #[test]
+fn what_a_plugin_prints_goes_to_the_log_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = succeed(bursar(dir.path()).env("RUST_LOG", "info").args([
+        "plugin",
+        "call",
+        &plugin_file("hostile"),
+        "open",
+        "--settings",
+        "mode=print",
+    ]));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["ok"], "done", "{result}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "hello from the guest's stdout",
+        "and from its stderr",
+        "and through host.log",
+    ] {
+        let logged = log.lines().find(|l| l.contains(line));
+        assert!(
+            logged.is_some_and(|l| l.contains("plugin=hostile")),
+            "{line:?} not logged with the plugin's name:\n{log}"
+        );
+    }
+    // Printing is not an answer: the JSON on stdout holds the result only.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hello"));
+}
+
+/// The interfaces `bursar plugin info` says a plugin file imports.
+fn imports_of(dir: &std::path::Path, plugin: &str) -> Vec<String> {
+    let out = succeed(bursar(dir).args(["plugin", "info", &plugin_file(plugin)]));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    info["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
 fn a_plugin_that_does_no_io_imports_neither_http_nor_the_filesystem() {
     // What a plugin imports is what each fresh instance has to wire up:
     // the SDK must not pull in interfaces a plugin does not use.
     let dir = tempfile::tempdir().unwrap();
-    let out = succeed(bursar(dir.path()).args(["plugin", "info", &plugin_file("noop")]));
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let imports: Vec<&str> = info["imports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_str().unwrap())
-        .collect();
+    let imports = imports_of(dir.path(), "noop_sdk");
     for unused in [
         "wasi:http/",
         "wasi:filesystem/",
@@ -473,19 +508,38 @@ fn a_plugin_that_does_no_io_imports_neither_http_nor_the_filesystem() {
             "{unused} imported: {imports:?}"
         );
     }
+    // Without `std` there is no WASI libc either: nothing but the types.
+    assert_eq!(
+        imports_of(dir.path(), "noop"),
+        ["bursar:plugin/types@0.1.0"]
+    );
     // The plugin importing them for its HTTP modes does show them.
-    let out = succeed(bursar(dir.path()).args(["plugin", "info", &plugin_file("hostile")]));
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let imports = imports_of(dir.path(), "hostile");
     assert!(
-        info["imports"].as_array().unwrap().iter().any(|i| i
-            .as_str()
-            .unwrap()
-            .starts_with("wasi:http/outgoing-handler")),
-        "{info}"
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler")),
+        "{imports:?}"
     );
 
-    let out = succeed(bursar(dir.path()).args(["plugin", "call", &plugin_file("noop"), "open"]));
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(result["ok"], "done", "{result}");
-    assert_eq!(result["params"]["opened_by"], "noop", "{result}");
+    for plugin in ["noop", "noop_sdk"] {
+        let out =
+            succeed(bursar(dir.path()).args(["plugin", "call", &plugin_file(plugin), "open"]));
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(result["ok"], "done", "{plugin}: {result}");
+        assert_eq!(result["params"]["opened_by"], "noop", "{plugin}: {result}");
+        assert!(
+            result["params"]["operation"]
+                .as_str()
+                .is_some_and(|op| op.starts_with("op_")),
+            "{plugin}: {result}"
+        );
+        let out = bursar(dir.path())
+            .args(["plugin", "call", &plugin_file(plugin), "suspend"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{plugin} only opens");
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(result["error"], "unsupported", "{plugin}: {result}");
+    }
 }

@@ -7,6 +7,7 @@
 //! of the response body.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -89,7 +90,11 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
-impl WasiHttpHooks for HttpPolicy {
+/// The `wasi:http` hooks of one call: its instance's policy, shared by
+/// every call rather than copied into each.
+pub struct PolicyHooks(pub Arc<HttpPolicy>);
+
+impl WasiHttpHooks for PolicyHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -97,11 +102,12 @@ impl WasiHttpHooks for HttpPolicy {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
         drop(fut);
-        let allowed = self.allows(request.uri());
-        let instance = self.instance.clone();
+        let policy = &self.0;
+        let allowed = policy.allows(request.uri());
+        let instance = policy.instance.clone();
         let uri = request.uri().clone();
-        let timeout = self.timeout;
-        let max = self.max_response_bytes;
+        let timeout = policy.timeout;
+        let max = policy.max_response_bytes;
         Box::new(async move {
             if !allowed {
                 tracing::warn!(plugin = %instance, %uri, "outgoing request denied: host not in allowed_hosts");

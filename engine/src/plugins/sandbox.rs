@@ -3,9 +3,11 @@
 //! under an outer timeout, output sent to the log, failures classified and
 //! counted. The store is dropped after the call, trapped or not.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use metrics::Histogram;
 use wasmtime::component::{
     Component, ComponentExportIndex, ComponentNamedList, Instance, InstancePre, Lift, Lower,
     TypedFunc,
@@ -32,8 +34,10 @@ pub struct InstanceLimits {
 pub struct Sandbox {
     name: String,
     pre: InstancePre<PluginState>,
-    policy: HttpPolicy,
+    policy: Arc<HttpPolicy>,
     limits: InstanceLimits,
+    /// `bursar_plugin_call_seconds` of this instance, registered once.
+    call_seconds: Histogram,
 }
 
 impl Sandbox {
@@ -43,11 +47,14 @@ impl Sandbox {
         policy: HttpPolicy,
         limits: InstanceLimits,
     ) -> Self {
+        // Handles are bound to the recorder installed when they are made.
+        crate::metrics::install();
         Sandbox {
             name: name.to_owned(),
             pre,
-            policy,
+            policy: Arc::new(policy),
             limits,
+            call_seconds: metrics::histogram!("bursar_plugin_call_seconds", "plugin" => name.to_owned()),
         }
     }
 
@@ -103,8 +110,7 @@ impl Sandbox {
         let outer = self.limits.timeout + Duration::from_millis(250);
         let result = tokio::time::timeout(outer, call(&instance, &mut store)).await;
         store.data().flush_output();
-        metrics::histogram!("bursar_plugin_call_seconds", "plugin" => self.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        self.call_seconds.record(started.elapsed().as_secs_f64());
         let outcome = match result {
             Err(_) => Err(ModuleError::Timeout(format!(
                 "no answer within {} ms",
