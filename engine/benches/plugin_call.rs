@@ -52,7 +52,10 @@ fn native_executable() -> PathBuf {
         .args([
             "build",
             "-q",
-            "--release",
+            // The profile this benchmark is built with: the same
+            // dependency builds, so nothing is rebuilt between runs.
+            "--profile",
+            "bench",
             "-p",
             "bursar",
             "--example",
