@@ -279,6 +279,14 @@ async fn garbage_results_are_rejected_by_validation() {
         "failures are counted"
     );
     assert!(metrics.contains("kind=\"invalid_result\""), "{metrics}");
+    // Every call is timed, under the instance's name, through the handle
+    // registered when the instance was loaded.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bursar_plugin_call_seconds") && l.contains("plugin=\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
