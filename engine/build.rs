@@ -56,6 +56,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
+    ensure_wasm_target();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     // A target directory of its own: the outer build holds the lock of ours.
     let target_dir = wasm_target_dir(&out_dir);
@@ -110,6 +111,52 @@ fn main() {
     code.push_str("];\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), code).expect("write builtin_plugins.rs");
     println!("cargo:rustc-env=PLUGINS_WASM_DIR={}", wasm_dir.display());
+}
+
+/// Makes sure the compiler running this build has the wasm32-wasip2 standard
+/// library. rustup installs a toolchain file's `targets` only when it installs
+/// the toolchain itself, so a machine that already had the pinned toolchain
+/// can lack it: add it through rustup for the active toolchain, or say exactly
+/// what to run.
+fn ensure_wasm_target() {
+    const TARGET: &str = "wasm32-wasip2";
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |sysroot: &Path| sysroot.join("lib/rustlib").join(TARGET).is_dir();
+    match &sysroot {
+        Some(root) if installed(root) => return,
+        Some(_) => {}
+        // Cannot tell; let the plugin build say what is wrong.
+        None => return,
+    }
+    // rustup's proxies name the toolchain they run in RUSTUP_TOOLCHAIN.
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", TARGET]);
+    if let Some(toolchain) = &toolchain {
+        cmd.args(["--toolchain", toolchain]);
+    }
+    println!("cargo:warning=the {TARGET} target is missing; adding it with rustup");
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "`rustup target add {TARGET}{}` failed ({status}); run it by hand, then build again",
+            toolchain
+                .as_deref()
+                .map(|t| format!(" --toolchain {t}"))
+                .unwrap_or_default()
+        ),
+        Err(_) => panic!(
+            "the Rust standard library for {TARGET} is not installed and rustup was not found; \
+             install it for this compiler ({rustc}) — with rustup: \
+             `rustup target add {TARGET}` — then build again"
+        ),
+    }
 }
 
 /// `<target>/plugins`, found from OUT_DIR (`<target>/<profile>/build/<pkg>/out`).
