@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.database.url = format!("sqlite://{}", dir.path().join("p4.db").display());
     config.plugin_host.cache_dir = Some(std::env::temp_dir().join("bursar-p4-plugin-cache"));
+    config.secrets.key_file = dir.path().join("secret.key");
     config.plugins = vec![serde_json::from_value(json!({
         "name": "dci", "kind": "processing", "component": "builtin:dcimanager6",
         "allowed_hosts": [sim.addr.to_string()],
@@ -107,12 +108,14 @@ async fn main() -> anyhow::Result<()> {
         &clock,
     )
     .await?;
+    let secrets = server::open_secrets(&config, &store).await?;
     let mut modules = ModuleRegistry::default();
     let plugins = server::load_plugins(&config, &mut modules).await?;
     let runner = Arc::new(OperationRunner::new(
         store.clone(),
         modules.clone(),
         clock.clone(),
+        secrets.clone(),
         RunnerConfig {
             poll_interval_ms: 5,
             ..RunnerConfig::default()
@@ -120,13 +123,10 @@ async fn main() -> anyhow::Result<()> {
     ));
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     runner.spawn(stopped);
-    let router = api::router(AppState::with_plugins(
-        store.clone(),
-        clock,
-        config.api.clone(),
-        modules,
-        plugins,
-    ));
+    let router = api::router(
+        AppState::with_plugins(store.clone(), clock, config.api.clone(), modules, plugins)
+            .with_secrets(secrets),
+    );
 
     let plan = call(
         &router,

@@ -33,6 +33,7 @@ const SECTIONS: &[&str] = &[
     "invoices",
     "automation",
     "billing",
+    "secrets",
 ];
 
 /// Environment variables with the `BURSAR_` prefix that are not
@@ -63,6 +64,9 @@ pub struct Config {
     /// The billing time zone.
     #[serde(default)]
     pub billing: crate::calendar::BillingConfig,
+    /// The key secrets (service credentials) are encrypted with.
+    #[serde(default)]
+    pub secrets: crate::secrets::SecretsConfig,
     /// Plugin instances: `[[plugin]]` entries.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -90,6 +94,39 @@ pub struct ApiConfig {
     pub default_page_limit: usize,
     /// Largest `limit` a list request may ask for.
     pub max_page_limit: usize,
+    /// API keys that work a customer account may hold at once.
+    pub max_keys_per_account: usize,
+    /// The public gateway callbacks (anyone on the network can call them).
+    pub callbacks: CallbackLimits,
+}
+
+/// Bounds on the public gateway callback endpoint, so that nobody without
+/// a key can tie up the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackLimits {
+    /// Largest callback body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest total size of a callback's headers, in bytes.
+    pub max_header_bytes: usize,
+    /// Callbacks a gateway instance handles at once; more answer 503.
+    pub concurrency_per_gateway: usize,
+    /// Callbacks one source address may send per minute; more answer 429.
+    pub per_address_per_minute: u32,
+    /// Longest a callback may take (well below a plugin's own timeout).
+    pub deadline_ms: u64,
+}
+
+impl Default for CallbackLimits {
+    fn default() -> Self {
+        CallbackLimits {
+            max_body_bytes: 256 * 1024,
+            max_header_bytes: 16 * 1024,
+            concurrency_per_gateway: 4,
+            per_address_per_minute: 600,
+            deadline_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +159,8 @@ impl Default for Config {
                 max_body_bytes: 64 * 1024,
                 default_page_limit: 50,
                 max_page_limit: 500,
+                max_keys_per_account: 20,
+                callbacks: CallbackLimits::default(),
             },
             log: LogConfig {
                 level: "info".into(),
@@ -134,6 +173,7 @@ impl Default for Config {
             invoices: crate::invoices::InvoiceConfig::default(),
             automation: crate::automation::AutomationConfig::default(),
             billing: crate::calendar::BillingConfig::default(),
+            secrets: crate::secrets::SecretsConfig::default(),
             plugins: vec![],
         }
     }
@@ -198,6 +238,19 @@ impl Config {
         positive("api.max_body_bytes", self.api.max_body_bytes)?;
         positive("api.default_page_limit", self.api.default_page_limit)?;
         positive("api.max_page_limit", self.api.max_page_limit)?;
+        positive("api.max_keys_per_account", self.api.max_keys_per_account)?;
+        let cb = &self.api.callbacks;
+        positive("api.callbacks.max_body_bytes", cb.max_body_bytes)?;
+        positive("api.callbacks.max_header_bytes", cb.max_header_bytes)?;
+        positive(
+            "api.callbacks.concurrency_per_gateway",
+            cb.concurrency_per_gateway,
+        )?;
+        positive(
+            "api.callbacks.per_address_per_minute",
+            cb.per_address_per_minute as usize,
+        )?;
+        positive("api.callbacks.deadline_ms", cb.deadline_ms as usize)?;
         if self.api.default_page_limit > self.api.max_page_limit {
             return Err(ConfigError::Value {
                 key: "api.default_page_limit",

@@ -40,6 +40,11 @@ pub struct Seeded {
 pub async fn prepare(config: &mut Config) -> anyhow::Result<Demo> {
     let dir = tempfile::Builder::new().prefix("bursar-demo-").tempdir()?;
     config.database.url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    config.secrets = crate::secrets::SecretsConfig {
+        key_file: dir.path().join("secret.key"),
+        ..Default::default()
+    };
+    config.plugin_host.cache_dir = Some(dir.path().join("plugin-cache"));
     let fixture = Fixture::demo();
     let admin = fixture.admin.clone();
     let simulator = dcimanager6_sim::spawn(fixture, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -63,6 +68,7 @@ pub async fn prepare(config: &mut Config) -> anyhow::Result<Demo> {
         timeout_ms: 30_000,
         memory_mb: 64,
         max_response_bytes: 4 << 20,
+        payment_expire_after_secs: None,
         settings,
     });
     Ok(Demo {

@@ -22,6 +22,7 @@ pub mod money;
 pub mod notify;
 pub mod payments;
 pub mod plugins;
+pub mod secrets;
 pub mod seed;
 pub mod server;
 pub mod services;

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -39,10 +38,15 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Manage admin API keys.
+    /// Manage staff API keys (admin, support, accountant).
     AdminKey {
         #[command(subcommand)]
         command: AdminKeyCommand,
+    },
+    /// The key service credentials are encrypted with.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Billing automation: renewals, suspensions, deletions.
     Automation {
@@ -104,12 +108,32 @@ enum AutomationCommand {
 
 #[derive(Subcommand)]
 enum AdminKeyCommand {
-    /// Create a new admin API key and print it (it is shown only once).
+    /// Create a new staff API key and print it (it is shown only once).
     Create {
         /// A label to recognise the key by.
         #[arg(long, default_value = "admin")]
         name: String,
+        /// admin, support or accountant.
+        #[arg(long, default_value = "admin", value_parser = ["admin", "support", "accountant"])]
+        role: String,
+        /// The key stops working this many days from now.
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
     },
+    /// List staff keys (never their secrets): role, created, last used,
+    /// expiry, revoked.
+    List,
+    /// Revoke a staff key by its id (`key_…`); it stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new random key (64 hex digits) for `[secrets] key`.
+    GenerateKey,
+    /// Seal every stored credential again under the current key (after
+    /// moving the old key to `previous_keys`); prints how many.
+    Rotate,
 }
 
 fn main() -> ExitCode {
@@ -266,23 +290,98 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("database schema is up to date");
             Ok(())
         }
-        Command::AdminKey {
-            command: AdminKeyCommand::Create { name },
+        Command::AdminKey { command } => admin_key(command, &config).await,
+        Command::Secrets {
+            command: SecretsCommand::GenerateKey,
         } => {
-            let clock = Arc::new(SystemClock);
+            println!("{}", bursar::secrets::generate_key());
+            Ok(())
+        }
+        Command::Secrets {
+            command: SecretsCommand::Rotate,
+        } => {
             let store = server::open_store(&config).await?;
-            let secret = ApiKeySecret::generate(Role::Admin);
+            let secrets = bursar::secrets::Secrets::load(&config.secrets)?;
             let mut tx = store.begin().await?;
-            let key =
-                repo::create_key(tx.conn(), &secret, Role::Admin, None, &name, clock.now()).await?;
+            let n = bursar::store::services::reseal_secrets(tx.conn(), &secrets).await?;
             tx.commit().await?;
             store.close().await;
-            println!("{}", secret.expose());
-            eprintln!(
-                "created admin key {} ({name}); the secret above is shown only once",
-                key.id
+            println!(
+                "{n} stored credentials sealed with key {}",
+                secrets.key_id()
             );
             Ok(())
         }
     }
+}
+
+async fn admin_key(command: AdminKeyCommand, config: &Config) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    let store = server::open_store(config).await?;
+    let mut tx = store.begin().await?;
+    match command {
+        AdminKeyCommand::Create {
+            name,
+            role,
+            expires_in_days,
+        } => {
+            let role = Role::parse(&role).unwrap_or(Role::Admin);
+            let secret = ApiKeySecret::generate(role);
+            let new = repo::NewKey {
+                secret: &secret,
+                role,
+                account_id: None,
+                name: &name,
+                expires_at: expires_in_days.map(|d| now + chrono::Duration::days(i64::from(d))),
+                managed: false,
+            };
+            let key = repo::insert_key(tx.conn(), new, now).await?;
+            tx.commit().await?;
+            println!("{}", secret.expose());
+            eprintln!(
+                "created {} key {} ({name}); the secret above is shown only once",
+                role.as_str(),
+                key.id
+            );
+        }
+        AdminKeyCommand::List => {
+            let keys = repo::list_staff_keys(tx.conn()).await?;
+            tx.commit().await?;
+            let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            println!(
+                "{:<32} {:<10} {:<20} {:<16} {:<16} {:<16} {:<16}",
+                "id", "role", "name", "created", "last used", "expires", "revoked"
+            );
+            for k in keys {
+                println!(
+                    "{:<32} {:<10} {:<20} {:<16} {:<16} {:<16} {:<16}",
+                    k.id,
+                    k.role.as_str(),
+                    if k.managed {
+                        format!("{} (managed)", k.name)
+                    } else {
+                        k.name.clone()
+                    },
+                    at(Some(k.created_at)),
+                    at(k.last_used_at),
+                    at(k.expires_at),
+                    at(k.revoked_at)
+                );
+            }
+        }
+        AdminKeyCommand::Revoke { id } => {
+            let key = repo::revoke_staff_key(tx.conn(), &id, now).await?;
+            tx.commit().await?;
+            eprintln!(
+                "revoked {} key {} ({})",
+                key.role.as_str(),
+                key.id,
+                key.name
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
 }

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::lifecycle::runner::OperationRunner;
 use crate::plugins::instances::PluginRegistry;
 use crate::plugins::{HostOptions, PluginHost};
+use crate::secrets::Secrets;
 use crate::services::module::ModuleRegistry;
 use crate::store::Store;
 use crate::store::accounts as repo;
@@ -42,14 +43,15 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 pub enum AdminKeyBootstrap {
     /// A new key was generated; its secret must be shown once.
     Generated(ApiKeySecret),
-    /// The key from `BURSAR_ADMIN_KEY` is registered.
-    Supplied,
+    /// The key from `BURSAR_ADMIN_KEY` is the managed one.
+    Supplied(repo::ManagedKey),
     /// Admin keys exist already; nothing to do.
     Existing,
 }
 
-/// Makes sure the database has an admin key: registers `supplied` when
-/// given (idempotently), else generates one if there is none at all.
+/// Makes sure the database has an admin key: registers `supplied` as the
+/// managed key when given (a changed value revokes the previous one), else
+/// generates one if there is none at all.
 pub async fn bootstrap_admin_key(
     store: &Store,
     supplied: Option<ApiKeySecret>,
@@ -57,8 +59,9 @@ pub async fn bootstrap_admin_key(
 ) -> Result<AdminKeyBootstrap> {
     let mut tx = store.begin().await?;
     let outcome = if let Some(secret) = supplied {
-        repo::ensure_admin_key(tx.conn(), &secret, clock.now()).await?;
-        AdminKeyBootstrap::Supplied
+        AdminKeyBootstrap::Supplied(
+            repo::register_managed_key(tx.conn(), &secret, clock.now()).await?,
+        )
     } else if repo::count_admin_keys(tx.conn()).await? == 0 {
         let secret = ApiKeySecret::generate(Role::Admin);
         repo::create_key(
@@ -101,26 +104,32 @@ pub async fn serve(
             );
             tracing::info!("generated the first admin API key");
         }
-        AdminKeyBootstrap::Supplied => {
-            tracing::info!("admin API key from BURSAR_ADMIN_KEY is registered")
+        AdminKeyBootstrap::Supplied(repo::ManagedKey::Registered { revoked }) => {
+            tracing::info!(
+                revoked,
+                "admin API key from BURSAR_ADMIN_KEY registered; earlier managed keys revoked"
+            )
         }
+        AdminKeyBootstrap::Supplied(repo::ManagedKey::Unchanged) => {}
         AdminKeyBootstrap::Existing => {}
     }
     let seeded = match demo {
         Some(_) => Some(crate::demo::seed(&store, &clock).await?),
         None => None,
     };
+    let secrets = open_secrets(&config, &store).await?;
     let mut modules = ModuleRegistry::default();
     let plugins = load_plugins(&config, &mut modules).await?;
     let runner = Arc::new(OperationRunner::new(
         store.clone(),
         modules.clone(),
         clock.clone(),
+        secrets.clone(),
         config.operations.clone(),
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner_task = runner.spawn(stopped);
-    let state = AppState::from_config(store.clone(), clock, &config, modules, plugins);
+    let state = AppState::from_config(store.clone(), clock, &config, modules, plugins, secrets);
     let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
     let webhooks = match config.webhooks.is_empty() {
         true => None,
@@ -139,9 +148,12 @@ pub async fn serve(
         print_demo(addr, demo, seeded);
     }
     println!("Bursar listening on http://{addr}");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     let _ = stop.send(true);
     let _ = runner_task.await;
     let _ = reconciler.await;
@@ -152,6 +164,23 @@ pub async fn serve(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the secrets key (creating the key file on first start) and seals
+/// whatever credentials are still stored in the clear or under an old key.
+pub async fn open_secrets(config: &Config, store: &Store) -> anyhow::Result<Arc<Secrets>> {
+    let secrets = Secrets::load(&config.secrets)?;
+    let mut tx = store.begin().await?;
+    let sealed = crate::store::services::reseal_secrets(tx.conn(), &secrets).await?;
+    tx.commit().await?;
+    if sealed > 0 {
+        tracing::info!(
+            sealed,
+            key = secrets.key_id(),
+            "stored credentials sealed with the current key"
+        );
+    }
+    Ok(Arc::new(secrets))
 }
 
 /// Starts the plugin host and loads the configured instances into the
@@ -191,6 +220,7 @@ pub struct PassReport {
 pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
     let clock: SharedClock = Arc::new(SystemClock);
     let store = open_store(config).await?;
+    let secrets = open_secrets(config, &store).await?;
     let mut modules = ModuleRegistry::default();
     let plugins = load_plugins(config, &mut modules).await?;
     let state = AppState::from_config(
@@ -199,10 +229,17 @@ pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
         config,
         modules.clone(),
         plugins,
+        secrets.clone(),
     );
     let payments = crate::api::payments::reconcile(&state).await?;
     let automation = crate::automation::run_once(&store, &config.automation, clock.now()).await?;
-    let runner = OperationRunner::new(store.clone(), modules, clock, config.operations.clone());
+    let runner = OperationRunner::new(
+        store.clone(),
+        modules,
+        clock,
+        secrets,
+        config.operations.clone(),
+    );
     // Failed attempts are scheduled later, so this ends once nothing is due.
     let operations_run = runner.run_until_idle(100_000).await?;
     store.close().await;

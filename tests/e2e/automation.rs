@@ -487,7 +487,7 @@ async fn a_batch_renews_what_each_balance_covers_in_order_with_tax_invoices_even
     assert_eq!(last["action"], "prolong");
     assert_eq!(last["actor"], "system:automation");
     assert!(
-        last["detail"].as_str().unwrap().contains("charged 1000"),
+        last["detail"].as_str().unwrap().contains("charged 1190"),
         "{last}"
     );
     let after = [

@@ -85,6 +85,7 @@ async fn every_state_and_action_pair_transitions_and_logs_or_is_a_409_that_chang
     let app = TestApp::new().await;
     let plan = app.simple_plan(1000).await;
     let other = app.simple_plan(2000).await;
+    app.allow_change(&plan, &other).await;
     // (state, action, body, the state after, or None for 409)
     let table: Vec<(&str, &str, Value, Option<&str>)> = {
         let mut t = Vec::new();
@@ -135,7 +136,13 @@ async fn every_state_and_action_pair_transitions_and_logs_or_is_a_409_that_chang
             .await;
         match after {
             Some(next) => {
-                assert_eq!(r.status, StatusCode::OK, "{state} + {action}: {}", r.text);
+                // A plan change is asked of the module first.
+                let status = if action == "change-plan" {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                };
+                assert_eq!(r.status, status, "{state} + {action}: {}", r.text);
                 let now = app.service(&id).await;
                 assert_eq!(now["status"], next, "{state} + {action}");
                 assert_eq!(
@@ -468,6 +475,8 @@ async fn change_plan_prorates_by_calendar_days_and_the_amounts_add_up() {
         .set(Utc.with_ymd_and_hms(2028, 2, 1, 8, 0, 0).unwrap());
     let small = app.simple_plan(2900).await;
     let big = app.simple_plan(5800).await;
+    app.allow_change(&small, &big).await;
+    app.allow_change(&big, &small).await;
     let acc = funded_account(&app, "upgrade@example.com", 10_000).await;
     let id = app.order(&acc, &small, "1m").await.json["id"]
         .as_str()
@@ -485,18 +494,28 @@ async fn change_plan_prorates_by_calendar_days_and_the_amounts_add_up() {
             json!({"plan_id": big}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     // February 2028 has 29 days: 14 used, 15 left.
     assert_eq!(r.json["proration"]["total_days"], 29);
     assert_eq!(r.json["proration"]["remaining_days"], 15);
     assert_eq!(r.json["proration"]["credit"], 1500); // 2900 × 15/29
     assert_eq!(r.json["proration"]["charge"], 3000); // 5800 × 15/29
-    assert_eq!(r.json["service"]["plan_id"], big.as_str());
-    assert_eq!(r.json["service"]["recurring_price"], 5800);
-    assert_eq!(r.json["service"]["range_price"], 2900 - 1500 + 3000);
+    // Nothing moved yet: the module makes the change first; what it costs
+    // beyond what comes back is set aside meanwhile.
+    assert_eq!(r.json["service"]["plan_id"], small.as_str());
+    assert_eq!(r.json["hold"], 1500);
+    assert_eq!(r.json["operation"]["kind"], "change_plan");
+    assert_eq!(app.balance(&acc).await, 7100 - 1500);
+    app.run_operations().await;
+    let s = app.service(&id).await;
+    assert_eq!(s["plan_id"], big.as_str());
+    assert_eq!(s["recurring_price"], 5800);
+    // What the change charged is what a later change can give back.
+    assert_eq!(s["range_gross"], 3000);
     assert_eq!(app.balance(&acc).await, 7100 + 1500 - 3000);
 
-    // And back down on the last day: almost nothing is left to prorate.
+    // And back down on the last day: 1 of the 15 days the change paid for
+    // is left.
     app.clock
         .set(Utc.with_ymd_and_hms(2028, 2, 29, 12, 0, 0).unwrap());
     let r = app
@@ -506,16 +525,14 @@ async fn change_plan_prorates_by_calendar_days_and_the_amounts_add_up() {
             json!({"plan_id": small}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.json["proration"]["remaining_days"], 1);
-    let credit = r.json["proration"]["credit"].as_i64().unwrap();
-    let charge = r.json["proration"]["charge"].as_i64().unwrap();
-    assert_eq!(credit, 4400 / 29 + i64::from(4400 % 29 * 2 >= 29)); // the unused 1/29 of 4400 paid for the range
-    assert_eq!(charge, 100); // 2900 / 29
-    assert_eq!(
-        app.balance(&acc).await,
-        7100 + 1500 - 3000 + credit - charge
-    );
+    assert_eq!(r.json["proration"]["credit"], 200); // 3000 × 1/15
+    assert_eq!(r.json["proration"]["charge"], 100); // 2900 × 1/29
+    assert_eq!(r.json["hold"], 0);
+    app.run_operations().await;
+    assert_eq!(app.service(&id).await["plan_id"], small.as_str());
+    assert_eq!(app.balance(&acc).await, 7100 + 1500 - 3000 + 200 - 100);
     app.assert_ledger_clean().await;
 }
 

@@ -227,10 +227,17 @@ async fn two_runners_on_one_database_never_run_the_same_operation_at_once() {
         app.store().clone(),
         modules.clone(),
         clock.clone(),
+        app.secrets.clone(),
         config.clone(),
     ));
     let other_pool = app.db.another_pool().await;
-    let b = Arc::new(OperationRunner::new(other_pool, modules, clock, config));
+    let b = Arc::new(OperationRunner::new(
+        other_pool,
+        modules,
+        clock,
+        app.secrets.clone(),
+        config,
+    ));
     let (ra, rb) = tokio::join!(
         {
             let a = a.clone();

@@ -91,6 +91,8 @@ impl Sim {
                 .await,
             );
         }
+        app.allow_change(&plans[0], &plans[1]).await;
+        app.allow_change(&plans[1], &plans[0]).await;
         let now = app.clock.now();
         Sim {
             app,
@@ -300,7 +302,8 @@ impl Sim {
             OperationKind::Suspend,
             OperationKind::Resume,
             OperationKind::Close,
-        ][self.rng.random_range(0..5)];
+            OperationKind::ChangePlan,
+        ][self.rng.random_range(0..6)];
         let error = if self.rng.random_bool(0.7) {
             ModuleError::Unavailable {
                 message: "simulated outage".into(),

@@ -134,6 +134,8 @@ pub struct TestApp {
     /// The test double registered as module instance `test`.
     pub module: Arc<ScriptedModule>,
     pub modules: ModuleRegistry,
+    /// The key this app seals service credentials with.
+    pub secrets: Arc<bursar::secrets::Secrets>,
 }
 
 /// What a request returned.
@@ -224,14 +226,25 @@ impl TestApp {
         let plugins = bursar::server::load_plugins(&config, &mut modules)
             .await
             .expect("load plugins");
-        let state =
-            AppState::from_config(db.store.clone(), shared, &config, modules.clone(), plugins);
+        let secrets = Arc::new(
+            bursar::secrets::Secrets::with_key(&bursar::secrets::generate_key())
+                .expect("a generated key"),
+        );
+        let state = AppState::from_config(
+            db.store.clone(),
+            shared,
+            &config,
+            modules.clone(),
+            plugins,
+            secrets.clone(),
+        );
         TestApp {
             router: api::router(state),
             db,
             clock,
             module,
             modules,
+            secrets,
         }
     }
 
@@ -255,6 +268,7 @@ impl TestApp {
             self.db.store.clone(),
             self.modules.clone(),
             clock,
+            self.secrets.clone(),
             Self::runner_config(),
         )
     }
@@ -284,6 +298,33 @@ impl TestApp {
             ]
         }))
         .await
+    }
+
+    /// Adds `to` to the change list of plan `from` (as admin).
+    pub async fn allow_change(&self, from: &str, to: &str) {
+        let r = self.get(&format!("/api/v1/plans/{from}"), ADMIN_KEY).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let mut spec = r.json.clone();
+        let obj = spec.as_object_mut().expect("a plan");
+        for field in ["id", "status", "created_at", "updated_at"] {
+            obj.remove(field);
+        }
+        let list = obj
+            .entry("change_to")
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .expect("a list");
+        list.push(json!(to));
+        let r = self
+            .request(
+                Method::PUT,
+                &format!("/api/v1/plans/{from}"),
+                Some(ADMIN_KEY),
+                Some(spec),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     }
 
     /// Orders a plan for an account as admin; returns the reply.

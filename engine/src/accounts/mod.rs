@@ -119,30 +119,41 @@ pub fn check_credit_limit(limit: i64) -> Result<i64, FieldError> {
     Ok(limit)
 }
 
-/// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Who an API key (or a console session) acts as. What each role may do
+/// is decided in one place: `api::policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Staff: sees and does everything.
     Admin,
+    /// Staff: reads everything, suspends and resumes, works the manual queue.
+    Support,
+    /// Staff: reads everything, credits and debits, payments, refunds,
+    /// tax rules.
+    Accountant,
     /// A customer: only its own account.
     Customer,
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Support, Role::Accountant, Role::Customer];
+    pub const STAFF: [Role; 3] = [Role::Admin, Role::Support, Role::Accountant];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
+            Role::Support => "support",
+            Role::Accountant => "accountant",
             Role::Customer => "customer",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "customer" => Some(Role::Customer),
-            _ => None,
-        }
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn is_staff(self) -> bool {
+        self != Role::Customer
     }
 }
 
@@ -158,6 +169,12 @@ pub struct ApiKey {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The key `BURSAR_ADMIN_KEY` supplies: a new value revokes it.
+    pub managed: bool,
+    /// When it last authenticated a request (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// After this it no longer authenticates.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A freshly generated secret. Shown once, then only its hash is kept.
@@ -171,6 +188,8 @@ impl ApiKeySecret {
         rand::rng().fill_bytes(&mut bytes);
         let tag = match role {
             Role::Admin => "adm",
+            Role::Support => "sup",
+            Role::Accountant => "acc",
             Role::Customer => "cus",
         };
         ApiKeySecret(format!("bsr_{tag}_{}", hex::encode(bytes)))
@@ -211,10 +230,13 @@ pub fn hash_key(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Checks an ISO 3166-1 alpha-2 country code (`DE`, `US`), upper-cased.
+/// Checks an ISO 3166-1 alpha-2 country code (`DE`, `us`): an assigned
+/// code, upper-cased. `ZZ`, `XX` and other user-assigned codes are not
+/// countries.
 pub fn valid_country(code: &str) -> Option<String> {
     let upper = code.trim().to_ascii_uppercase();
-    (upper.len() == 2 && upper.bytes().all(|b| b.is_ascii_uppercase())).then_some(upper)
+    isocountry::CountryCode::for_alpha2(&upper).ok()?;
+    Some(upper)
 }
 
 #[cfg(test)]
@@ -238,6 +260,15 @@ mod tests {
             "a@.com",
         ] {
             assert!(normalize_email(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn only_assigned_country_codes_are_countries() {
+        assert_eq!(valid_country(" de ").as_deref(), Some("DE"));
+        assert_eq!(valid_country("RU").as_deref(), Some("RU"));
+        for bad in ["ZZ", "XX", "AA", "QM", "D", "DEU", "", "1A"] {
+            assert_eq!(valid_country(bad), None, "{bad} accepted");
         }
     }
 

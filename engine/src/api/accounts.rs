@@ -14,11 +14,12 @@ use crate::accounts::{
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::policy::Action;
 use crate::api::{AppState, ListQuery, PageBody};
 use crate::calendar::Zone;
 use crate::ledger::{LedgerAccountId, TransactionDraft, TransactionKind};
 use crate::money::{Currency, Money};
-use crate::store::accounts::{self as repo, AccountChanges, NewAccount};
+use crate::store::accounts::{self as repo, AccountChanges, NewAccount, NewKey};
 use crate::store::ledger::{self as ledger_repo, LedgerTransaction, StatementLine};
 
 /// A new customer account.
@@ -71,7 +72,6 @@ pub async fn create(
     key: IdempotencyKey,
     body: ApiJson<CreateAccount>,
 ) -> Result<Response, Problem> {
-    principal.require_admin()?;
     let req = body.value;
     let new = NewAccount {
         email: normalize_email(&req.email)?,
@@ -123,8 +123,8 @@ pub async fn list(
 ) -> Result<Json<PageBody<Account>>, Problem> {
     let limit = q.limit(&state)?;
     let mut r = state.store.reader().await?;
-    if let Some(own) = &principal.account_id {
-        let account = repo::get(r.conn(), own).await?;
+    if let Some(own) = principal.scope(None)? {
+        let account = repo::get(r.conn(), &own).await?;
         let data = if q.after.as_deref().is_some_and(|a| a >= own.as_str()) {
             vec![]
         } else {
@@ -139,23 +139,37 @@ pub async fn list(
     Ok(Json(page.into()))
 }
 
-/// Changes to an account. Customers may change their own `email` and
-/// `name`; `credit_limit` and `status` are for staff.
+/// Changes to an account. `name` and `email` are the profile, which its
+/// owner may change; the rest decides what the customer owes or how they
+/// are billed, and is for staff (admins and accountants) only.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
     pub email: Option<String>,
     pub name: Option<String>,
+    /// Staff only.
     pub credit_limit: Option<i64>,
+    /// Staff only.
     pub status: Option<AccountStatus>,
+    /// Staff only: decides the taxes charged from now on.
     pub country: Option<String>,
-    /// For services ordered from now on; existing ones keep theirs.
+    /// Staff only. For services ordered from now on; existing ones keep theirs.
     pub time_zone: Option<String>,
+}
+
+impl UpdateAccount {
+    /// Whether the change touches what the customer owes or how.
+    fn touches_billing(&self) -> bool {
+        self.credit_limit.is_some()
+            || self.status.is_some()
+            || self.country.is_some()
+            || self.time_zone.is_some()
+    }
 }
 
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts",
     params(("id" = String, Path)), request_body = UpdateAccount,
-    responses((status = 200, body = Account), (status = 409), (status = 422)),
+    responses((status = 200, body = Account), (status = 403, description = "a billing field changed by a customer"), (status = 409), (status = 422)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -165,9 +179,16 @@ pub async fn update(
 ) -> Result<Json<Account>, Problem> {
     principal.require_account(&id)?;
     let req = body.value;
-    if (req.credit_limit.is_some() || req.status.is_some()) && !principal.is_admin() {
+    if req.touches_billing() {
+        principal.require(Action::AccountEditBilling).map_err(|_| {
+            Problem::forbidden(
+                "country, credit_limit, status and time_zone are changed by staff only",
+            )
+        })?;
+    }
+    if (req.email.is_some() || req.name.is_some()) && !principal.may(Action::AccountEditProfile) {
         return Err(Problem::forbidden(
-            "only staff change credit_limit and status",
+            "name and email are changed by the customer or support",
         ));
     }
     let changes = AccountChanges {
@@ -181,6 +202,9 @@ pub async fn update(
     let mut tx = state.store.begin().await?;
     let account = repo::update(tx.conn(), &id, changes, state.clock.now()).await?;
     tx.commit().await?;
+    if req.touches_billing() {
+        tracing::info!(account = %id, actor = %principal.actor(), "billing fields of an account changed");
+    }
     Ok(Json(account))
 }
 
@@ -294,7 +318,6 @@ pub async fn credit(
     key: IdempotencyKey,
     body: ApiJson<CreateCredit>,
 ) -> Result<Response, Problem> {
-    principal.require_admin()?;
     let req = body.value;
     let currency = Currency::from_code(&req.currency)
         .map_err(|e| Problem::invalid("currency", e.to_string()))?;
@@ -371,7 +394,10 @@ pub async fn credit(
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A label to recognise the key by, e.g. "storefront".
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// After this the key no longer works; none: it works until revoked.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -385,7 +411,7 @@ pub struct CreatedApiKey {
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/api-keys", tag = "accounts",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateApiKey,
-    responses((status = 201, body = CreatedApiKey)),
+    responses((status = 201, body = CreatedApiKey), (status = 409, description = "the account has as many keys as it may")),
     security(("bearer" = [])))]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -395,11 +421,10 @@ pub async fn create_key(
     body: ApiJson<CreateApiKey>,
 ) -> Result<Response, Problem> {
     principal.require_account(&id)?;
-    let name = body.value.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Problem::invalid("name", "must be 1 to 100 characters"));
-    }
     let now = state.clock.now();
+    let name = crate::api::keys::check_key_input(&body.value.name, body.value.expires_at, now)?;
+    let expires_at = body.value.expires_at;
+    let quota = state.api.max_keys_per_account;
     let idem = Idempotency {
         principal: &principal,
         key: &key,
@@ -416,23 +441,23 @@ pub async fn create_key(
                     format!("account {id} is {}", account.status.as_str()),
                 ));
             }
+            if repo::count_live_keys(tx.conn(), &id, now).await? >= quota as i64 {
+                return Err(Problem::quota(
+                    "api keys",
+                    format!("an account may have {quota} API keys that work; revoke one first"),
+                ));
+            }
             let secret = ApiKeySecret::generate(Role::Customer);
-            let key =
-                repo::create_key(tx.conn(), &secret, Role::Customer, Some(&id), &name, now).await?;
-            let stored = serde_json::to_value(CreatedApiKey {
-                key: key.clone(),
-                secret: None,
-            })
-            .map_err(|_| Problem::internal())?;
-            let mut reply = Reply::new(
-                StatusCode::CREATED,
-                CreatedApiKey {
-                    key,
-                    secret: Some(secret.expose().to_owned()),
-                },
-            )?;
-            reply.stored_body = Some(stored);
-            Ok(reply)
+            let new = NewKey {
+                secret: &secret,
+                role: Role::Customer,
+                account_id: Some(&id),
+                name: &name,
+                expires_at,
+                managed: false,
+            };
+            let key = repo::insert_key(tx.conn(), new, now).await?;
+            CreatedApiKey::reply(key, &secret)
         })
     })
     .await

@@ -73,6 +73,17 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
+    /// A per-account limit is reached (pending payments, API keys).
+    pub fn quota(what: &str, detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "quota-exceeded",
+            "Quota exceeded",
+            detail,
+        )
+        .with("quota", what)
+    }
+
     pub fn internal() -> Self {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -4,13 +4,14 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::{AccountStatus, Role, hash_key};
 use crate::api::AppState;
 use crate::api::error::Problem;
+use crate::api::policy::{self, Action, Reach};
 use crate::store::accounts::find_key_by_hash;
 
 /// A JSON body that must be `application/json`, fit the size limit, parse,
@@ -137,67 +138,90 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// Who is calling: resolved from `Authorization: Bearer <key>`.
+/// Who is calling: resolved from `Authorization: Bearer <key>` by the
+/// policy layer ([`crate::api::policy::enforce`]), with how far the route's
+/// action lets it reach.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub key_id: String,
     pub role: Role,
     /// The account a customer key is scoped to.
     pub account_id: Option<String>,
+    /// How far this request's action reaches: a customer's own account, or
+    /// any (staff).
+    pub reach: Reach,
 }
 
 impl Principal {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+    pub fn is_staff(&self) -> bool {
+        self.role.is_staff()
     }
 
-    pub fn require_admin(&self) -> Result<(), Problem> {
-        if self.is_admin() {
+    /// The same caller with the reach of the action being taken.
+    pub fn with_reach(mut self, reach: Reach) -> Self {
+        self.reach = reach;
+        self
+    }
+
+    /// Whether the policy lets this caller take `action` too (for a handler
+    /// whose fields need more than its route's action).
+    pub fn may(&self, action: Action) -> bool {
+        policy::allowed(self.role, action).is_some()
+    }
+
+    /// Refuses unless the policy lets this caller take `action`.
+    pub fn require(&self, action: Action) -> Result<(), Problem> {
+        if self.may(action) {
             Ok(())
         } else {
-            Err(Problem::forbidden("this needs an admin API key"))
+            Err(Problem::forbidden(format!(
+                "a {} key may not do this",
+                self.role.as_str()
+            )))
         }
     }
 
-    /// Admins may act on any account; a customer key only on its own.
+    /// Staff reach any account; a customer only its own.
     pub fn require_account(&self, account_id: &str) -> Result<(), Problem> {
-        if self.is_admin() || self.account_id.as_deref() == Some(account_id) {
-            Ok(())
-        } else {
-            Err(Problem::forbidden(
+        match self.reach {
+            Reach::Any => Ok(()),
+            Reach::Own if self.account_id.as_deref() == Some(account_id) => Ok(()),
+            Reach::Own => Err(Problem::forbidden(
                 "this API key belongs to another account",
-            ))
+            )),
         }
     }
 
-    /// The string recorded as `created_by` on what this caller causes.
     /// Which account a list is about: a customer key's own (asking for
     /// another is refused), or for staff whatever they asked (all when
     /// `None`).
     pub fn scope(&self, asked: Option<&str>) -> Result<Option<String>, Problem> {
-        match (&self.account_id, asked) {
-            (Some(own), Some(asked)) if own != asked => self.require_account(asked).map(|_| None),
-            (Some(own), _) => Ok(Some(own.clone())),
-            (None, asked) => {
-                self.require_admin()?;
-                Ok(asked.map(str::to_owned))
+        match self.reach {
+            Reach::Any => Ok(asked.map(str::to_owned)),
+            Reach::Own => {
+                let own = self
+                    .account_id
+                    .clone()
+                    .ok_or_else(|| Problem::forbidden("this API key belongs to no account"))?;
+                if asked.is_some_and(|a| a != own) {
+                    return Err(Problem::forbidden(
+                        "this API key belongs to another account",
+                    ));
+                }
+                Ok(Some(own))
             }
         }
     }
 
+    /// The string recorded as `created_by` on what this caller causes.
     pub fn actor(&self) -> String {
         format!("api_key:{}", self.key_id)
     }
-}
 
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = Problem;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+    /// Resolves the bearer key of a request: unknown, revoked or expired
+    /// keys, and customer keys of accounts that are not active, are refused.
+    pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Self, Problem> {
+        let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             Problem::unauthorized("send an API key as `Authorization: Bearer <key>`")
         })?;
         let secret = header
@@ -212,11 +236,17 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be `Bearer <key>`")
             })?;
-        let mut reader = state.store.reader().await.map_err(Problem::from)?;
-        let identity = find_key_by_hash(reader.conn(), &hash_key(secret))
-            .await
-            .map_err(Problem::from)?
-            .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
+        let now = state.clock.now();
+        let identity = {
+            let mut reader = state.store.reader().await.map_err(Problem::from)?;
+            find_key_by_hash(reader.conn(), &hash_key(secret))
+                .await
+                .map_err(Problem::from)?
+                .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?
+        };
+        if identity.key.expires_at.is_some_and(|at| at <= now) {
+            return Err(Problem::unauthorized("this API key has expired"));
+        }
         if identity.key.role == Role::Customer
             && identity.account_status != Some(AccountStatus::Active)
         {
@@ -224,10 +254,25 @@ impl FromRequestParts<AppState> for Principal {
                 "the account of this API key is not active",
             ));
         }
+        state.key_use.record(&state.store, &identity.key, now).await;
         Ok(Principal {
             key_id: identity.key.id,
             role: identity.key.role,
             account_id: identity.key.account_id,
+            reach: Reach::Own,
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = Problem;
+
+    /// The caller the policy layer admitted. A handler of a public route
+    /// has none: asking for one there is a bug, answered as one.
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "a handler asked for a caller the policy layer did not admit");
+            Problem::internal()
         })
     }
 }

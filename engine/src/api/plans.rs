@@ -14,6 +14,42 @@ use crate::api::{AppState, PageBody};
 use crate::catalog::{Plan, PlanSpec, PlanStatus};
 use crate::store::catalog as repo;
 
+/// Each plan of the change list exists and is provisioned by the same
+/// module instance for the same product type (a move to another module is
+/// a staff migration, never a plan change).
+async fn check_change_list(
+    mut c: crate::store::Conn<'_>,
+    spec: &PlanSpec,
+    own_id: Option<&str>,
+) -> Result<(), Problem> {
+    for id in &spec.change_to {
+        if Some(id.as_str()) == own_id {
+            return Err(Problem::invalid(
+                "change_to",
+                "a plan cannot change to itself",
+            ));
+        }
+        let other = match repo::get(c.reborrow(), id).await {
+            Ok(p) => p,
+            Err(crate::error::Error::NotFound { .. }) => {
+                return Err(Problem::invalid("change_to", format!("no plan {id}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if other.spec.module != spec.module || other.spec.product_type != spec.product_type {
+            return Err(Problem::invalid(
+                "change_to",
+                format!(
+                    "plan {id} is provisioned by `{}` as {}; a plan changes only to plans of its own module and product type",
+                    other.spec.module,
+                    other.spec.product_type.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_spec(state: &AppState, spec: &PlanSpec) -> Result<(), Problem> {
     spec.validate()?;
     if !state.modules.contains(&spec.module) {
@@ -40,7 +76,6 @@ pub async fn create(
     key: IdempotencyKey,
     body: ApiJson<PlanSpec>,
 ) -> Result<Response, Problem> {
-    principal.require_admin()?;
     let mut spec = body.value;
     spec.name = spec.name.trim().to_owned();
     check_spec(&state, &spec)?;
@@ -52,6 +87,7 @@ pub async fn create(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
+            check_change_list(tx.conn(), &spec, None).await?;
             Reply::new(
                 StatusCode::CREATED,
                 repo::create(tx.conn(), spec, now).await?,
@@ -65,13 +101,21 @@ pub async fn create(
     params(("id" = String, Path)),
     responses((status = 200, body = Plan), (status = 404)),
     security(("bearer" = [])))]
+/// A customer sees active plans only, without their module settings.
 pub async fn get(
     State(state): State<AppState>,
-    _principal: Principal,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Plan>, Problem> {
     let mut r = state.store.reader().await?;
-    Ok(Json(repo::get(r.conn(), &id).await?))
+    let plan = repo::get(r.conn(), &id).await?;
+    if principal.is_staff() {
+        return Ok(Json(plan));
+    }
+    if plan.status != PlanStatus::Active {
+        return Err(Problem::not_found(format!("plan {id} not found")));
+    }
+    Ok(Json(plan.for_customers()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -94,17 +138,20 @@ pub async fn list(
     ApiQuery(q): ApiQuery<PlanQuery>,
 ) -> Result<Json<PageBody<Plan>>, Problem> {
     let limit = crate::api::page_limit(&state, q.limit)?;
-    let status = if principal.is_admin() {
+    let staff = principal.is_staff();
+    let status = if staff {
         q.status
     } else {
         Some(PlanStatus::Active)
     };
     let mut r = state.store.reader().await?;
-    Ok(Json(
-        repo::list(r.conn(), status, q.after.as_deref(), limit)
-            .await?
-            .into(),
-    ))
+    let mut page: PageBody<Plan> = repo::list(r.conn(), status, q.after.as_deref(), limit)
+        .await?
+        .into();
+    if !staff {
+        page.data = page.data.into_iter().map(Plan::for_customers).collect();
+    }
+    Ok(Json(page))
 }
 
 #[utoipa::path(put, path = "/api/v1/plans/{id}", tag = "plans",
@@ -115,15 +162,26 @@ pub async fn list(
 /// until they renew.
 pub async fn update(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
     body: ApiJson<PlanSpec>,
 ) -> Result<Json<Plan>, Problem> {
-    principal.require_admin()?;
     let mut spec = body.value;
     spec.name = spec.name.trim().to_owned();
     check_spec(&state, &spec)?;
     let mut tx = state.store.begin().await?;
+    check_change_list(tx.conn(), &spec, Some(&id)).await?;
+    let current = repo::get(tx.conn(), &id).await?;
+    if (current.spec.module != spec.module || current.spec.product_type != spec.product_type)
+        && repo::live_services(tx.conn(), &id).await? > 0
+    {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "plan-in-use",
+            "Plan in use",
+            "services on this plan would silently move to another module or product type; \
+             create a new plan and migrate them (POST /services/{id}/migrate)",
+        ));
+    }
     let plan = repo::update(tx.conn(), &id, spec, state.clock.now()).await?;
     tx.commit().await?;
     Ok(Json(plan))
@@ -136,10 +194,8 @@ pub async fn update(
 /// Stops selling a plan. Plans are never deleted: services keep using them.
 pub async fn archive(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Plan>, Problem> {
-    principal.require_admin()?;
     let mut tx = state.store.begin().await?;
     let plan = repo::archive(tx.conn(), &id, state.clock.now()).await?;
     tx.commit().await?;

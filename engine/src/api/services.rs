@@ -4,13 +4,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::policy::Reach;
 use crate::api::{AppState, ListQuery, PageBody, page_limit};
 use crate::calendar::Period;
 use crate::catalog::{AddonValues, CustomerAction};
@@ -99,7 +100,7 @@ async fn authorize(
 ) -> Result<Service, Problem> {
     let service = repo::get(c.reborrow(), id).await?;
     principal.require_account(&service.account_id)?;
-    if let (Some(action), false) = (action, principal.is_admin()) {
+    if let (Some(action), Reach::Own) = (action, principal.reach) {
         let plan = plans_repo::get(c, &service.plan_id).await?;
         if !plan.spec.customer_actions.contains(&action) {
             return Err(Problem::forbidden(format!(
@@ -149,15 +150,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ServiceQuery>,
 ) -> Result<Json<PageBody<Service>>, Problem> {
     let limit = page_limit(&state, q.limit)?;
-    let account = match (&principal.account_id, q.account_id) {
-        (Some(own), Some(asked)) if *own != asked => {
-            return Err(Problem::forbidden(
-                "this API key belongs to another account",
-            ));
-        }
-        (Some(own), _) => Some(own.clone()),
-        (None, asked) => asked,
-    };
+    let account = principal.scope(q.account_id.as_deref())?;
     let mut r = state.store.reader().await?;
     let page = repo::list(
         r.conn(),
@@ -189,7 +182,6 @@ pub async fn suspend(
     key: IdempotencyKey,
     body: ApiJson<SuspendRequest>,
 ) -> Result<Response, Problem> {
-    principal.require_admin()?;
     let reason = body.value.reason;
     let now = state.clock.now();
     let actor = principal.actor();
@@ -226,7 +218,6 @@ pub async fn resume(
     key: IdempotencyKey,
     body: OptionalJson<Empty>,
 ) -> Result<Response, Problem> {
-    principal.require_admin()?;
     let now = state.clock.now();
     let actor = principal.actor();
     let idem = Idempotency {
@@ -322,21 +313,38 @@ pub async fn prolong(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlanRequest {
+    /// A plan of the current plan's `change_to` list.
     pub plan_id: String,
 }
 
+/// A plan change on its way: nothing has changed yet.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChangePlanResult {
+    /// The service as it is: still on its plan until the module has made
+    /// the change.
     pub service: Service,
+    /// What the change gives back and charges, worked out now; the money
+    /// moves when the module has made the change, worked out again then.
     pub proration: Proration,
+    /// Set aside from the balance until the module answers (what the
+    /// change costs beyond what comes back); given back either way.
+    pub hold: i64,
+    /// The `change_plan` operation sent to the service's module.
+    pub operation: Operation,
 }
 
 #[utoipa::path(post, path = "/api/v1/services/{id}/change-plan", tag = "services",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = ChangePlanRequest,
-    responses((status = 200, body = ChangePlanResult), (status = 402), (status = 409)),
+    responses((status = 202, body = ChangePlanResult),
+        (status = 402, description = "the balance does not cover what the change costs beyond what comes back"),
+        (status = 409, description = "not active, already on the plan, or a change is pending"),
+        (status = 422, description = "the plan is not in the change list, is archived, or is on another module or product type")),
     security(("bearer" = [])))]
-/// Moves the service to another plan, prorated by calendar days.
+/// Asks to move the service to a plan of its plan's change list. The
+/// service's module makes the change; only then do the plan and the money
+/// move (prorated by calendar days). A module that does not support it
+/// changes nothing and moves nothing.
 pub async fn change_plan(
     State(state): State<AppState>,
     principal: Principal,
@@ -357,12 +365,133 @@ pub async fn change_plan(
     idem.run(&state, |tx| {
         Box::pin(async move {
             authorize(tx.conn(), &p, &id, Some(CustomerAction::ChangePlan)).await?;
-            let (service, proration) =
-                lifecycle::change_plan(tx.conn(), &id, &plan_id, &actor, &ledger_key, now).await?;
-            Reply::new(StatusCode::OK, ChangePlanResult { service, proration })
+            let r =
+                lifecycle::request_plan_change(tx.conn(), &id, &plan_id, &actor, &ledger_key, now)
+                    .await?;
+            Reply::new(
+                StatusCode::ACCEPTED,
+                ChangePlanResult {
+                    service: r.service,
+                    proration: r.proration,
+                    hold: r.hold,
+                    operation: r.operation,
+                },
+            )
         })
     })
     .await
+}
+
+/// A staff migration to a plan of another module.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    pub plan_id: String,
+    /// Why: recorded in the service's events.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MigrateResult {
+    /// The service on its new plan; the old module closes it and the new
+    /// one opens it, in that order.
+    pub service: Service,
+    pub proration: Proration,
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{id}/migrate", tag = "services",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = MigrateRequest,
+    responses((status = 200, body = MigrateResult), (status = 402), (status = 409), (status = 422)),
+    security(("bearer" = [])))]
+/// Staff: moves a service to a plan of any module — closed on the old
+/// module, opened on the new — with the money of a plan change, recorded
+/// with its reason.
+pub async fn migrate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: ApiJson<MigrateRequest>,
+) -> Result<Response, Problem> {
+    let req = body.value;
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(Problem::invalid("reason", "must be 1 to 500 characters"));
+    }
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    let ledger_key = idem.ledger_key(&format!("migrate:{id}"));
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            let (service, proration) = lifecycle::migrate(
+                tx.conn(),
+                &id,
+                &req.plan_id,
+                &reason,
+                &actor,
+                &ledger_key,
+                now,
+            )
+            .await?;
+            Reply::new(StatusCode::OK, MigrateResult { service, proration })
+        })
+    })
+    .await
+}
+
+/// A service's credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Credentials {
+    pub service_id: String,
+    /// What the module returned as secret (e.g. `root_password`).
+    pub credentials: std::collections::BTreeMap<String, String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}/credentials", tag = "services",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Credentials), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+/// Reveals the service's credentials to its owner or staff; every reveal
+/// is recorded in the service's events (who, never what).
+pub async fn credentials(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let service = authorize(tx.conn(), &principal, &id, None).await?;
+    let credentials = repo::secret_params(tx.conn(), &id, &state.secrets).await?;
+    repo::record_event(
+        tx.conn(),
+        &id,
+        "credentials_read",
+        service.status,
+        service.status,
+        None,
+        &principal.actor(),
+        Some(&format!("{} value(s) revealed", credentials.len())),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    let mut response = Json(Credentials {
+        service_id: id,
+        credentials,
+    })
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{id}/operations", tag = "services",
@@ -378,8 +507,16 @@ pub async fn operations(
     let limit = q.limit(&state)?;
     let mut r = state.store.reader().await?;
     authorize(r.conn(), &principal, &id, None).await?;
-    let page = repo::list_operations(r.conn(), Some(&id), None, q.after.as_deref(), limit).await?;
-    Ok(Json(page.into()))
+    let mut page: PageBody<Operation> =
+        repo::list_operations(r.conn(), Some(&id), None, q.after.as_deref(), limit)
+            .await?
+            .into();
+    if principal.reach == Reach::Own {
+        page.data
+            .iter_mut()
+            .for_each(Operation::summarize_for_customer);
+    }
+    Ok(Json(page))
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{id}/events", tag = "services",

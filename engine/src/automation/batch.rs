@@ -202,7 +202,6 @@ fn price(
     at: At,
 ) -> Result<Renewal> {
     let q = renewal_quote(plan, service, service.period)?;
-    let (next, detail) = extended(service, service.period, q.total, at.now)?;
     let charge = if q.total > 0 {
         let product_type = plan.spec.product_type.as_str();
         let rule = country.and_then(|c| pick_rule(rules, c, product_type));
@@ -211,7 +210,8 @@ fn price(
             service.currency,
         )?;
         let description = charge_description(&plan.spec.name, &service.id, service.period);
-        let (taxed, lines, tax_lines) = charge_parts(rule, &description, gross)?;
+        let parts = [(description.clone(), gross.minor())];
+        let (taxed, lines, tax_lines) = charge_parts(rule, &parts, gross)?;
         let draft = TransactionDraft {
             idempotency_key: renewal_key(service),
             kind: TransactionKind::Charge,
@@ -235,6 +235,8 @@ fn price(
     } else {
         None
     };
+    let charged = charge.as_ref().map_or_else(Taxed::default, |ch| ch.taxed);
+    let (next, detail) = extended(service, service.period, charged, at.now)?;
     Ok(Renewal {
         next,
         detail,

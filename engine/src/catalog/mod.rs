@@ -163,8 +163,8 @@ pub struct PlanSpec {
     #[serde(default = "manual")]
     pub module: String,
     /// Settings passed to the module, e.g. a DCImanager configuration name
-    /// and location.
-    #[serde(default)]
+    /// and location. Staff only: never shown to customers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub module_settings: BTreeMap<String, String>,
     /// Recurring prices per period and currency.
     pub prices: Vec<Price>,
@@ -183,6 +183,11 @@ pub struct PlanSpec {
     pub deletion_days: u32,
     #[serde(default = "default_customer_actions")]
     pub customer_actions: BTreeSet<CustomerAction>,
+    /// The plans a service on this plan may change to (BILLmanager's
+    /// tariff change list): plan ids of the same module instance and
+    /// product type. Empty: no plan changes.
+    #[serde(default)]
+    pub change_to: BTreeSet<String>,
 }
 
 fn manual() -> String {
@@ -212,6 +217,14 @@ pub struct Plan {
     pub status: PlanStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Plan {
+    /// The plan as customers see it: without its module settings.
+    pub fn for_customers(mut self) -> Plan {
+        self.spec.module_settings.clear();
+        self
+    }
 }
 
 impl PlanSpec {
@@ -304,6 +317,17 @@ impl PlanSpec {
                 }
                 Addon::Boolean { .. } => {}
             }
+        }
+        if self.change_to.len() > 100
+            || self
+                .change_to
+                .iter()
+                .any(|id| id.is_empty() || id.len() > 64)
+        {
+            return Err(FieldError::new(
+                "change_to",
+                "at most 100 plan ids of 1 to 64 characters",
+            ));
         }
         if self.deletion_days > 3650 || self.grace_days > 365 {
             return Err(FieldError::new(

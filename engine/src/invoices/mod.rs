@@ -110,7 +110,7 @@ pub struct TaxRule {
 }
 
 /// An amount split into net and tax.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Taxed {
     pub net: i64,
     pub tax: i64,
@@ -246,18 +246,66 @@ pub struct Charge<'a> {
     pub product_type: &'a str,
     pub gross: Money,
     pub description: &'a str,
+    /// The invoice's lines: a description and a weight (its price) each;
+    /// empty: one line, `description`.
+    pub parts: Vec<(String, i64)>,
     pub idempotency_key: String,
     pub actor: &'a str,
     /// Money back to the customer (a credit note) instead of a charge.
     pub give_back: bool,
+    /// Post exactly this net and tax instead of splitting `gross` by the
+    /// account's rule of today: what is given back of an earlier charge.
+    pub exact: Option<Taxed>,
+}
+
+impl<'a> Charge<'a> {
+    /// A charge of `gross` under the account's tax rule, on one line.
+    pub fn new(
+        account_id: &'a str,
+        product_type: &'a str,
+        gross: Money,
+        description: &'a str,
+        idempotency_key: String,
+        actor: &'a str,
+    ) -> Self {
+        Charge {
+            account_id,
+            product_type,
+            gross,
+            description,
+            parts: vec![],
+            idempotency_key,
+            actor,
+            give_back: false,
+            exact: None,
+        }
+    }
+}
+
+/// What a posted charge was: the ledger transaction, its split into net
+/// and tax, and its invoice lines.
+pub struct Charged {
+    pub posted: Posted,
+    pub taxed: Taxed,
+    pub lines: Vec<InvoiceLine>,
 }
 
 /// Posts a charge split into revenue and tax, and its invoice (or credit
 /// note) in the same transaction. Posting the same key again posts and
 /// documents nothing new.
-pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) -> Result<Posted> {
-    let rule = rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?;
-    let (taxed, lines, tax_lines) = charge_parts(rule.as_ref(), ch.description, ch.gross)?;
+pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) -> Result<Charged> {
+    let parts = if ch.parts.is_empty() {
+        vec![(ch.description.to_owned(), ch.gross.minor())]
+    } else {
+        ch.parts.clone()
+    };
+    let (taxed, lines, tax_lines) = match ch.exact {
+        Some(taxed) => exact_parts(taxed, &parts, ch.gross.currency())?,
+        None => {
+            let rule = rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?;
+            charge_parts(rule.as_ref(), &parts, ch.gross)?
+        }
+    };
     let currency = ch.gross.currency();
     let postings = charge_postings(ch.account_id, taxed, currency, ch.give_back)?;
     let draft = TransactionDraft {
@@ -283,21 +331,26 @@ pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) ->
             account_id: ch.account_id,
             currency,
             taxed,
-            lines,
+            lines: lines.clone(),
             tax_lines,
             transaction_id: &txn.id,
             payment_id: None,
         };
         repo::create(c, document, now).await?;
     }
-    Ok(posted)
+    Ok(Charged {
+        posted,
+        taxed,
+        lines,
+    })
 }
 
 /// A charge of `gross` split into net and tax under `rule`, with its
-/// invoice line and tax lines.
+/// invoice lines (one per part, by weight; parts of weight 0 left out)
+/// and tax lines.
 pub(crate) fn charge_parts(
     rule: Option<&TaxRule>,
-    description: &str,
+    parts: &[(String, i64)],
     gross: Money,
 ) -> Result<(Taxed, Vec<InvoiceLine>, Vec<TaxLine>)> {
     let minor = gross.minor();
@@ -320,7 +373,40 @@ pub(crate) fn charge_parts(
             tax: taxed.tax,
         })
         .collect();
-    let lines = lines(&[(description.to_owned(), minor)], taxed, gross.currency())?;
+    let lines = lines(&weighted(parts, minor), taxed, gross.currency())?;
+    Ok((taxed, lines, tax_lines))
+}
+
+/// The parts with a weight, or one part of the whole when none has.
+fn weighted(parts: &[(String, i64)], whole: i64) -> Vec<(String, i64)> {
+    let kept: Vec<(String, i64)> = parts.iter().filter(|(_, w)| *w > 0).cloned().collect();
+    match (kept.is_empty(), parts.first()) {
+        (false, _) => kept,
+        (true, Some((d, _))) => vec![(d.clone(), whole)],
+        (true, None) => vec![(String::new(), whole)],
+    }
+}
+
+/// A document of exactly `taxed`: what is given back of an earlier charge,
+/// with its tax as it was charged (the rate shown is the one it works out
+/// to, since the account's rule may have changed since).
+fn exact_parts(
+    taxed: Taxed,
+    parts: &[(String, i64)],
+    currency: Currency,
+) -> Result<(Taxed, Vec<InvoiceLine>, Vec<TaxLine>)> {
+    let tax_lines = if taxed.tax != 0 && taxed.net != 0 {
+        vec![TaxLine {
+            name: "Tax as charged".into(),
+            rate_bp: round_div(i128::from(taxed.tax) * 10_000, i128::from(taxed.net)),
+            inclusive: true,
+            net: taxed.net,
+            tax: taxed.tax,
+        }]
+    } else {
+        vec![]
+    };
+    let lines = lines(&weighted(parts, taxed.total), taxed, currency)?;
     Ok((taxed, lines, tax_lines))
 }
 

@@ -35,6 +35,10 @@ pub enum LedgerAccountKind {
     Tax,
     /// Staff corrections: manual credits and debits.
     Adjustments,
+    /// Money set aside from balances for work a module has not finished
+    /// (a plan change): it goes back, or pays for the work, when the module
+    /// answers.
+    Holds,
 }
 
 impl LedgerAccountKind {
@@ -45,6 +49,7 @@ impl LedgerAccountKind {
             LedgerAccountKind::GatewayClearing => "gateway_clearing",
             LedgerAccountKind::Tax => "tax",
             LedgerAccountKind::Adjustments => "adjustments",
+            LedgerAccountKind::Holds => "holds",
         }
     }
 
@@ -55,6 +60,7 @@ impl LedgerAccountKind {
             "gateway_clearing" => LedgerAccountKind::GatewayClearing,
             "tax" => LedgerAccountKind::Tax,
             "adjustments" => LedgerAccountKind::Adjustments,
+            "holds" => LedgerAccountKind::Holds,
             _ => return None,
         })
     }
@@ -113,6 +119,10 @@ pub enum TransactionKind {
     Payment,
     /// A gateway payment was given back.
     Refund,
+    /// Money set aside until a module answers.
+    Hold,
+    /// Money set aside goes back to the balance.
+    HoldRelease,
 }
 
 impl TransactionKind {
@@ -125,6 +135,8 @@ impl TransactionKind {
             TransactionKind::ChargeReversal => "charge_reversal",
             TransactionKind::Payment => "payment",
             TransactionKind::Refund => "refund",
+            TransactionKind::Hold => "hold",
+            TransactionKind::HoldRelease => "hold_release",
         }
     }
 
@@ -137,6 +149,8 @@ impl TransactionKind {
             "charge_reversal" => TransactionKind::ChargeReversal,
             "payment" => TransactionKind::Payment,
             "refund" => TransactionKind::Refund,
+            "hold" => TransactionKind::Hold,
+            "hold_release" => TransactionKind::HoldRelease,
             _ => return None,
         })
     }
@@ -261,6 +275,37 @@ impl TransactionDraft {
                 Posting::new(LedgerAccountId::customer(account_id), to_customer),
                 Posting::new(
                     LedgerAccountId::system(LedgerAccountKind::Adjustments, amount.currency()),
+                    to_customer.negate(),
+                ),
+            ],
+        }
+    }
+
+    /// Sets `amount` of a balance aside (`release` = false) or gives it
+    /// back (`release` = true).
+    pub fn hold(
+        account_id: &str,
+        amount: Money,
+        release: bool,
+        description: &str,
+        idempotency_key: String,
+        created_by: &str,
+    ) -> Self {
+        let to_customer = if release { amount } else { amount.negate() };
+        TransactionDraft {
+            idempotency_key,
+            kind: if release {
+                TransactionKind::HoldRelease
+            } else {
+                TransactionKind::Hold
+            },
+            description: description.to_owned(),
+            account_id: Some(account_id.to_owned()),
+            created_by: created_by.to_owned(),
+            postings: vec![
+                Posting::new(LedgerAccountId::customer(account_id), to_customer),
+                Posting::new(
+                    LedgerAccountId::system(LedgerAccountKind::Holds, amount.currency()),
                     to_customer.negate(),
                 ),
             ],

@@ -14,12 +14,16 @@ use crate::catalog::{AddonValues, Plan, PlanSpec, PlanStatus, Quote, quote};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::invoices;
+use crate::ledger::TransactionDraft;
 use crate::money::Money;
-use crate::services::proration::prorate;
-use crate::services::{Action, OperationKind, Service, ServiceStatus, SuspendReason, transition};
+use crate::services::proration::{Paid, Proration, prorate};
+use crate::services::{
+    Action, Operation, OperationKind, Service, ServiceStatus, SuspendReason, transition,
+};
 use crate::store::Conn;
 use crate::store::accounts as accounts_repo;
 use crate::store::catalog as plans_repo;
+use crate::store::ledger as ledger_repo;
 use crate::store::services as repo;
 
 /// What a customer orders.
@@ -115,6 +119,7 @@ pub async fn place_order(
         period: req.period,
         currency: account.currency,
         recurring_price: q.recurring,
+        setup_fee: q.setup_fee,
         amount_due: due,
         addons: q.addons,
         params: Default::default(),
@@ -124,8 +129,10 @@ pub async fn place_order(
         paid_units: 0,
         period_start: None,
         paid_until: None,
-        range_price: 0,
         range_periods: 0,
+        range_from: None,
+        range_gross: 0,
+        range_tax: 0,
         suspended_at: None,
         closed_at: None,
         created_at: now,
@@ -163,19 +170,37 @@ async fn try_pay(
 ) -> Result<bool> {
     let to = next_status(service, Action::Pay)?;
     if service.amount_due > 0 {
-        let charge = invoices::Charge {
-            account_id: &service.account_id,
-            product_type: plan.product_type.as_str(),
-            gross: Money::new(service.amount_due, service.currency)?,
-            description: &format!("{}: order of service {}", plan.name, service.id),
-            idempotency_key: format!("order:{}", service.id),
+        let description = format!("{}: order of service {}", plan.name, service.id);
+        let mut charge = invoices::Charge::new(
+            &service.account_id,
+            plan.product_type.as_str(),
+            Money::new(service.amount_due, service.currency)?,
+            &description,
+            format!("order:{}", service.id),
             actor,
-            give_back: false,
-        };
-        match invoices::post_charge(c.reborrow(), charge, now).await {
-            Ok(_) => {}
+        );
+        // Itemised: the first period (what a later credit can give back a
+        // part of) and the setup fee (which never comes back).
+        charge.parts = vec![
+            (
+                charge_description(&plan.name, &service.id, service.period),
+                service.recurring_price,
+            ),
+            (
+                format!("{}: setup of service {}", plan.name, service.id),
+                service.setup_fee,
+            ),
+        ];
+        let charged = match invoices::post_charge(c.reborrow(), charge, now).await {
+            Ok(charged) => charged,
             Err(Error::InsufficientFunds { .. }) => return Ok(false),
             Err(e) => return Err(e),
+        };
+        if service.recurring_price > 0
+            && let Some(first) = charged.lines.first()
+        {
+            service.range_gross = first.total;
+            service.range_tax = first.tax;
         }
     }
     let paid = service.amount_due;
@@ -377,22 +402,26 @@ pub async fn prolong(
     }
     let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
     let q = renewal_quote(&plan, &service, period)?;
-    let (mut service, detail) = extended(&service, period, q.total, now)?;
-    if q.total > 0 {
+    let charged = if q.total > 0 {
         let product_type = plan.spec.product_type.as_str();
         let gross =
             invoices::gross_for(c.reborrow(), &service.account_id, product_type, q.total).await?;
-        let charge = invoices::Charge {
-            account_id: &service.account_id,
+        let description = charge_description(&plan.spec.name, id, period);
+        let charge = invoices::Charge::new(
+            &service.account_id,
             product_type,
-            gross: Money::new(gross, service.currency)?,
-            description: &charge_description(&plan.spec.name, id, period),
-            idempotency_key: ledger_key,
+            Money::new(gross, service.currency)?,
+            &description,
+            ledger_key,
             actor,
-            give_back: false,
-        };
-        invoices::post_charge(c.reborrow(), charge, now).await?;
-    }
+        );
+        invoices::post_charge(c.reborrow(), charge, now)
+            .await?
+            .taxed
+    } else {
+        invoices::Taxed::default()
+    };
+    let (mut service, detail) = extended(&service, period, charged, now)?;
     let status = service.status;
     apply(
         c.reborrow(),
@@ -423,13 +452,14 @@ pub async fn prolong(
     Ok(service)
 }
 
-/// `service` once `period` more is paid for `total` (minor units): the
-/// paid end counted from the anchor on the calendar, and the paid range
-/// (a new one if the old had ended by `now`); with the event log's detail.
+/// `service` once `period` more is paid with `charged` (its gross and
+/// tax): the paid end counted from the anchor on the calendar, and the paid
+/// range (a new one if the old had ended by `now`); with the event log's
+/// detail.
 pub(crate) fn extended(
     service: &Service,
     period: Period,
-    total: i64,
+    charged: invoices::Taxed,
     now: DateTime<Utc>,
 ) -> Result<(Service, String)> {
     let (Some(anchor), Some(paid_until)) = (service.anchor_at, service.paid_until) else {
@@ -447,10 +477,13 @@ pub(crate) fn extended(
         .ok_or_else(|| Error::Conflict("paid time beyond the calendar".into()))?;
     if paid_until <= now {
         s.period_start = Some(paid_until);
-        s.range_price = total;
+        s.range_from = Some(paid_until);
+        s.range_gross = charged.total;
+        s.range_tax = charged.tax;
         s.range_periods = periods;
     } else {
-        s.range_price += total;
+        s.range_gross += charged.total;
+        s.range_tax += charged.tax;
         s.range_periods += periods;
     }
     s.paid_until = Some(new_end);
@@ -459,7 +492,7 @@ pub(crate) fn extended(
         "+{} until {}, charged {}",
         period.as_str(),
         new_end.to_rfc3339(),
-        total
+        charged.total
     );
     Ok((s, detail))
 }
@@ -512,93 +545,248 @@ pub async fn renew(
     }
 }
 
-/// Moves an active service to another plan, prorated by calendar days of
-/// the paid range: the unused part of what was paid comes back, the same
-/// part of the new plan's price is charged.
-pub async fn change_plan(
+/// The paid range of a service as the money it was charged for it.
+fn paid_range(service: &Service) -> Result<(DateTime<Utc>, Paid)> {
+    let (Some(start), Some(end)) = (service.period_start, service.paid_until) else {
+        return Err(Error::Conflict(format!(
+            "service {} has no paid period yet",
+            service.id
+        )));
+    };
+    Ok((
+        start,
+        Paid {
+            from: service.range_from.unwrap_or(start),
+            until: end,
+            gross: service.range_gross,
+            tax: service.range_tax,
+        },
+    ))
+}
+
+/// What moving `service` to `plan` at `now` gives back and charges, and
+/// the new plan's quote for the service's period and add-ons.
+fn price_change(service: &Service, plan: &Plan, now: DateTime<Utc>) -> Result<(Proration, Quote)> {
+    let (start, paid) = paid_range(service)?;
+    let q = renewal_quote(plan, service, service.period)?;
+    let new_range_price = q
+        .recurring
+        .checked_mul(service.range_periods.max(1))
+        .ok_or(crate::money::MoneyError::OutOfRange)?;
+    let p = prorate(paid, new_range_price, start, now, service.time_zone)?;
+    Ok((p, q))
+}
+
+/// Whether a service on `from` may change to `to` by a plan change (not a
+/// staff migration): `to` is in `from`'s change list, sells, and is
+/// provisioned by the same module instance for the same product type.
+fn check_change(from: &Plan, to: &Plan) -> Result<()> {
+    let refuse = |message: String| Error::Unprocessable {
+        kind: "plan-change-not-allowed",
+        message,
+    };
+    if from.id == to.id {
+        return Err(Error::Conflict(format!(
+            "the service is already on plan {}",
+            to.id
+        )));
+    }
+    if to.status == PlanStatus::Archived {
+        return Err(Error::Unprocessable {
+            kind: "plan-archived",
+            message: format!("plan {} is archived", to.id),
+        });
+    }
+    if !from.spec.change_to.contains(&to.id) {
+        return Err(refuse(format!(
+            "plan {} does not list {} among the plans it may change to",
+            from.id, to.id
+        )));
+    }
+    if from.spec.module != to.spec.module || from.spec.product_type != to.spec.product_type {
+        return Err(refuse(format!(
+            "plan {} is provisioned by `{}` as {}, plan {} by `{}` as {}: only staff may migrate a service between modules",
+            from.id,
+            from.spec.module,
+            from.spec.product_type.as_str(),
+            to.id,
+            to.spec.module,
+            to.spec.product_type.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// A plan change asked for: what it is expected to cost, and the operation
+/// that asks the module.
+#[derive(Debug, Clone)]
+pub struct RequestedChange {
+    pub service: Service,
+    /// As worked out now; the money moves when the module has made the
+    /// change, worked out again then.
+    pub proration: Proration,
+    /// What was set aside from the balance until the module answers.
+    pub hold: i64,
+    pub operation: Operation,
+}
+
+/// Asks for an active service to move to another plan of its plan's change
+/// list. Nothing changes yet: the change goes to the service's module as a
+/// `change_plan` operation, and the plan and the money move only when the
+/// module has done it (see [`apply_plan_change`]); an `unsupported` or
+/// `rejected` answer changes and moves nothing. Meanwhile what the change
+/// is expected to cost beyond what comes back is set aside from the
+/// balance, so the money is there when the module answers.
+pub async fn request_plan_change(
     mut c: Conn<'_>,
     id: &str,
     new_plan_id: &str,
     actor: &str,
     ledger_key: &str,
     now: DateTime<Utc>,
-) -> Result<(Service, crate::services::proration::Proration)> {
-    let mut service = repo::get_for_update(c.reborrow(), id).await?;
-    let status = next_status(&service, Action::ChangePlan)?;
-    if service.plan_id == new_plan_id {
+) -> Result<RequestedChange> {
+    let service = repo::get_for_update(c.reborrow(), id).await?;
+    next_status(&service, Action::ChangePlan)?;
+    let from = plans_repo::get(c.reborrow(), &service.plan_id).await?;
+    let to = plans_repo::get(c.reborrow(), new_plan_id).await?;
+    check_change(&from, &to)?;
+    if repo::has_unfinished(c.reborrow(), id, OperationKind::ChangePlan).await? {
         return Err(Error::Conflict(format!(
-            "service {id} is already on plan {new_plan_id}"
+            "service {id} has a plan change waiting for its module already"
         )));
     }
-    let plan = plans_repo::get(c.reborrow(), new_plan_id).await?;
-    if plan.status == PlanStatus::Archived {
-        return Err(Error::Unprocessable {
-            kind: "plan-archived",
-            message: format!("plan {} is archived", plan.id),
-        });
-    }
-    let (Some(start), Some(end)) = (service.period_start, service.paid_until) else {
-        return Err(Error::Conflict(format!(
-            "service {id} has no paid period yet"
-        )));
-    };
-    let q = renewal_quote(&plan, &service, service.period)?;
-    let new_range_price = q
-        .recurring
-        .checked_mul(service.range_periods.max(1))
-        .ok_or(crate::money::MoneyError::OutOfRange)?;
-    let p = prorate(
-        Money::new(service.range_price, service.currency)?,
-        Money::new(new_range_price, service.currency)?,
-        start,
-        end,
-        now,
-        service.time_zone,
-    )?;
-    let old_type = plans_repo::get(c.reborrow(), &service.plan_id)
-        .await?
-        .spec
-        .product_type;
-    for (amount, plan_id, product_type, give_back, suffix) in [
-        (p.credit, &service.plan_id, old_type, true, "credit"),
-        (p.charge, &plan.id, plan.spec.product_type, false, "charge"),
-    ] {
-        if amount <= 0 {
-            continue;
-        }
-        let gross = invoices::gross_for(
-            c.reborrow(),
+    let (p, _) = price_change(&service, &to, now)?;
+    let charge = invoices::gross_for(
+        c.reborrow(),
+        &service.account_id,
+        to.spec.product_type.as_str(),
+        p.charge,
+    )
+    .await?;
+    let hold = (charge - p.credit).max(0);
+    let hold_key = format!("{ledger_key}:hold");
+    if hold > 0 {
+        let draft = TransactionDraft::hold(
             &service.account_id,
-            product_type.as_str(),
-            amount,
-        )
-        .await?;
-        let description = format!(
-            "{}{}/{} days of plan {plan_id} (service {id})",
-            if give_back { "unused " } else { "" },
-            p.remaining_days,
-            p.total_days,
-        );
-        let charge = invoices::Charge {
-            account_id: &service.account_id,
-            product_type: product_type.as_str(),
-            gross: Money::new(gross, service.currency)?,
-            description: &description,
-            idempotency_key: format!("{ledger_key}:{suffix}"),
+            Money::new(hold, service.currency)?,
+            false,
+            &format!("set aside for the change of service {id} to plan {}", to.id),
+            hold_key.clone(),
             actor,
-            give_back,
-        };
-        invoices::post_charge(c.reborrow(), charge, now).await?;
+        );
+        ledger_repo::post(c.reborrow(), &draft, now).await?;
     }
-    let from_plan = std::mem::replace(&mut service.plan_id, plan.id.clone());
+    let operation = repo::enqueue(
+        c.reborrow(),
+        id,
+        OperationKind::ChangePlan,
+        &from.spec.module,
+        json!({"plan_id": to.id, "from_plan": from.id, "hold": hold, "hold_key": hold_key}),
+        now,
+    )
+    .await?;
+    let detail =
+        json!({"from_plan": from.id, "to_plan": to.id, "hold": hold, "operation": operation.id})
+            .to_string();
+    repo::record_event(
+        c,
+        id,
+        "change_plan_requested",
+        service.status,
+        service.status,
+        None,
+        actor,
+        Some(&detail),
+        now,
+    )
+    .await?;
+    Ok(RequestedChange {
+        service,
+        proration: p,
+        hold,
+        operation,
+    })
+}
+
+/// Gives back what a plan change set aside, once.
+async fn release_hold(
+    c: Conn<'_>,
+    service: &Service,
+    op: &Operation,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let hold = op.payload["hold"].as_i64().unwrap_or(0);
+    if hold <= 0 {
+        return Ok(());
+    }
+    let draft = TransactionDraft::hold(
+        &service.account_id,
+        Money::new(hold, service.currency)?,
+        true,
+        &format!("released: change of service {}", service.id),
+        format!("{}:release", op.id),
+        actor,
+    );
+    ledger_repo::post(c, &draft, now).await?;
+    Ok(())
+}
+
+/// The module made the change of `op` (a `change_plan` operation): the
+/// service moves to the new plan and the money moves, worked out now — the
+/// unused part of what was charged comes back (its net and tax exactly as
+/// invoiced), the remaining part of the new plan's price is charged — with
+/// what was set aside given back in the same transaction. Fails with
+/// `InsufficientFunds` if the balance no longer covers it; nothing moves
+/// then.
+pub async fn apply_plan_change(
+    mut c: Conn<'_>,
+    op: &Operation,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut service = repo::get_for_update(c.reborrow(), &op.service_id).await?;
+    release_hold(c.reborrow(), &service, op, actor, now).await?;
+    let to_plan = op.payload["plan_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let from_plan = op.payload["from_plan"].as_str().unwrap_or_default();
+    if service.plan_id != from_plan
+        || !matches!(
+            service.status,
+            ServiceStatus::Active | ServiceStatus::Suspended
+        )
+    {
+        tracing::warn!(service = %service.id, operation = %op.id, status = service.status.as_str(),
+            "plan change finished after the service moved on; nothing charged");
+        return Ok(());
+    }
+    let plan = plans_repo::get(c.reborrow(), &to_plan).await?;
+    let old = plans_repo::get(c.reborrow(), &service.plan_id).await?;
+    let (p, q) = price_change(&service, &plan, now)?;
+    let charged = move_money(
+        c.reborrow(),
+        &service,
+        (&old, &plan),
+        &p,
+        &format!("{}", op.id),
+        actor,
+        now,
+    )
+    .await?;
+    service.plan_id = plan.id.clone();
     service.recurring_price = q.recurring;
     service.addons = q.addons;
-    service.range_price = service.range_price - p.credit + p.charge;
-    let detail =
-        json!({"from_plan": from_plan, "to_plan": plan.id, "credit": p.credit, "charge": p.charge})
-            .to_string();
+    service.range_from = Some(now);
+    service.range_gross = charged.total;
+    service.range_tax = charged.tax;
+    let detail = json!({"from_plan": old.id, "to_plan": plan.id, "credit": p.credit,
+        "credit_tax": p.credit_tax, "charge": charged.total, "operation": op.id})
+    .to_string();
+    let status = service.status;
     apply(
-        c.reborrow(),
+        c,
         &mut service,
         Action::ChangePlan,
         status,
@@ -607,36 +795,228 @@ pub async fn change_plan(
         Some(&detail),
         now,
     )
-    .await?;
-    repo::enqueue(
+    .await
+}
+
+/// The money of a move from `plans.0` to `plans.1`: the unused part of what
+/// was charged given back exactly (a credit note), the new plan's part
+/// charged (an invoice), under ledger keys `{key}:credit` and
+/// `{key}:charge`. Returns what was charged.
+async fn move_money(
+    mut c: Conn<'_>,
+    service: &Service,
+    (old, new): (&Plan, &Plan),
+    p: &Proration,
+    key: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<invoices::Taxed> {
+    if p.credit > 0 {
+        let description = format!(
+            "unused {}/{} days of plan {} (service {})",
+            p.remaining_days, p.total_days, old.id, service.id
+        );
+        let mut credit = invoices::Charge::new(
+            &service.account_id,
+            old.spec.product_type.as_str(),
+            Money::new(p.credit, service.currency)?,
+            &description,
+            format!("{key}:credit"),
+            actor,
+        );
+        credit.give_back = true;
+        credit.exact = Some(invoices::Taxed {
+            net: p.credit - p.credit_tax,
+            tax: p.credit_tax,
+            total: p.credit,
+        });
+        invoices::post_charge(c.reborrow(), credit, now).await?;
+    }
+    if p.charge <= 0 {
+        return Ok(invoices::Taxed::default());
+    }
+    let product_type = new.spec.product_type.as_str();
+    let gross =
+        invoices::gross_for(c.reborrow(), &service.account_id, product_type, p.charge).await?;
+    let description = format!(
+        "{}/{} days of plan {} (service {})",
+        p.remaining_days, p.total_days, new.id, service.id
+    );
+    let charge = invoices::Charge::new(
+        &service.account_id,
+        product_type,
+        Money::new(gross, service.currency)?,
+        &description,
+        format!("{key}:charge"),
+        actor,
+    );
+    Ok(invoices::post_charge(c, charge, now).await?.taxed)
+}
+
+/// The module refused the change of `op` (`unsupported`, `rejected`):
+/// nothing changes; what was set aside goes back.
+pub async fn refuse_plan_change(
+    mut c: Conn<'_>,
+    op: &Operation,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let service = repo::get_for_update(c.reborrow(), &op.service_id).await?;
+    release_hold(c.reborrow(), &service, op, RUNNER, now).await?;
+    let detail =
+        json!({"to_plan": op.payload["plan_id"], "operation": op.id, "error": why}).to_string();
+    repo::record_event(
         c,
-        id,
-        OperationKind::ChangePlan,
-        &plan.spec.module,
-        json!({"from_plan": from_plan, "to_plan": plan.id}),
+        &service.id,
+        "change_plan_refused",
+        service.status,
+        service.status,
+        None,
+        RUNNER,
+        Some(&detail),
+        now,
+    )
+    .await
+}
+
+/// Who the engine is in the event log when it acts on a module's answer.
+const RUNNER: &str = runner::RUNNER_ACTOR;
+
+/// Staff move a service to a plan of another module (or product type): an
+/// explicit, audited action. The money moves now as for a plan change;
+/// the old module closes the service and the new one opens it (and
+/// suspends it again if it was suspended), in that order.
+pub async fn migrate(
+    mut c: Conn<'_>,
+    id: &str,
+    new_plan_id: &str,
+    reason: &str,
+    actor: &str,
+    ledger_key: &str,
+    now: DateTime<Utc>,
+) -> Result<(Service, Proration)> {
+    let mut service = repo::get_for_update(c.reborrow(), id).await?;
+    if !matches!(
+        service.status,
+        ServiceStatus::Active | ServiceStatus::Suspended
+    ) {
+        return Err(Error::IllegalTransition {
+            service_id: service.id.clone(),
+            status: service.status.as_str(),
+            action: "migrate",
+        });
+    }
+    let old = plans_repo::get(c.reborrow(), &service.plan_id).await?;
+    let plan = plans_repo::get(c.reborrow(), new_plan_id).await?;
+    if old.id == plan.id {
+        return Err(Error::Conflict(format!(
+            "service {id} is already on plan {}",
+            plan.id
+        )));
+    }
+    if plan.status == PlanStatus::Archived {
+        return Err(Error::Unprocessable {
+            kind: "plan-archived",
+            message: format!("plan {} is archived", plan.id),
+        });
+    }
+    let (p, q) = price_change(&service, &plan, now)?;
+    let charged = move_money(
+        c.reborrow(),
+        &service,
+        (&old, &plan),
+        &p,
+        ledger_key,
+        actor,
         now,
     )
     .await?;
+    service.plan_id = plan.id.clone();
+    service.recurring_price = q.recurring;
+    service.addons = q.addons;
+    service.range_from = Some(now);
+    service.range_gross = charged.total;
+    service.range_tax = charged.tax;
+    let detail = json!({"from_plan": old.id, "from_module": old.spec.module, "to_plan": plan.id,
+        "to_module": plan.spec.module, "credit": p.credit, "charge": charged.total})
+    .to_string();
+    let status = service.status;
+    service.updated_at = now;
+    repo::save(c.reborrow(), &service, status).await?;
+    repo::record_event(
+        c.reborrow(),
+        id,
+        "migrate",
+        status,
+        status,
+        Some(reason),
+        actor,
+        Some(&detail),
+        now,
+    )
+    .await?;
+    let migration = json!({"migration": true, "plan_id": old.id});
+    repo::enqueue(
+        c.reborrow(),
+        id,
+        OperationKind::Close,
+        &old.spec.module,
+        migration,
+        now,
+    )
+    .await?;
+    repo::enqueue(
+        c.reborrow(),
+        id,
+        OperationKind::Open,
+        &plan.spec.module,
+        json!({"migration": true}),
+        now,
+    )
+    .await?;
+    if status == ServiceStatus::Suspended {
+        let reason = service.suspend_reason.map(SuspendReason::as_str);
+        repo::enqueue(
+            c,
+            id,
+            OperationKind::Suspend,
+            &plan.spec.module,
+            json!({"reason": reason}),
+            now,
+        )
+        .await?;
+    }
     Ok((service, p))
 }
 
 /// The state change a finished operation brings: `open` → active (the
-/// paid period starts now), `close` → closed. The others changed the state
-/// when they were queued. Does nothing if the service has moved on.
+/// paid period starts now), `close` → closed, `change_plan` → the new plan
+/// and its money. The others changed the state when they were queued. The
+/// two halves of a staff migration change no state: the old module's
+/// `close` forgets its params, the new module's `open` brings its own.
+/// Does nothing if the service has moved on.
 pub async fn complete_effects(
     mut c: Conn<'_>,
-    service_id: &str,
-    kind: OperationKind,
+    op: &Operation,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let Some(action) = kind.completion() else {
+    let migration = op.payload["migration"].as_bool() == Some(true);
+    match op.kind {
+        OperationKind::ChangePlan => return apply_plan_change(c, op, actor, now).await,
+        OperationKind::Close if migration => {
+            return repo::clear_params(c, &op.service_id, now).await;
+        }
+        OperationKind::Open if migration => return Ok(()),
+        _ => {}
+    }
+    let Some(action) = op.kind.completion() else {
         return Ok(());
     };
-    let mut service = repo::get_for_update(c.reborrow(), service_id).await?;
+    let mut service = repo::get_for_update(c.reborrow(), &op.service_id).await?;
     let Some(to) = transition(service.status, action) else {
         tracing::warn!(
-            service = service_id,
+            service = %op.service_id,
             status = service.status.as_str(),
             action = action.as_str(),
             "operation finished after the service moved on"
@@ -649,8 +1029,8 @@ pub async fn complete_effects(
             service.anchor_at = Some(now);
             service.paid_units = i64::from(units);
             service.period_start = Some(now);
+            service.range_from = Some(now);
             service.paid_until = add_units(now, service.period.unit(), units, service.time_zone);
-            service.range_price = service.recurring_price;
             service.range_periods = 1;
         }
         Action::Closed => service.closed_at = Some(now),

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::clock::SharedClock;
 use crate::error::Result;
+use crate::secrets::Secrets;
 use crate::services::module::{
     ModuleError, ModuleOutcome, ModuleRegistry, ModuleRequest, ServiceContext,
 };
@@ -74,6 +75,7 @@ pub struct OperationRunner {
     store: Store,
     modules: ModuleRegistry,
     clock: SharedClock,
+    secrets: Arc<Secrets>,
     owner: String,
     config: RunnerConfig,
 }
@@ -83,6 +85,7 @@ impl OperationRunner {
         store: Store,
         modules: ModuleRegistry,
         clock: SharedClock,
+        secrets: Arc<Secrets>,
         config: RunnerConfig,
     ) -> Self {
         let owner = format!(
@@ -94,6 +97,7 @@ impl OperationRunner {
             store,
             modules,
             clock,
+            secrets,
             owner,
             config,
         }
@@ -166,8 +170,15 @@ impl OperationRunner {
         let op = &claimed.operation;
         let mut r = self.store.reader().await?;
         let service = repo::get(r.conn(), &op.service_id).await?;
-        let plan = plans_repo::get(r.conn(), &service.plan_id).await?;
+        // A plan change is asked with the plan it goes to; the old half of
+        // a migration with the plan it leaves.
+        let plan_id = op.payload["plan_id"].as_str().unwrap_or(&service.plan_id);
+        let plan = plans_repo::get(r.conn(), plan_id).await?;
         let account = accounts_repo::get(r.conn(), &service.account_id).await?;
+        let mut params = service.params;
+        for (key, value) in accounts_repo::module_params(r.conn(), &account.id, &op.module).await? {
+            params.insert(format!("{ACCOUNT_PARAM}{key}"), value);
+        }
         Ok(ModuleRequest {
             operation_id: op.id.clone(),
             kind: op.kind,
@@ -180,7 +191,7 @@ impl OperationRunner {
                 account_email: account.email,
                 period: service.period,
                 settings: plan.spec.module_settings,
-                params: service.params,
+                params,
                 addons: service.addons,
             },
             payload: op.payload.clone(),
@@ -215,38 +226,26 @@ impl OperationRunner {
         claimed: Claimed,
         outcome: std::result::Result<ModuleOutcome, ModuleError>,
     ) -> Result<()> {
-        let now = self.clock.now();
+        let outcome = match self.write(&claimed, &outcome).await {
+            // The change is made, but the balance no longer covers it: staff
+            // decide (credit the account, then complete or retry).
+            Err(crate::error::Error::InsufficientFunds { .. }) => {
+                let staff = Ok(ModuleOutcome::NeedsStaff(
+                    "the module made the plan change, but the balance no longer covers it: \
+                     credit the account, then complete this operation"
+                        .into(),
+                ));
+                self.write(&claimed, &staff).await?;
+                staff
+            }
+            Err(e) => return Err(e),
+            Ok(false) => {
+                tracing::warn!(operation = %claimed.operation.id, "claim expired before the result was recorded; dropping it");
+                return Ok(());
+            }
+            Ok(true) => outcome,
+        };
         let op = &claimed.operation;
-        let (update, done_params) = plan_update(
-            op.attempts,
-            op.remote_ref.clone(),
-            &outcome,
-            &self.config.retry(),
-            now,
-        );
-        let mut tx = self.store.begin().await?;
-        let written = async {
-            if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
-                return Ok(false);
-            }
-            if let Some((params, secret)) = &done_params {
-                repo::merge_params(tx.conn(), &op.service_id, params, secret, now).await?;
-                crate::lifecycle::complete_effects(
-                    tx.conn(),
-                    &op.service_id,
-                    op.kind,
-                    RUNNER_ACTOR,
-                    now,
-                )
-                .await?;
-            }
-            Ok::<_, crate::error::Error>(true)
-        }
-        .await;
-        if !tx.keep_if(written).await? {
-            tracing::warn!(operation = %op.id, "claim expired before the result was recorded; dropping it");
-            return Ok(());
-        }
         let outcome_label = match &outcome {
             Ok(ModuleOutcome::Done { .. }) => "done",
             Ok(ModuleOutcome::InProgress { .. }) => "in_progress",
@@ -256,16 +255,85 @@ impl OperationRunner {
         metrics::counter!("bursar_operations_total", "kind" => op.kind.as_str(), "outcome" => outcome_label).increment(1);
         if let Err(e) = &outcome {
             metrics::counter!("bursar_module_failures_total", "module" => op.module.clone(), "kind" => e.kind()).increment(1);
-            tracing::warn!(operation = %op.id, module = %op.module, kind = e.kind(), error = %e, status = update.status.as_str(), "module call failed");
+            tracing::warn!(operation = %op.id, module = %op.module, kind = e.kind(), error = %e, "module call failed");
         }
         Ok(())
     }
+
+    /// Writes an outcome and what it brings, in one transaction fenced by
+    /// the claim. False when the claim had expired.
+    async fn write(
+        &self,
+        claimed: &Claimed,
+        outcome: &std::result::Result<ModuleOutcome, ModuleError>,
+    ) -> Result<bool> {
+        let now = self.clock.now();
+        let op = &claimed.operation;
+        let (update, done_params) = plan_update(
+            op.kind,
+            op.attempts,
+            op.remote_ref.clone(),
+            outcome,
+            &self.config.retry(),
+            now,
+        );
+        let mut tx = self.store.begin().await?;
+        let written = async {
+            if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
+                return Ok(false);
+            }
+            if let Some((params, secret)) = &done_params {
+                record_params(tx.conn(), op, params, secret, &self.secrets, now).await?;
+                crate::lifecycle::complete_effects(tx.conn(), op, RUNNER_ACTOR, now).await?;
+            }
+            if update.status == OperationStatus::Canceled {
+                let why = update.last_error.as_deref().unwrap_or_default();
+                crate::lifecycle::refuse_plan_change(tx.conn(), op, why, now).await?;
+            }
+            Ok::<_, crate::error::Error>(true)
+        }
+        .await;
+        tx.keep_if(written).await
+    }
+}
+
+/// Params a module returns under this prefix belong to the customer, not
+/// the service: the module gets them back on every call for any of the
+/// customer's services (e.g. the remote user it created at the first
+/// `open`), so it never has to find the customer by an e-mail address
+/// the customer can change.
+pub const ACCOUNT_PARAM: &str = "account.";
+
+/// Stores what a module returned: the service's params and secrets, and
+/// the customer's `account.` params.
+pub async fn record_params(
+    mut c: crate::store::Conn<'_>,
+    op: &crate::services::Operation,
+    params: &[(String, String)],
+    secret: &[(String, String)],
+    secrets: &Secrets,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (account, service): (Vec<_>, Vec<_>) = params
+        .iter()
+        .cloned()
+        .partition(|(k, _)| k.starts_with(ACCOUNT_PARAM));
+    if !account.is_empty() {
+        let owner = repo::get(c.reborrow(), &op.service_id).await?.account_id;
+        let account: Vec<(String, String)> = account
+            .into_iter()
+            .map(|(k, v)| (k[ACCOUNT_PARAM.len()..].to_owned(), v))
+            .collect();
+        accounts_repo::set_module_params(c.reborrow(), &owner, &op.module, &account, now).await?;
+    }
+    repo::merge_params(c, &op.service_id, &service, secret, secrets, now).await
 }
 
 type DoneParams = (Vec<(String, String)>, Vec<(String, String)>);
 
 /// What an outcome does to the operation row. Pure.
 fn plan_update(
+    kind: crate::services::OperationKind,
     attempts: i64,
     remote_ref: Option<String>,
     outcome: &std::result::Result<ModuleOutcome, ModuleError>,
@@ -317,6 +385,24 @@ fn plan_update(
             },
             None,
         ),
+        // A plan change the module does not support or refuses changes
+        // nothing: the operation ends there.
+        Err(e @ (ModuleError::Unsupported(_) | ModuleError::Rejected(_)))
+            if kind == crate::services::OperationKind::ChangePlan =>
+        {
+            (
+                OperationUpdate {
+                    status: OperationStatus::Canceled,
+                    next_run_at: now,
+                    remote_ref,
+                    progress: None,
+                    last_error: Some(e.to_string()),
+                    error_kind: Some(e.kind().into()),
+                    finished: true,
+                },
+                None,
+            )
+        }
         Err(e) => {
             let give_up = !e.retryable() || attempts >= i64::from(retry.max_attempts);
             let delay = retry.delay(attempts.max(1) as u32, e.retry_after(), &mut rand::rng());
@@ -356,14 +442,19 @@ mod tests {
             message: "503".into(),
             retry_after: None,
         });
-        let (u, _) = plan_update(1, None, &err, &policy, now);
+        use crate::services::OperationKind::{ChangePlan, Open};
+        let (u, _) = plan_update(Open, 1, None, &err, &policy, now);
         assert_eq!(u.status, OperationStatus::Queued);
         assert!(u.next_run_at >= now + chrono::Duration::milliseconds(500));
-        let (u, _) = plan_update(3, None, &err, &policy, now);
+        let (u, _) = plan_update(Open, 3, None, &err, &policy, now);
         assert_eq!(u.status, OperationStatus::Manual);
         let rejected = Err(ModuleError::Rejected("no".into()));
-        let (u, _) = plan_update(1, None, &rejected, &policy, now);
+        let (u, _) = plan_update(Open, 1, None, &rejected, &policy, now);
         assert_eq!(u.status, OperationStatus::Manual);
         assert_eq!(u.error_kind.as_deref(), Some("rejected"));
+        let unsupported = Err(ModuleError::Unsupported("no".into()));
+        let (u, _) = plan_update(ChangePlan, 1, None, &unsupported, &policy, now);
+        assert_eq!(u.status, OperationStatus::Canceled);
+        assert!(u.finished);
     }
 }

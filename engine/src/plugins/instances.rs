@@ -71,6 +71,10 @@ pub struct PluginConfig {
     /// Largest HTTP response body the plugin may read.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: u64,
+    /// Gateways: how long a payment may stay open before it expires
+    /// (default `[payments] expire_after_secs`).
+    #[serde(default)]
+    pub payment_expire_after_secs: Option<u64>,
     #[serde(default)]
     pub settings: BTreeMap<String, SettingValue>,
 }
@@ -196,6 +200,7 @@ pub struct PluginView {
 struct Entry {
     view: Mutex<PluginView>,
     plugin: Loaded,
+    payment_expire_after_secs: Option<u64>,
 }
 
 /// A loaded instance of either world.
@@ -311,6 +316,7 @@ impl PluginRegistry {
                 Entry {
                     view: Mutex::new(view),
                     plugin,
+                    payment_expire_after_secs: config.payment_expire_after_secs,
                 },
             );
         }
@@ -329,6 +335,21 @@ impl PluginRegistry {
                     .unwrap_or_else(|p| p.into_inner().clone())
             })
             .collect()
+    }
+
+    /// The names of the gateway instances.
+    pub fn gateway_names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| matches!(e.plugin, Loaded::Gateway(_)))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// How long a payment through gateway `name` may stay open, if its
+    /// instance says.
+    pub fn payment_expiry(&self, name: &str) -> Option<u64> {
+        self.entries.get(name)?.payment_expire_after_secs
     }
 
     /// The gateway instance named `name`, if there is one.

@@ -177,12 +177,19 @@ impl PluginHost {
         );
         let path = dir.join(key);
         if path.is_file() {
-            // SAFETY: the file is one this host wrote (see above) for this
-            // exact engine configuration.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(plugin = name, error = %e, "cached component unusable; recompiling")
+            match written_by_us(dir, &path) {
+                // SAFETY: the file is one this host wrote (see above) for
+                // this exact engine configuration: it and its directory
+                // belong to this user and nobody else can write them.
+                Ok(()) => match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        tracing::warn!(plugin = name, error = %e, "cached component unusable; recompiling")
+                    }
+                },
+                Err(why) => {
+                    tracing::warn!(plugin = name, file = %path.display(), %why, "refusing a cached component this host did not write; recompiling");
+                    let _ = std::fs::remove_file(&path);
                 }
             }
         }
@@ -196,15 +203,56 @@ impl PluginHost {
 }
 
 fn write_cache(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    crate::store::create_private_dir(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::write(&tmp, bytes)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    {
+        use std::io::Write;
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
     std::fs::rename(tmp, path)
+}
+
+/// Native code is loaded only from a file this process's user wrote: the
+/// file and its directory belong to that user, and neither the group nor
+/// others may write them (the host writes them 0600 in a 0700 directory).
+fn written_by_us(dir: &std::path::Path, file: &std::path::Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        for (what, p) in [("directory", dir), ("file", file)] {
+            let m = std::fs::symlink_metadata(p).map_err(|e| format!("{what}: {e}"))?;
+            if m.file_type().is_symlink() {
+                return Err(format!("the {what} is a symbolic link"));
+            }
+            if m.uid() != me {
+                return Err(format!("the {what} belongs to user {}, not {me}", m.uid()));
+            }
+            if m.mode() & 0o022 != 0 {
+                return Err(format!(
+                    "the {what} can be written by others (mode {:o})",
+                    m.mode() & 0o777
+                ));
+            }
+        }
+    }
+    let _ = (dir, file);
+    Ok(())
 }
 
 /// The interfaces a component exports, by full name

@@ -231,15 +231,19 @@ pub enum OperationStatus {
     Done,
     /// Needs staff: retry or complete it through the API.
     Manual,
+    /// Refused by the module (a plan change it does not support): nothing
+    /// it would have brought was applied.
+    Canceled,
 }
 
 impl OperationStatus {
-    pub const ALL: [OperationStatus; 5] = [
+    pub const ALL: [OperationStatus; 6] = [
         OperationStatus::Queued,
         OperationStatus::Running,
         OperationStatus::Waiting,
         OperationStatus::Done,
         OperationStatus::Manual,
+        OperationStatus::Canceled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -249,6 +253,7 @@ impl OperationStatus {
             OperationStatus::Waiting => "waiting",
             OperationStatus::Done => "done",
             OperationStatus::Manual => "manual",
+            OperationStatus::Canceled => "canceled",
         }
     }
 
@@ -269,8 +274,11 @@ pub struct Service {
     pub period: Period,
     #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
-    /// What one period costs (plan price plus add-ons), minor units.
+    /// What one period costs (plan price plus add-ons), minor units,
+    /// before any tax added on top.
     pub recurring_price: i64,
+    /// The order's setup fee (price), charged once with the first period.
+    pub setup_fee: i64,
     /// For an unpaid order: what it costs to open it.
     pub amount_due: i64,
     #[schema(value_type = Object)]
@@ -286,13 +294,22 @@ pub struct Service {
     pub anchor_at: Option<DateTime<Utc>>,
     /// Days or months paid since the anchor.
     pub paid_units: i64,
-    /// Start of the paid range that contains now.
+    /// Start of the paid range that contains now: whole periods from here
+    /// to `paid_until` are what a plan change prices the new plan on.
     pub period_start: Option<DateTime<Utc>>,
     /// End of the paid time.
     pub paid_until: Option<DateTime<Utc>>,
-    /// What was paid for `[period_start, paid_until)`, and for how many periods.
-    pub range_price: i64,
+    /// How many periods `[period_start, paid_until)` holds.
     pub range_periods: i64,
+    /// Since when `range_gross` was paid: `period_start`, or the last plan
+    /// change.
+    pub range_from: Option<DateTime<Utc>>,
+    /// What the customer was charged for `[range_from, paid_until)`, tax
+    /// included, minor units: a credit for unused time gives back a part
+    /// of this and never more.
+    pub range_gross: i64,
+    /// The tax in `range_gross`, as invoiced.
+    pub range_tax: i64,
     pub suspended_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -323,6 +340,32 @@ pub struct Operation {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Operation {
+    /// What a customer may see of an operation: its state and the kind of
+    /// failure, never the module's own words (which can name hosts,
+    /// servers or carry a plugin's trap) nor the module's references.
+    pub fn summarize_for_customer(&mut self) {
+        self.last_error = self.error_kind.as_deref().map(|kind| {
+            match kind {
+                "unavailable" | "timeout" | "trap" | "out_of_memory" | "internal" => {
+                    "the provider could not do it yet; it is retried automatically"
+                }
+                "needs_staff" => "waiting for staff",
+                "unsupported" | "rejected" => "the provider refused it",
+                _ => "the provider failed; staff have been told",
+            }
+            .to_owned()
+        });
+        self.remote_ref = None;
+        self.lease_owner = None;
+        self.lease_until = None;
+        self.progress = self
+            .progress
+            .as_ref()
+            .map(|p| p.chars().take(200).collect());
+    }
 }
 
 /// How retries of `unavailable` outcomes are spaced.

@@ -1,64 +1,103 @@
 //! Plan changes in the middle of a paid period, by calendar days.
+//!
+//! What comes back is a part of what was actually charged for the paid
+//! range — its gross and the tax in it, as invoiced — never a price worked
+//! out again under today's plan or tax rule. What is charged is the same
+//! part of the new plan's price. Rounding never favours the caller: the
+//! part given back is rounded down, the part charged up, so no sequence of
+//! changes can turn cents of rounding into money.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::calendar::{Zone, days_between};
-use crate::money::{Money, MoneyError};
+use crate::money::MoneyError;
 
-/// The money of a plan change: the unused part of the old price comes
-/// back, the same part of the new price is charged. Each price is split
-/// into used + unused parts that sum exactly to it.
+/// The money of a plan change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Proration {
+    /// Days of the paid range the new plan is priced on.
     pub total_days: i64,
     pub used_days: i64,
     pub remaining_days: i64,
-    /// Unused part of the old price, credited back.
+    /// Given back: the unused part of what was charged, tax included.
     pub credit: i64,
-    /// Remaining part of the new price, charged.
+    /// The tax in `credit`, as it was charged.
+    pub credit_tax: i64,
+    /// Charged: the remaining part of the new plan's price for the range,
+    /// before any tax added on top.
     pub charge: i64,
 }
 
-/// Prorates between `old` and `new` (prices of the same period and
-/// currency) over the period `[start, end)` as of `now`, counting the
-/// days of `zone`.
+/// What was charged for the range `[from, until)`: its gross and the tax
+/// in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paid {
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub gross: i64,
+    pub tax: i64,
+}
+
+/// Prorates a change at `now`: the unused part of `paid` comes back; the
+/// new plan's `new_range_price` for the whole range `[range_start,
+/// paid.until)` is charged for its remaining part. Days are counted in
+/// `zone`.
 pub fn prorate(
-    old: Money,
-    new: Money,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    paid: Paid,
+    new_range_price: i64,
+    range_start: DateTime<Utc>,
     now: DateTime<Utc>,
     zone: Zone,
 ) -> Result<Proration, MoneyError> {
-    let total_days = days_between(start, end, zone).max(1);
-    let used_days = days_between(start, now, zone).clamp(0, total_days);
-    let remaining_days = total_days - used_days;
-    let split = |price: Money| -> Result<i64, MoneyError> {
-        if remaining_days == 0 {
-            return Ok(0);
-        }
-        let parts = price.allocate(&[used_days as u64, remaining_days as u64])?;
-        Ok(parts[1].minor())
-    };
+    let total_days = days_between(range_start, paid.until, zone).max(1);
+    let remaining_days = days_between(now, paid.until, zone).clamp(0, total_days);
+    let paid_days = days_between(paid.from, paid.until, zone).max(1);
+    let unpaid_left = days_between(now, paid.until, zone).clamp(0, paid_days);
     Ok(Proration {
         total_days,
-        used_days,
+        used_days: total_days - remaining_days,
         remaining_days,
-        credit: split(old)?,
-        charge: split(new)?,
+        credit: part(paid.gross, unpaid_left, paid_days, Round::Down)?,
+        credit_tax: part(paid.tax, unpaid_left, paid_days, Round::Down)?,
+        charge: part(new_range_price, remaining_days, total_days, Round::Up)?,
     })
+}
+
+#[derive(Clone, Copy)]
+enum Round {
+    Down,
+    Up,
+}
+
+/// `amount × num / den` for `0 ≤ num ≤ den`, rounded as told.
+fn part(amount: i64, num: i64, den: i64, round: Round) -> Result<i64, MoneyError> {
+    if amount < 0 || num < 0 || den <= 0 || num > den {
+        return Err(MoneyError::OutOfRange);
+    }
+    let product = i128::from(amount) * i128::from(num);
+    let den = i128::from(den);
+    let q = match round {
+        Round::Down => product / den,
+        Round::Up => (product + den - 1) / den,
+    };
+    i64::try_from(q).map_err(|_| MoneyError::OutOfRange)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::money::Currency;
     use chrono::TimeZone;
+    use proptest::prelude::*;
 
-    fn eur(m: i64) -> Money {
-        Money::new(m, Currency::EUR).unwrap()
+    fn paid(from: DateTime<Utc>, until: DateTime<Utc>, gross: i64, tax: i64) -> Paid {
+        Paid {
+            from,
+            until,
+            gross,
+            tax,
+        }
     }
 
     #[test]
@@ -66,27 +105,64 @@ mod tests {
         let start = Utc.with_ymd_and_hms(2028, 2, 1, 0, 0, 0).unwrap();
         let end = Utc.with_ymd_and_hms(2028, 3, 1, 0, 0, 0).unwrap();
         let now = Utc.with_ymd_and_hms(2028, 2, 15, 9, 0, 0).unwrap();
-        let p = prorate(eur(2900), eur(5800), start, end, now, Zone::UTC).unwrap();
+        let p = prorate(paid(start, end, 2900, 0), 5800, start, now, Zone::UTC).unwrap();
         assert_eq!((p.total_days, p.used_days, p.remaining_days), (29, 14, 15));
         assert_eq!(p.credit, 1500); // 2900 × 15/29
         assert_eq!(p.charge, 3000); // 5800 × 15/29
     }
 
     #[test]
-    fn parts_always_sum_to_the_price() {
-        let start = Utc.with_ymd_and_hms(2027, 1, 31, 0, 0, 0).unwrap();
-        let end = Utc.with_ymd_and_hms(2027, 2, 28, 0, 0, 0).unwrap();
-        for day in 0..=28 {
-            let now = start + chrono::Days::new(day);
-            let p = prorate(eur(1000), eur(333), start, end, now, Zone::UTC).unwrap();
-            let used_old = eur(1000)
-                .allocate(&[p.used_days as u64, p.remaining_days as u64])
-                .unwrap()[0]
-                .minor();
-            if p.remaining_days > 0 {
-                assert_eq!(used_old + p.credit, 1000);
-            }
-            assert!(p.credit <= 1000 && p.charge <= 333);
+    fn the_credit_gives_back_the_tax_that_was_charged() {
+        let start = Utc.with_ymd_and_hms(2027, 4, 1, 0, 0, 0).unwrap();
+        let end = Utc.with_ymd_and_hms(2027, 5, 1, 0, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2027, 4, 16, 0, 0, 0).unwrap();
+        // 300.00 + 19 % charged: 357.00 of which 57.00 tax; half unused.
+        let p = prorate(
+            paid(start, end, 35_700, 5_700),
+            1_000,
+            start,
+            now,
+            Zone::UTC,
+        )
+        .unwrap();
+        assert_eq!((p.credit, p.credit_tax), (17_850, 2_850));
+        assert_eq!(p.charge, 500);
+    }
+
+    #[test]
+    fn after_a_change_only_what_the_change_charged_comes_back() {
+        let start = Utc.with_ymd_and_hms(2027, 4, 1, 0, 0, 0).unwrap();
+        let end = Utc.with_ymd_and_hms(2027, 5, 1, 0, 0, 0).unwrap();
+        let changed = Utc.with_ymd_and_hms(2027, 4, 16, 0, 0, 0).unwrap();
+        // The range was re-paid from the change on: 5.00 for 15 days.
+        let p = prorate(
+            paid(changed, end, 500, 0),
+            30_000,
+            start,
+            changed,
+            Zone::UTC,
+        )
+        .unwrap();
+        assert_eq!(p.credit, 500);
+        assert_eq!(p.charge, 15_000);
+    }
+
+    proptest! {
+        #[test]
+        fn never_more_back_than_was_paid_and_rounding_favours_nobody_but_the_engine(
+            gross in 0i64..100_000_000, tax_pct in 0i64..100, new in 0i64..100_000_000,
+            total in 1u64..400, used in 0u64..400,
+        ) {
+            let start = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+            let end = start + chrono::Days::new(total);
+            let now = start + chrono::Days::new(used.min(total));
+            let tax = gross * tax_pct / 100;
+            let p = prorate(paid(start, end, gross, tax), new, start, now, Zone::UTC).unwrap();
+            prop_assert!(p.credit <= gross && p.credit_tax <= tax && p.credit_tax <= p.credit);
+            prop_assert!(p.charge <= new);
+            // The same plan back and forth never pays out.
+            let again = prorate(paid(start, end, gross, tax), gross, start, now, Zone::UTC).unwrap();
+            prop_assert!(again.credit <= again.charge);
         }
     }
 }

@@ -208,6 +208,9 @@ struct ApiKeyRow {
     prefix: String,
     created_at: i64,
     revoked_at: Option<i64>,
+    managed: bool,
+    last_used_at: Option<i64>,
+    expires_at: Option<i64>,
 }
 
 impl ApiKeyRow {
@@ -224,51 +227,135 @@ impl ApiKeyRow {
             prefix: self.prefix,
             created_at: from_micros(self.created_at),
             revoked_at: self.revoked_at.map(from_micros),
+            managed: self.managed,
+            last_used_at: self.last_used_at.map(from_micros),
+            expires_at: self.expires_at.map(from_micros),
         })
     }
 }
 
-const KEY_COLUMNS: &str = "id, role, account_id, name, prefix, created_at, revoked_at";
+const KEY_COLUMNS: &str =
+    "id, role, account_id, name, prefix, created_at, revoked_at, managed, last_used_at, expires_at";
+
+/// A key to store: its secret's hash, role and scope.
+pub struct NewKey<'a> {
+    pub secret: &'a ApiKeySecret,
+    pub role: Role,
+    /// The customer account; `None` for staff keys.
+    pub account_id: Option<&'a str>,
+    pub name: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The key `BURSAR_ADMIN_KEY` supplies.
+    pub managed: bool,
+}
 
 /// Stores the hash of a new key. The secret itself is never written.
+pub async fn insert_key(mut c: Conn<'_>, new: NewKey<'_>, now: DateTime<Utc>) -> Result<ApiKey> {
+    let id = new_id("key");
+    let inserted = sql!(&mut c, c => sqlx::query(
+        "INSERT INTO api_keys (id, key_hash, prefix, role, account_id, name, created_at, managed, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(&id).bind(new.secret.hash()).bind(new.secret.prefix()).bind(new.role.as_str())
+        .bind(new.account_id).bind(new.name).bind(to_micros(now)).bind(new.managed)
+        .bind(new.expires_at.map(to_micros))
+        .execute(&mut **c).await.map(|r| r.rows_affected()));
+    if let Err(e) = inserted {
+        if is_unique_violation(&e) {
+            return Err(Error::Conflict("this key is already registered".into()));
+        }
+        return Err(e.into());
+    }
+    Ok(ApiKey {
+        id,
+        role: new.role,
+        account_id: new.account_id.map(str::to_owned),
+        name: new.name.to_owned(),
+        prefix: new.secret.prefix(),
+        created_at: now,
+        revoked_at: None,
+        managed: new.managed,
+        last_used_at: None,
+        expires_at: new.expires_at,
+    })
+}
+
+/// Stores a key that never expires and is not managed.
 pub async fn create_key(
-    mut c: Conn<'_>,
+    c: Conn<'_>,
     secret: &ApiKeySecret,
     role: Role,
     account_id: Option<&str>,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<ApiKey> {
-    let id = new_id("key");
-    sql!(&mut c, c => sqlx::query(
-        "INSERT INTO api_keys (id, key_hash, prefix, role, account_id, name, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(&id).bind(secret.hash()).bind(secret.prefix()).bind(role.as_str())
-        .bind(account_id).bind(name).bind(to_micros(now))
-        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-    Ok(ApiKey {
-        id,
+    let new = NewKey {
+        secret,
         role,
-        account_id: account_id.map(str::to_owned),
-        name: name.to_owned(),
-        prefix: secret.prefix(),
-        created_at: now,
-        revoked_at: None,
-    })
+        account_id,
+        name,
+        expires_at: None,
+        managed: false,
+    };
+    insert_key(c, new, now).await
 }
 
-/// Registers an operator-supplied admin key unless it is already known.
-pub async fn ensure_admin_key(
+/// What registering `BURSAR_ADMIN_KEY` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagedKey {
+    /// The value was new: stored, and this many earlier managed keys revoked.
+    Registered { revoked: u64 },
+    /// The value is the managed key already.
+    Unchanged,
+}
+
+/// Registers the operator-supplied admin key as the managed one: a value
+/// seen before stays; a new value is stored and every earlier managed key
+/// revoked, so changing `BURSAR_ADMIN_KEY` retires the old secret. A value
+/// that was revoked is refused rather than brought back.
+pub async fn register_managed_key(
     mut c: Conn<'_>,
     secret: &ApiKeySecret,
     now: DateTime<Utc>,
-) -> Result<()> {
-    sql!(&mut c, c => sqlx::query(
-        "INSERT INTO api_keys (id, key_hash, prefix, role, account_id, name, created_at)
-         VALUES ($1, $2, $3, 'admin', NULL, 'BURSAR_ADMIN_KEY', $4) ON CONFLICT (key_hash) DO NOTHING")
-        .bind(new_id("key")).bind(secret.hash()).bind(secret.prefix()).bind(to_micros(now))
-        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-    Ok(())
+) -> Result<ManagedKey> {
+    let known: Option<(String, Option<i64>, String)> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT id, revoked_at, role FROM api_keys WHERE key_hash = $1")
+        .bind(secret.hash()).fetch_optional(&mut **c).await)?;
+    let (keep, new) = match known {
+        Some((_, Some(_), _)) => {
+            return Err(Error::Conflict(
+                "BURSAR_ADMIN_KEY holds a key that was revoked; set a new value".into(),
+            ));
+        }
+        Some((_, None, role)) if role != Role::Admin.as_str() => {
+            return Err(Error::Conflict(
+                "BURSAR_ADMIN_KEY holds a key that is not an admin key".into(),
+            ));
+        }
+        Some((id, None, _)) => {
+            sql!(&mut c, c => sqlx::query("UPDATE api_keys SET managed = TRUE WHERE id = $1")
+                .bind(&id).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+            (id, false)
+        }
+        None => {
+            let new = NewKey {
+                secret,
+                role: Role::Admin,
+                account_id: None,
+                name: "BURSAR_ADMIN_KEY",
+                expires_at: None,
+                managed: true,
+            };
+            (insert_key(c.reborrow(), new, now).await?.id, true)
+        }
+    };
+    let revoked = sql!(&mut c, c => sqlx::query(
+        "UPDATE api_keys SET revoked_at = $2 WHERE managed AND revoked_at IS NULL AND id <> $1")
+        .bind(&keep).bind(to_micros(now)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(if new {
+        ManagedKey::Registered { revoked }
+    } else {
+        ManagedKey::Unchanged
+    })
 }
 
 pub async fn count_admin_keys(mut c: Conn<'_>) -> Result<i64> {
@@ -294,7 +381,7 @@ pub async fn find_key_by_hash(mut c: Conn<'_>, hash: &str) -> Result<Option<KeyI
     }
     let row: Option<Row> = sql!(&mut c, c => sqlx::query_as(
         "SELECT k.id, k.role, k.account_id, k.name, k.prefix, k.created_at, k.revoked_at,
-                a.status AS account_status
+                k.managed, k.last_used_at, k.expires_at, a.status AS account_status
          FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
          WHERE k.key_hash = $1 AND k.revoked_at IS NULL")
         .bind(hash).fetch_optional(&mut **c).await)?;
@@ -307,10 +394,32 @@ pub async fn find_key_by_hash(mut c: Conn<'_>, hash: &str) -> Result<Option<KeyI
     .transpose()
 }
 
+/// Records that a key was used at `now`.
+pub async fn touch_key(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+        .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 pub async fn list_keys(mut c: Conn<'_>, account_id: &str) -> Result<Vec<ApiKey>> {
     let q = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY id");
     let rows: Vec<ApiKeyRow> =
         sql!(&mut c, c => sqlx::query_as(&q).bind(account_id).fetch_all(&mut **c).await)?;
+    rows.into_iter().map(ApiKeyRow::into_key).collect()
+}
+
+/// The customer's keys that still work (for the per-account quota).
+pub async fn count_live_keys(mut c: Conn<'_>, account_id: &str, now: DateTime<Utc>) -> Result<i64> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > $2)")
+        .bind(account_id).bind(to_micros(now)).fetch_one(&mut **c).await)?)
+}
+
+/// Staff keys (admin, support, accountant), oldest first.
+pub async fn list_staff_keys(mut c: Conn<'_>) -> Result<Vec<ApiKey>> {
+    let q = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id IS NULL ORDER BY id");
+    let rows: Vec<ApiKeyRow> = sql!(&mut c, c => sqlx::query_as(&q).fetch_all(&mut **c).await)?;
     rows.into_iter().map(ApiKeyRow::into_key).collect()
 }
 
@@ -329,4 +438,63 @@ pub async fn revoke_key(
         .fetch_optional(&mut **c).await)?;
     row.ok_or_else(|| Error::not_found("api key", key_id))?
         .into_key()
+}
+
+/// Revokes a staff key. The last admin key that works cannot be revoked:
+/// nobody could manage the engine any more.
+pub async fn revoke_staff_key(mut c: Conn<'_>, key_id: &str, now: DateTime<Utc>) -> Result<ApiKey> {
+    let q = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND account_id IS NULL");
+    let row: Option<ApiKeyRow> =
+        sql!(&mut c, c => sqlx::query_as(&q).bind(key_id).fetch_optional(&mut **c).await)?;
+    let key = row
+        .ok_or_else(|| Error::not_found("staff key", key_id))?
+        .into_key()?;
+    if key.revoked_at.is_some() {
+        return Ok(key);
+    }
+    if key.role == Role::Admin {
+        let others: i64 = sql!(&mut c, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL AND id <> $1
+                 AND (expires_at IS NULL OR expires_at > $2)")
+            .bind(key_id).bind(to_micros(now)).fetch_one(&mut **c).await)?;
+        if others == 0 {
+            return Err(Error::Conflict(
+                "this is the last admin key that works; create another before revoking it".into(),
+            ));
+        }
+    }
+    let q = format!("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 RETURNING {KEY_COLUMNS}");
+    let row: ApiKeyRow = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(key_id).bind(to_micros(now)).fetch_one(&mut **c).await)?;
+    row.into_key()
+}
+
+/// What module instance `module` keeps about a customer (key → value).
+pub async fn module_params(
+    mut c: Conn<'_>,
+    account_id: &str,
+    module: &str,
+) -> Result<Vec<(String, String)>> {
+    Ok(sql!(&mut c, c => sqlx::query_as(
+        "SELECT key, value FROM account_module_params WHERE account_id = $1 AND module = $2 ORDER BY key")
+        .bind(account_id).bind(module).fetch_all(&mut **c).await)?)
+}
+
+/// Stores what module instance `module` keeps about a customer.
+pub async fn set_module_params(
+    mut c: Conn<'_>,
+    account_id: &str,
+    module: &str,
+    params: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (key, value) in params {
+        sql!(&mut c, c => sqlx::query(
+            "INSERT INTO account_module_params (account_id, module, key, value, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account_id, module, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
+            .bind(account_id).bind(module).bind(key).bind(value).bind(to_micros(now))
+            .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    }
+    Ok(())
 }

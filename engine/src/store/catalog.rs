@@ -116,3 +116,10 @@ pub async fn archive(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<Pl
     }
     get(c, id).await
 }
+
+/// Services on a plan that are not closed.
+pub async fn live_services(mut c: Conn<'_>, plan_id: &str) -> Result<i64> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM services WHERE plan_id = $1 AND status <> 'closed'")
+        .bind(plan_id).fetch_one(&mut **c).await)?)
+}

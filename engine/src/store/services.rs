@@ -10,6 +10,7 @@ use crate::clock::{from_micros, to_micros};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::money::Currency;
+use crate::secrets::Secrets;
 use crate::services::{
     Operation, OperationKind, OperationStatus, Service, ServiceStatus, SuspendReason,
 };
@@ -38,6 +39,7 @@ struct ServiceRow {
     period: String,
     currency: String,
     recurring_price: i64,
+    setup_fee: i64,
     amount_due: i64,
     addons: String,
     params: String,
@@ -47,8 +49,10 @@ struct ServiceRow {
     paid_units: i64,
     period_start: Option<i64>,
     paid_until: Option<i64>,
-    range_price: i64,
     range_periods: i64,
+    range_from: Option<i64>,
+    range_gross: i64,
+    range_tax: i64,
     suspended_at: Option<i64>,
     closed_at: Option<i64>,
     created_at: i64,
@@ -56,8 +60,8 @@ struct ServiceRow {
 }
 
 const SERVICE_COLUMNS: &str = "id, account_id, plan_id, status, suspend_reason, period, currency, recurring_price, \
-    amount_due, addons, params, auto_renew, time_zone, anchor_at, paid_units, period_start, paid_until, \
-    range_price, range_periods, suspended_at, closed_at, created_at, updated_at";
+    setup_fee, amount_due, addons, params, auto_renew, time_zone, anchor_at, paid_units, period_start, paid_until, \
+    range_periods, range_from, range_gross, range_tax, suspended_at, closed_at, created_at, updated_at";
 
 impl ServiceRow {
     fn into_service(self) -> Result<Service> {
@@ -81,14 +85,17 @@ impl ServiceRow {
             account_id: self.account_id,
             plan_id: self.plan_id,
             recurring_price: self.recurring_price,
+            setup_fee: self.setup_fee,
             amount_due: self.amount_due,
             auto_renew: self.auto_renew,
             anchor_at: self.anchor_at.map(from_micros),
             paid_units: self.paid_units,
             period_start: self.period_start.map(from_micros),
             paid_until: self.paid_until.map(from_micros),
-            range_price: self.range_price,
             range_periods: self.range_periods,
+            range_from: self.range_from.map(from_micros),
+            range_gross: self.range_gross,
+            range_tax: self.range_tax,
             suspended_at: self.suspended_at.map(from_micros),
             closed_at: self.closed_at.map(from_micros),
             created_at: from_micros(self.created_at),
@@ -102,16 +109,19 @@ pub async fn insert(mut c: Conn<'_>, s: &Service) -> Result<()> {
     sql!(&mut c, c => sqlx::query(
         "INSERT INTO services (id, account_id, plan_id, status, suspend_reason, period, currency, recurring_price,
             amount_due, addons, params, secret_params, auto_renew, anchor_at, paid_units, period_start, paid_until,
-            range_price, range_periods, suspended_at, closed_at, created_at, updated_at, time_zone)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)")
+            range_gross, range_periods, suspended_at, closed_at, created_at, updated_at, time_zone,
+            setup_fee, range_from, range_tax)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
+            $24, $25, $26)")
         .bind(&s.id).bind(&s.account_id).bind(&s.plan_id).bind(s.status.as_str())
         .bind(s.suspend_reason.map(SuspendReason::as_str)).bind(s.period.as_str()).bind(s.currency.code())
         .bind(s.recurring_price).bind(s.amount_due).bind(to_json(&s.addons)).bind(to_json(&s.params))
         .bind(s.auto_renew).bind(s.anchor_at.map(to_micros)).bind(s.paid_units)
         .bind(s.period_start.map(to_micros)).bind(s.paid_until.map(to_micros))
-        .bind(s.range_price).bind(s.range_periods)
+        .bind(s.range_gross).bind(s.range_periods)
         .bind(s.suspended_at.map(to_micros)).bind(s.closed_at.map(to_micros))
         .bind(to_micros(s.created_at)).bind(to_micros(s.updated_at)).bind(s.time_zone.name())
+        .bind(s.setup_fee).bind(s.range_from.map(to_micros)).bind(s.range_tax)
         .execute(&mut **c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
@@ -123,15 +133,16 @@ pub async fn save(mut c: Conn<'_>, s: &Service, expected: ServiceStatus) -> Resu
     let n = sql!(&mut c, c => sqlx::query(
         "UPDATE services SET plan_id = $2, status = $3, suspend_reason = $4, period = $5, recurring_price = $6,
             amount_due = $7, addons = $8, params = $9, auto_renew = $10, anchor_at = $11, paid_units = $12,
-            period_start = $13, paid_until = $14, range_price = $15, range_periods = $16, suspended_at = $17,
-            closed_at = $18, updated_at = $19
+            period_start = $13, paid_until = $14, range_gross = $15, range_periods = $16, suspended_at = $17,
+            closed_at = $18, updated_at = $19, range_from = $21, range_tax = $22
          WHERE id = $1 AND status = $20")
         .bind(&s.id).bind(&s.plan_id).bind(s.status.as_str()).bind(s.suspend_reason.map(SuspendReason::as_str))
         .bind(s.period.as_str()).bind(s.recurring_price).bind(s.amount_due).bind(to_json(&s.addons))
         .bind(to_json(&s.params)).bind(s.auto_renew).bind(s.anchor_at.map(to_micros)).bind(s.paid_units)
-        .bind(s.period_start.map(to_micros)).bind(s.paid_until.map(to_micros)).bind(s.range_price)
+        .bind(s.period_start.map(to_micros)).bind(s.paid_until.map(to_micros)).bind(s.range_gross)
         .bind(s.range_periods).bind(s.suspended_at.map(to_micros)).bind(s.closed_at.map(to_micros))
         .bind(to_micros(s.updated_at)).bind(expected.as_str())
+        .bind(s.range_from.map(to_micros)).bind(s.range_tax)
         .execute(&mut **c).await.map(|r| r.rows_affected()))?;
     if n == 0 {
         return Err(Error::Conflict(format!(
@@ -275,7 +286,7 @@ pub async fn save_paid_periods(
     services: &[Service],
     expected: ServiceStatus,
 ) -> Result<()> {
-    let mut rows = bulk::Rows::new(8);
+    let mut rows = bulk::Rows::new(10);
     for s in services {
         rows.push([
             s.id.as_str().into(),
@@ -283,17 +294,20 @@ pub async fn save_paid_periods(
             s.paid_units.into(),
             s.period_start.map(to_micros).into(),
             s.paid_until.map(to_micros).into(),
-            s.range_price.into(),
             s.range_periods.into(),
+            s.range_from.map(to_micros).into(),
+            s.range_gross.into(),
+            s.range_tax.into(),
             to_micros(s.updated_at).into(),
         ]);
     }
     let q = format!(
-        "WITH v (id, status, paid_units, period_start, paid_until, range_price, range_periods, updated_at)
+        "WITH v (id, status, paid_units, period_start, paid_until, range_periods, range_from, range_gross,
+                 range_tax, updated_at)
            AS ({{rows}})
          UPDATE services SET status = v.status, paid_units = v.paid_units, period_start = v.period_start,
-             paid_until = v.paid_until, range_price = v.range_price, range_periods = v.range_periods,
-             updated_at = v.updated_at
+             paid_until = v.paid_until, range_periods = v.range_periods, range_from = v.range_from,
+             range_gross = v.range_gross, range_tax = v.range_tax, updated_at = v.updated_at
          FROM v WHERE services.id = v.id AND services.status = '{}'",
         expected.as_str()
     );
@@ -317,34 +331,94 @@ pub async fn suspended_for_nonpayment(mut c: Conn<'_>, account_id: &str) -> Resu
         .bind(account_id).fetch_all(&mut **c).await)?)
 }
 
-/// Adds module-reported params to a service (secret ones kept apart).
+/// Adds module-reported params to a service; secret ones are kept apart,
+/// sealed with `secrets`.
 pub async fn merge_params(
     mut c: Conn<'_>,
     id: &str,
     params: &[(String, String)],
     secret_params: &[(String, String)],
+    secrets: &Secrets,
     now: DateTime<Utc>,
 ) -> Result<()> {
     if params.is_empty() && secret_params.is_empty() {
         return Ok(());
     }
-    let (current, secret): (String, String) = sql!(&mut c, c => sqlx::query_as(
+    let (current, sealed): (String, String) = sql!(&mut c, c => sqlx::query_as(
         "SELECT params, secret_params FROM services WHERE id = $1").bind(id).fetch_one(&mut **c).await)?;
     let mut current = json_map(&current);
     current.extend(params.iter().cloned());
-    let mut secret = json_map(&secret);
-    secret.extend(secret_params.iter().cloned());
+    let sealed = if secret_params.is_empty() {
+        sealed
+    } else {
+        let mut secret = json_map(&secrets.open(&sealed).map_err(secret_error)?);
+        secret.extend(secret_params.iter().cloned());
+        secrets.seal(&to_json(&secret))
+    };
     sql!(&mut c, c => sqlx::query("UPDATE services SET params = $2, secret_params = $3, updated_at = $4 WHERE id = $1")
-        .bind(id).bind(to_json(&current)).bind(to_json(&secret)).bind(to_micros(now))
+        .bind(id).bind(to_json(&current)).bind(&sealed).bind(to_micros(now))
         .execute(&mut **c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
-/// A service's secret params (credentials), for its owner and staff.
-pub async fn secret_params(mut c: Conn<'_>, id: &str) -> Result<BTreeMap<String, String>> {
+fn secret_error(e: crate::secrets::SecretsError) -> Error {
+    Error::Database(sqlx::Error::Decode(e.to_string().into()))
+}
+
+/// A service's secret params (credentials), opened: for its owner and
+/// staff, and every read is an event (see the API).
+pub async fn secret_params(
+    mut c: Conn<'_>,
+    id: &str,
+    secrets: &Secrets,
+) -> Result<BTreeMap<String, String>> {
     let s: Option<String> = sql!(&mut c, c => sqlx::query_scalar("SELECT secret_params FROM services WHERE id = $1")
         .bind(id).fetch_optional(&mut **c).await)?;
-    Ok(json_map(&s.ok_or_else(|| Error::not_found("service", id))?))
+    let sealed = s.ok_or_else(|| Error::not_found("service", id))?;
+    Ok(json_map(&secrets.open(&sealed).map_err(secret_error)?))
+}
+
+/// Seals again, under the current key, every stored secret that is not
+/// sealed with it (plain values from before encryption, values of a
+/// previous key). Returns how many it sealed.
+pub async fn reseal_secrets(mut c: Conn<'_>, secrets: &Secrets) -> Result<u64> {
+    let rows: Vec<(String, String)> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT id, secret_params FROM services WHERE secret_params <> '{}' ORDER BY id")
+        .fetch_all(&mut **c).await)?;
+    let mut n = 0;
+    for (id, stored) in rows {
+        if secrets.is_current(&stored) {
+            continue;
+        }
+        let plain = secrets.open(&stored).map_err(secret_error)?;
+        sql!(&mut c, c => sqlx::query("UPDATE services SET secret_params = $2 WHERE id = $1")
+            .bind(&id).bind(secrets.seal(&plain)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Forgets what a module reported about a service (its params and
+/// secrets): the old module's, once a staff migration closed it there.
+pub async fn clear_params(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query(
+        "UPDATE services SET params = '{}', secret_params = '{}', updated_at = $2 WHERE id = $1")
+        .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Whether the service has an unfinished operation of `kind` (queued,
+/// running, waiting or in the manual queue).
+pub async fn has_unfinished(
+    mut c: Conn<'_>,
+    service_id: &str,
+    kind: OperationKind,
+) -> Result<bool> {
+    let n: i64 = sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM operations WHERE service_id = $1 AND kind = $2
+             AND status IN ('queued', 'running', 'waiting', 'manual')")
+        .bind(service_id).bind(kind.as_str()).fetch_one(&mut **c).await)?;
+    Ok(n > 0)
 }
 
 /// One line of a service's history.

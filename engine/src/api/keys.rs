@@ -1,0 +1,196 @@
+//! `/api/v1/staff-keys`: API keys for staff (admin, support, accountant),
+//! and the record of when each key was last used.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::accounts::{ApiKey, ApiKeySecret, Role};
+use crate::api::accounts::CreatedApiKey;
+use crate::api::error::Problem;
+use crate::api::extract::{ApiJson, IdempotencyKey, Principal};
+use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::{AppState, PageBody};
+use crate::store::Store;
+use crate::store::accounts::{self as repo, NewKey};
+
+/// How often a key's `last_used_at` is written at most.
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Remembers when each key's use was last written, so a busy key costs one
+/// write a minute, not one per request.
+#[derive(Default)]
+pub struct KeyUse {
+    written: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl KeyUse {
+    /// Records that `key` authenticated a request at `now`.
+    pub async fn record(&self, store: &Store, key: &ApiKey, now: DateTime<Utc>) {
+        let last = key.last_used_at.into_iter().chain(
+            self.written
+                .lock()
+                .ok()
+                .and_then(|w| w.get(&key.id).copied()),
+        );
+        if last.max().is_some_and(|at| now - at < TOUCH_EVERY) {
+            return;
+        }
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(key.id.clone(), now);
+        }
+        let touched = async {
+            let mut tx = store.begin().await?;
+            repo::touch_key(tx.conn(), &key.id, now).await?;
+            tx.commit().await
+        };
+        if let Err(e) = touched.await {
+            tracing::warn!(key = %key.id, error = %e, "could not record the key's use");
+        }
+    }
+}
+
+/// A new staff key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStaffKey {
+    /// A label to recognise the key by, e.g. "alice" or "monitoring".
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: String,
+    pub role: StaffRole,
+    /// After this the key no longer works; none: it works until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The staff roles a key can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffRole {
+    Admin,
+    Support,
+    Accountant,
+}
+
+impl From<StaffRole> for Role {
+    fn from(r: StaffRole) -> Role {
+        match r {
+            StaffRole::Admin => Role::Admin,
+            StaffRole::Support => Role::Support,
+            StaffRole::Accountant => Role::Accountant,
+        }
+    }
+}
+
+/// Checks a key's label and expiry.
+pub fn check_key_input(
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<String, Problem> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Problem::invalid("name", "must be 1 to 100 characters"));
+    }
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(Problem::invalid("expires_at", "must be in the future"));
+    }
+    Ok(name)
+}
+
+#[utoipa::path(get, path = "/api/v1/staff-keys", tag = "accounts",
+    responses((status = 200, body = PageBody<ApiKey>)),
+    security(("bearer" = [])))]
+/// Every staff key, revoked ones included, with when each was last used.
+pub async fn list(State(state): State<AppState>) -> Result<Json<PageBody<ApiKey>>, Problem> {
+    let mut r = state.store.reader().await?;
+    Ok(Json(PageBody {
+        data: repo::list_staff_keys(r.conn()).await?,
+        next_cursor: None,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/staff-keys", tag = "accounts",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = CreateStaffKey,
+    responses((status = 201, body = CreatedApiKey)),
+    security(("bearer" = [])))]
+/// Creates a staff key; its secret is in this answer only.
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    body: ApiJson<CreateStaffKey>,
+) -> Result<Response, Problem> {
+    let now = state.clock.now();
+    let req = body.value;
+    let name = check_key_input(&req.name, req.expires_at, now)?;
+    let role = Role::from(req.role);
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            let secret = ApiKeySecret::generate(role);
+            let new = NewKey {
+                secret: &secret,
+                role,
+                account_id: None,
+                name: &name,
+                expires_at: req.expires_at,
+                managed: false,
+            };
+            let key = repo::insert_key(tx.conn(), new, now).await?;
+            tracing::info!(key = %key.id, role = role.as_str(), %actor, "staff key created");
+            CreatedApiKey::reply(key, &secret)
+        })
+    })
+    .await
+}
+
+#[utoipa::path(delete, path = "/api/v1/staff-keys/{id}", tag = "accounts",
+    params(("id" = String, Path)),
+    responses((status = 200, body = ApiKey), (status = 404), (status = 409, description = "the last admin key")),
+    security(("bearer" = [])))]
+/// Revokes a staff key; it stops working at once.
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKey>, Problem> {
+    let mut tx = state.store.begin().await?;
+    let key = repo::revoke_staff_key(tx.conn(), &id, state.clock.now()).await?;
+    tx.commit().await?;
+    tracing::info!(key = %key.id, actor = %principal.actor(), "staff key revoked");
+    Ok(Json(key))
+}
+
+/// `Reply` of a key creation: the secret in the answer, never in the
+/// stored replay.
+impl CreatedApiKey {
+    pub fn reply(key: ApiKey, secret: &ApiKeySecret) -> Result<Reply, Problem> {
+        let stored = serde_json::to_value(CreatedApiKey {
+            key: key.clone(),
+            secret: None,
+        })
+        .map_err(|_| Problem::internal())?;
+        let mut reply = Reply::new(
+            StatusCode::CREATED,
+            CreatedApiKey {
+                key,
+                secret: Some(secret.expose().to_owned()),
+            },
+        )?;
+        reply.stored_body = Some(stored);
+        Ok(reply)
+    }
+}

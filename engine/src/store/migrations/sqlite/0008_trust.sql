@@ -1,0 +1,55 @@
+-- Trust: staff roles and managed, expiring, audited API keys; exact
+-- credits for unused time; payments that expire and are reconciled fairly;
+-- what a processing module keeps per customer.
+
+-- API keys: staff roles besides admin, the key BURSAR_ADMIN_KEY manages,
+-- when each was last used and when it expires. SQLite cannot change a
+-- CHECK constraint in place, so the table is rebuilt (nothing references it).
+CREATE TABLE api_keys_new (
+    id           TEXT PRIMARY KEY,
+    key_hash     TEXT NOT NULL UNIQUE,
+    prefix       TEXT NOT NULL,
+    role         TEXT NOT NULL CHECK (role IN ('admin', 'support', 'accountant', 'customer')),
+    account_id   TEXT REFERENCES accounts (id),
+    name         TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    revoked_at   BIGINT,
+    managed      BOOLEAN NOT NULL DEFAULT FALSE,
+    last_used_at BIGINT,
+    expires_at   BIGINT,
+    CHECK ((role = 'customer') = (account_id IS NOT NULL))
+);
+INSERT INTO api_keys_new (id, key_hash, prefix, role, account_id, name, created_at, revoked_at, managed)
+SELECT id, key_hash, prefix, role, account_id, name, created_at, revoked_at, name = 'BURSAR_ADMIN_KEY'
+FROM api_keys;
+DROP TABLE api_keys;
+ALTER TABLE api_keys_new RENAME TO api_keys;
+CREATE INDEX api_keys_account ON api_keys (account_id);
+
+-- What was charged for the paid range from `range_from` to `paid_until`:
+-- its gross and the tax in it, as invoiced. A credit for unused time gives
+-- back a part of exactly these, whatever the account's tax rule is now.
+ALTER TABLE services RENAME COLUMN range_price TO range_gross;
+ALTER TABLE services ADD COLUMN range_tax BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE services ADD COLUMN range_from BIGINT;
+UPDATE services SET range_from = period_start;
+-- The setup fee (price) of the order, so its invoice can itemise it.
+ALTER TABLE services ADD COLUMN setup_fee BIGINT NOT NULL DEFAULT 0;
+
+-- Payments left open expire; reconciliation asks about the least recently
+-- checked first, per gateway.
+ALTER TABLE payments ADD COLUMN expires_at BIGINT;
+ALTER TABLE payments ADD COLUMN checked_at BIGINT;
+CREATE INDEX payments_open_by_gateway ON payments (gateway, status, checked_at);
+
+-- What a processing module instance keeps about a customer (e.g. the
+-- remote user id it created at `open`), passed back on every call for the
+-- customer's services as `account.KEY` params.
+CREATE TABLE account_module_params (
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    module     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (account_id, module, key)
+);
