@@ -14,6 +14,7 @@ const PACKAGES_BY_WORLD: &[&[&str]] = &[
         "hostile",
         "noop-sdk",
         "not-a-plugin",
+        "wrong-signature",
     ],
     &["gateway-echo", "bank-transfer", "stripe"],
     // Without `std`: built alone so that wit-bindgen's `std` feature, which

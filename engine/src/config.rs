@@ -13,8 +13,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::api::payments::PaymentsConfig;
 use crate::lifecycle::runner::RunnerConfig;
+use crate::payments::PaymentsConfig;
 use crate::plugins::instances::{PluginConfig, PluginHostConfig};
 use crate::store::{StoreOptions, backend_of};
 

@@ -208,7 +208,7 @@ pub struct PassReport {
     #[serde(flatten)]
     pub automation: crate::automation::Report,
     /// Pending payments asked about and what changed.
-    pub payments: crate::api::payments::Reconciled,
+    pub payments: crate::payments::Reconciled,
     /// Provisioning operations run (the ones the pass queued, and retries
     /// that were due).
     pub operations_run: usize,
@@ -231,7 +231,8 @@ pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
         plugins,
         secrets.clone(),
     );
-    let payments = crate::api::payments::reconcile(&state).await?;
+    let payments =
+        crate::payments::reconcile(&store, &state.plugins, &config.payments, clock.now()).await?;
     let automation = crate::automation::run_once(&store, &config.automation, clock.now()).await?;
     let runner = OperationRunner::new(
         store.clone(),
@@ -266,7 +267,13 @@ fn spawn_reconciler(
             if *shutdown.borrow() {
                 break;
             }
-            match crate::api::payments::reconcile(&state).await {
+            let pass = crate::payments::reconcile(
+                &state.store,
+                &state.plugins,
+                &state.payments,
+                state.clock.now(),
+            );
+            match pass.await {
                 Ok(r) if r.checked > 0 => {
                     tracing::info!(
                         checked = r.checked,

@@ -540,3 +540,78 @@ async fn the_simulator_requires_the_token_and_never_hands_out_an_address_twice()
     assert_eq!(filtered["size"], 1);
     assert_eq!(filtered["list"][0]["id"], 2);
 }
+
+#[tokio::test]
+async fn the_module_knows_its_customer_by_the_user_it_created_not_by_an_e_mail_they_can_change() {
+    let lab = lab(fixture(3, RACK_POOL), 5_000).await;
+    let first = lab.order().await;
+    assert_eq!(lab.settle(&first, "opening").await["status"], "active");
+    let kept = lab
+        .app
+        .db
+        .count(&format!(
+            "SELECT CAST(value AS BIGINT) FROM account_module_params
+             WHERE account_id = '{}' AND module = 'dci' AND key = 'dci_user_id'",
+            lab.account
+        ))
+        .await;
+    assert!(kept > 0, "the module's user id is kept for the customer");
+    // Someone else's DCImanager user; the customer takes that address.
+    let victim = lab.sim.sim.add_user("victim@other.test");
+    let key = lab.app.customer_key(&lab.account).await;
+    let r = lab
+        .app
+        .request(
+            axum::http::Method::PATCH,
+            &format!("/api/v1/accounts/{}", lab.account),
+            Some(&key),
+            Some(json!({"email": "victim@other.test"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let second = lab.order().await;
+    assert_eq!(lab.settle(&second, "opening").await["status"], "active");
+    let servers = lab.sim.sim.snapshot()["servers"].clone();
+    let owned_by = |email: &str| {
+        servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["owner_email"] == email)
+            .count()
+    };
+    assert_eq!(
+        owned_by("ops@customer.test"),
+        2,
+        "both servers to the customer's own user: {servers}"
+    );
+    assert_eq!(owned_by("victim@other.test"), 0);
+    assert!(victim > 0);
+
+    // A new customer whose e-mail an unrelated DCImanager user has gets no
+    // server of that user's: the open waits for staff to decide.
+    lab.sim.sim.add_user("legacy@other.test");
+    let stranger = lab.app.create_account("legacy@other.test", "EUR", 0).await;
+    lab.app.credit(&stranger, 100_000, "EUR").await;
+    let r = lab.app.order(&stranger, &lab.plan, "1m").await;
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    lab.app.run_operations().await;
+    let ops = lab.operations(&id).await;
+    assert_eq!(ops[0]["error_kind"], "unavailable", "{ops:?}");
+    assert!(
+        ops[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("adopt_existing_users")
+    );
+    let servers = lab.sim.sim.snapshot()["servers"].clone();
+    assert!(
+        servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["owner_email"] != "legacy@other.test"),
+        "{servers}"
+    );
+}

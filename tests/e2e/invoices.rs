@@ -12,10 +12,17 @@ async fn app() -> TestApp {
         .join("gateway_echo.wasm")
         .to_string_lossy()
         .into_owned();
-    TestApp::with_plugins(&[serde_json::from_value(json!({
-        "name": "instant", "kind": "gateway", "component": echo,
-    }))
-    .unwrap()])
+    TestApp::with_config(|c| {
+        c.plugins = vec![
+            serde_json::from_value(json!({
+                "name": "instant", "kind": "gateway", "component": echo,
+            }))
+            .unwrap(),
+        ];
+        // Fifty payments at once are each open for the instant of their
+        // gateway call.
+        c.payments.max_open_per_account = 100;
+    })
     .await
 }
 

@@ -611,3 +611,175 @@ fn plugin_path(stem: &str) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// The stripe gateway, loaded directly, with a webhook secret and no API
+/// to reach.
+async fn stripe_gateway() -> bursar::plugins::gateway::GatewayPlugin {
+    let policy = HttpPolicy {
+        instance: "stripe".into(),
+        allowed: vec![],
+        timeout: Duration::from_secs(5),
+        max_response_bytes: 1 << 20,
+    };
+    bursar::plugins::gateway::GatewayPlugin::load(
+        host(),
+        "stripe",
+        &wasm("stripe"),
+        vec![
+            ("secret_key".into(), "sk_test".into()),
+            ("webhook_secrets".into(), "whsec_a,whsec_b".into()),
+        ],
+        policy,
+        limits(5_000, 64),
+    )
+    .await
+    .expect("load the stripe gateway")
+}
+
+fn stripe_callback(signature: String, body: Vec<u8>) -> bursar::plugins::gateway::wit::HttpRequest {
+    bursar::plugins::gateway::wit::HttpRequest {
+        method: "POST".into(),
+        uri: "/api/v1/gateways/stripe/callback".into(),
+        headers: vec![("stripe-signature".into(), signature)],
+        body,
+    }
+}
+
+#[tokio::test]
+async fn stripe_reads_a_signature_header_strictly_so_a_forged_one_costs_nothing() {
+    let stripe = stripe_gateway().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = vec![b'{'; 60 * 1024];
+    let sig = "ab".repeat(32);
+    for (header, why) in [
+        (format!("t={now},{}", "v1=,".repeat(20_000)), "too long"),
+        (format!("t={now},v1="), "not 64 hex digits"),
+        (format!("t={now},v1=abcd"), "not 64 hex digits"),
+        (
+            format!("t={now},{}", format!("v1={sig},").repeat(5)),
+            "too many signatures",
+        ),
+        (format!("t={now},t={now},v1={sig}"), "two timestamps"),
+        (format!("t={now}"), "no v1 signature"),
+        (format!("v1={sig}"), "no timestamp"),
+    ] {
+        let r = stripe
+            .handle_callback(stripe_callback(header, body.clone()))
+            .await;
+        assert!(
+            matches!(&r, Err(ModuleError::Rejected(m)) if m.contains(why)),
+            "{why}: {r:?}"
+        );
+    }
+    // Well-formed but wrong: refused after one MAC per secret.
+    let r = stripe
+        .handle_callback(stripe_callback(
+            format!("t={now},v1={sig},v1={}", "cd".repeat(32)),
+            body,
+        ))
+        .await;
+    assert!(
+        matches!(&r, Err(ModuleError::Rejected(m)) if m.contains("does not match")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_allow_list_cannot_be_walked_around() {
+    let (addr, hits) = local_server().await;
+    let port = addr.rsplit_once(':').unwrap().1.to_owned();
+    let cases: [(&str, String); 5] = [
+        // A bare host is the scheme's default port only.
+        ("127.0.0.1", format!("http://127.0.0.1:{port}/ping")),
+        // Other spellings of an allowed address are other hosts.
+        (&addr, format!("http://2130706433:{port}/ping")),
+        (&addr, format!("http://[::ffff:127.0.0.1]:{port}/ping")),
+        (&addr, format!("http://0x7f.0.0.1:{port}/ping")),
+        // A name that resolves to loopback is not the loopback address.
+        ("localhost:*", format!("http://localhost:{port}/ping")),
+    ];
+    for (allowed, url) in cases {
+        let plugin = hostile(&[allowed], limits(5_000, 64)).await;
+        let r = plugin
+            .lifecycle(&open_request(&[("mode", "http"), ("url", &url)]))
+            .await;
+        assert!(
+            matches!(&r, Err(ModuleError::InvalidConfig(m)) if m.contains("allowed_hosts")),
+            "{allowed} / {url}: {r:?}"
+        );
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request reached the server"
+    );
+    // Named explicitly, the address is reachable.
+    let plugin = hostile(&[&addr], limits(5_000, 64)).await;
+    let r = plugin
+        .lifecycle(&open_request(&[
+            ("mode", "http"),
+            ("url", &format!("http://{addr}/ping")),
+        ]))
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_component_whose_exports_have_the_wrong_types_is_refused_before_any_call() {
+    let policy = HttpPolicy {
+        instance: "wrong".into(),
+        allowed: vec![],
+        timeout: Duration::from_secs(5),
+        max_response_bytes: 1 << 20,
+    };
+    let r = ProcessingPlugin::load(
+        host(),
+        "wrong",
+        &wasm("wrong_signature"),
+        vec![],
+        policy,
+        limits(5_000, 64),
+    )
+    .await;
+    let Err(e) = r else {
+        panic!("a component with the wrong types loaded")
+    };
+    let message = format!("{e:#}");
+    // Refused by the type check, not by calling `info` (which panics).
+    assert!(!message.contains("`info` failed"), "{message}");
+    assert!(message.contains("wrong"), "{message}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_plugin_cache_loads_native_code_only_from_files_it_wrote() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let host = PluginHost::new(HostOptions {
+        cache_dir: Some(cache.clone()),
+        ..HostOptions::default()
+    })
+    .unwrap();
+    let bytes = wasm("noop");
+    host.compile("noop", &bytes).expect("compile and cache");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cache), 0o700);
+    let file = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a cached file");
+    assert_eq!(mode(&file), 0o600);
+    // Someone else could have written it: it is not loaded, but compiled
+    // again and replaced.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::write(&file, b"not native code").unwrap();
+    host.compile("noop", &bytes)
+        .expect("refused the planted file and compiled anew");
+    assert_eq!(mode(&file), 0o600);
+    assert_ne!(std::fs::read(&file).unwrap(), b"not native code");
+}

@@ -295,3 +295,105 @@ async fn reconciliation_settles_payments_whose_webhook_never_came() {
     assert_eq!(r.json["changed"], 0);
     assert_eq!(shop.app.balance(&shop.account).await, 3000);
 }
+
+#[tokio::test]
+async fn abandoned_bank_transfers_neither_starve_the_reconciler_nor_live_for_ever() {
+    let stripe = StripeSim::spawn(SECRET_KEY).await;
+    let stripe_config: bursar::plugins::instances::PluginConfig = serde_json::from_value(json!({
+        "name": "stripe", "kind": "gateway", "component": "builtin:stripe",
+        "allowed_hosts": [stripe.addr.to_string()],
+        "payment_expire_after_secs": 86_400,
+        "settings": {"api_base": stripe.url(), "secret_key": SECRET_KEY, "webhook_secrets": WHSEC},
+    }))
+    .unwrap();
+    let bank_config: bursar::plugins::instances::PluginConfig = serde_json::from_value(json!({
+        "name": "bank", "kind": "gateway", "component": "builtin:bank-transfer",
+        "settings": {"beneficiary": "Hosting Ltd", "iban": "DE02120300000000202051", "bic": "BYLADEM1001"},
+    }))
+    .unwrap();
+    let app = TestApp::with_config(|c| {
+        c.plugins = vec![stripe_config, bank_config];
+        c.payments.reconcile_batch = 5;
+        c.payments.max_open_per_account = 10;
+        c.payments.expire_after_secs = 3 * 86_400;
+    })
+    .await;
+    // Customers leave thirty bank transfers open (ten each: the quota).
+    let mut bank = vec![];
+    for n in 0..3 {
+        let acc = app
+            .create_account(&format!("idle{n}@example.com"), "EUR", 0)
+            .await;
+        let key = app.customer_key(&acc).await;
+        for _ in 0..10 {
+            let r = app
+                .post(
+                    "/api/v1/payments",
+                    &key,
+                    json!({"account_id": acc, "gateway": "bank", "amount": 100, "currency": "EUR"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            bank.push(r.json["id"].as_str().unwrap().to_owned());
+        }
+        let r = app
+            .post(
+                "/api/v1/payments",
+                &key,
+                json!({"account_id": acc, "gateway": "bank", "amount": 100, "currency": "EUR"}),
+            )
+            .await;
+        assert_eq!(r.problem(409), "urn:bursar:problem:quota-exceeded");
+        assert_eq!(r.json["quota"], "open payments");
+    }
+    // Then a card payment whose webhook is lost.
+    let payer = app.create_account("payer@example.com", "EUR", 0).await;
+    let r = app
+        .post(
+            "/api/v1/payments",
+            ADMIN_KEY,
+            json!({"account_id": payer, "gateway": "stripe", "amount": 2500, "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let card = r.json["id"].as_str().unwrap().to_owned();
+    stripe.pay(r.json["gateway_ref"].as_str().unwrap());
+
+    app.clock.advance(chrono::Duration::minutes(20));
+    let r = app
+        .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json["checked"], 6,
+        "five bank transfers and the card: {}",
+        r.text
+    );
+    let paid = app
+        .get(&format!("/api/v1/payments/{card}"), ADMIN_KEY)
+        .await;
+    assert_eq!(paid.json["status"], "paid", "the card is not starved");
+    assert_eq!(app.balance(&payer).await, 2500);
+    // Pass after pass the bank transfers take their turns.
+    for _ in 0..5 {
+        app.post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+            .await;
+    }
+    let asked = app
+        .db
+        .count("SELECT COUNT(*) FROM payments WHERE gateway = 'bank' AND checked_at IS NOT NULL")
+        .await;
+    assert_eq!(asked, 30, "every one was asked about");
+
+    // Left open past their time, they expire, and the quota frees up.
+    app.clock.advance(chrono::Duration::days(4));
+    let r = app
+        .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.json["expired"], 30, "{}", r.text);
+    for id in &bank {
+        let p = app.get(&format!("/api/v1/payments/{id}"), ADMIN_KEY).await;
+        assert_eq!(p.json["status"], "expired");
+    }
+    app.assert_ledger_clean().await;
+}

@@ -192,10 +192,24 @@ impl TestApp {
         TestApp::build(vec![], configs, Default::default()).await
     }
 
+    /// An app whose configuration `edit` changes (plugins included).
+    pub async fn with_config(edit: impl FnOnce(&mut Config)) -> TestApp {
+        TestApp::build_with(vec![], &[], Default::default(), edit).await
+    }
+
     async fn build(
         extra: Vec<(&str, Arc<dyn bursar::services::module::ProcessingModule>)>,
         plugin_configs: &[bursar::plugins::instances::PluginConfig],
         billing: bursar::calendar::BillingConfig,
+    ) -> TestApp {
+        TestApp::build_with(extra, plugin_configs, billing, |_| {}).await
+    }
+
+    async fn build_with(
+        extra: Vec<(&str, Arc<dyn bursar::services::module::ProcessingModule>)>,
+        plugin_configs: &[bursar::plugins::instances::PluginConfig],
+        billing: bursar::calendar::BillingConfig,
+        edit: impl FnOnce(&mut Config),
     ) -> TestApp {
         bursar::metrics::install();
         let db = TestDb::new().await;
@@ -214,7 +228,7 @@ impl TestApp {
             modules.insert(name, m);
         }
         let defaults = Config::default();
-        let config = Config {
+        let mut config = Config {
             plugins: plugin_configs.to_vec(),
             billing,
             plugin_host: bursar::plugins::instances::PluginHostConfig {
@@ -223,6 +237,7 @@ impl TestApp {
             },
             ..defaults
         };
+        edit(&mut config);
         let plugins = bursar::server::load_plugins(&config, &mut modules)
             .await
             .expect("load plugins");

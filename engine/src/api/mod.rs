@@ -46,7 +46,7 @@ pub struct AppInner {
     pub api: ApiConfig,
     pub modules: ModuleRegistry,
     pub plugins: PluginRegistry,
-    pub payments: payments::PaymentsConfig,
+    pub payments: crate::payments::PaymentsConfig,
     pub billing: crate::calendar::BillingConfig,
     /// When each API key was last recorded as used.
     pub key_use: keys::KeyUse,
@@ -82,7 +82,7 @@ impl AppState {
             api,
             modules,
             plugins,
-            payments: payments::PaymentsConfig::default(),
+            payments: crate::payments::PaymentsConfig::default(),
             billing: Default::default(),
             key_use: Default::default(),
             callbacks,
@@ -120,7 +120,7 @@ impl AppState {
     /// The same state with these `[payments]` and `[billing]` settings.
     pub fn with_settings(
         self,
-        payments: payments::PaymentsConfig,
+        payments: crate::payments::PaymentsConfig,
         billing: crate::calendar::BillingConfig,
     ) -> Self {
         let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| shared.copy());
@@ -258,6 +258,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         payments::create, payments::list, payments::get, payments::mark_paid, payments::refund,
         public::callback, payments::reconcile_now,
         invoices::list, invoices::get, invoices::html, invoices::create_rule, invoices::rules,
+        system::openapi,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -268,6 +269,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         (name = "plugins", description = "Plugin instances and their health"),
         (name = "payments", description = "Payments through gateway plugins, refunds, gateway callbacks"),
         (name = "invoices", description = "Invoices, receipts, credit notes, tax rules"),
+        (name = "system", description = "The API itself"),
     )
 )]
 pub struct ApiDoc;

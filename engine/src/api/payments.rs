@@ -5,8 +5,6 @@
 //! recorded in a second transaction. A request repeated with the same
 //! `Idempotency-Key` finds the payment (or refund) it created.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,37 +17,12 @@ use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Princ
 use crate::api::{AccountListQuery, AppState, PageBody};
 use crate::error::{Error, is_unique_violation};
 use crate::money::{Currency, Money};
-use crate::payments::{self, Applied, Checkout, Payment, PaymentStatus, Refund, RefundStatus};
+use crate::payments::{self, Checkout, Payment, PaymentStatus, Reconciled, Refund, RefundStatus};
 use crate::plugins::gateway::{WitMoney, wit};
 use crate::services::ServiceStatus;
 use crate::services::module::ModuleError;
 use crate::store::payments::{self as repo, NewPayment, NewRefund};
 use crate::store::{accounts as accounts_repo, services as services_repo};
-
-/// Settings of `[payments]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PaymentsConfig {
-    /// The largest single payment, in minor units.
-    pub max_amount: i64,
-    /// Pending payments older than this are asked about (`query`).
-    pub reconcile_after_secs: u64,
-    /// How often `serve` reconciles.
-    pub reconcile_interval_secs: u64,
-    /// Where a payer returns after paying, when the request names none.
-    pub return_url: String,
-}
-
-impl Default for PaymentsConfig {
-    fn default() -> Self {
-        PaymentsConfig {
-            max_amount: 10_000_000,
-            reconcile_after_secs: 900,
-            reconcile_interval_secs: 300,
-            return_url: "http://127.0.0.1:8080/".into(),
-        }
-    }
-}
 
 /// Top up a balance, or pay an unpaid order.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -89,12 +62,15 @@ fn unprocessable(kind: &'static str, detail: impl Into<String>) -> Problem {
     )
 }
 
+/// A gateway failure as the API tells it: the kind of failure, never the
+/// plugin's own words (they are logged for staff).
 fn gateway_problem(gateway: &str, e: &ModuleError) -> Problem {
+    tracing::warn!(%gateway, error = %e, "payment gateway call failed");
     Problem::new(
         StatusCode::BAD_GATEWAY,
         "gateway-failed",
         "The payment gateway failed",
-        format!("{gateway}: {e}"),
+        format!("gateway `{gateway}` failed ({}); see the log", e.kind()),
     )
 }
 
@@ -157,9 +133,19 @@ pub async fn create(
             format!("no payment gateway instance named `{}`", req.gateway),
         )
     })?;
+    let expires_at = payments::expiry(&state.payments, &state.plugins, &req.gateway, now);
     let (account, payment) = {
         let mut tx = state.store.begin().await?;
         let account = accounts_repo::get(tx.conn(), &req.account_id).await?;
+        let quota = state.payments.max_open_per_account;
+        if repo::count_open(tx.conn(), &account.id).await? >= quota as i64 {
+            return Err(Problem::quota(
+                "open payments",
+                format!(
+                    "an account may have {quota} unpaid payments at once; pay or let one expire first"
+                ),
+            ));
+        }
         if account.currency != currency {
             return Err(unprocessable(
                 "currency-mismatch",
@@ -207,6 +193,7 @@ pub async fn create(
                 request_key: &request_key,
                 request_hash: &body.request_hash,
                 created_by: &principal.actor(),
+                expires_at,
             },
             now,
         )
@@ -267,7 +254,10 @@ pub async fn create(
                 }
             }
         }
-        Err(e) => Some(e.to_string()),
+        Err(e) => {
+            tracing::warn!(payment = %payment.id, gateway = %payment.gateway, error = %e, "the gateway refused to create a payment");
+            Some(format!("the gateway failed ({})", e.kind()))
+        }
     };
     if let Some(message) = &failure {
         repo::set_status(
@@ -521,75 +511,17 @@ pub async fn refund(
     Ok((StatusCode::CREATED, Json(refund)).into_response())
 }
 
-/// What one reconciliation pass did.
-#[derive(Debug, Default, Serialize, ToSchema)]
-pub struct Reconciled {
-    pub checked: usize,
-    pub changed: usize,
-    pub failed: usize,
-    /// Changed payments by their new status.
-    pub by_status: BTreeMap<String, usize>,
-}
-
-/// Asks the gateway about pending payments older than
-/// `reconcile_after_secs`, and applies what it says.
-pub async fn reconcile(state: &AppState) -> crate::error::Result<Reconciled> {
-    let now = state.clock.now();
-    let cutoff = now - chrono::Duration::seconds(state.payments.reconcile_after_secs as i64);
-    let pending = {
-        let mut r = state.store.reader().await?;
-        repo::pending_before(r.conn(), cutoff, 500).await?
-    };
-    let mut report = Reconciled::default();
-    for p in pending {
-        report.checked += 1;
-        let (Some(gateway), Some(reference)) = (state.plugins.gateway(&p.gateway), &p.gateway_ref)
-        else {
-            report.failed += 1;
-            continue;
-        };
-        match gateway.query(reference).await {
-            Ok(mut event) => {
-                // The same answer twice applies once; a new state is new.
-                let status: PaymentStatus = event.status.into();
-                event.event_id = format!("query:{reference}:{}", status.as_str());
-                match payments::apply_event(
-                    &state.store,
-                    &p.gateway,
-                    &event,
-                    "system:reconcile",
-                    state.clock.now(),
-                )
-                .await
-                {
-                    Ok(Applied::Changed) => {
-                        report.changed += 1;
-                        *report
-                            .by_status
-                            .entry(status.as_str().to_owned())
-                            .or_default() += 1;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        report.failed += 1;
-                        tracing::warn!(payment = %p.id, error = %e, "reconciliation could not apply");
-                    }
-                }
-            }
-            Err(e) => {
-                report.failed += 1;
-                tracing::warn!(payment = %p.id, gateway = %p.gateway, error = %e, "reconciliation query failed");
-            }
-        }
-    }
-    metrics::counter!("bursar_payments_reconciled_total").increment(report.changed as u64);
-    Ok(report)
-}
-
 #[utoipa::path(post, path = "/api/v1/payments/reconcile", tag = "payments",
     responses((status = 200, body = Reconciled)),
     security(("bearer" = [])))]
 /// Runs a reconciliation pass now (staff).
 pub async fn reconcile_now(State(state): State<AppState>) -> Result<Json<Reconciled>, Problem> {
-    Ok(Json(reconcile(&state).await?))
+    let report = payments::reconcile(
+        &state.store,
+        &state.plugins,
+        &state.payments,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(Json(report))
 }

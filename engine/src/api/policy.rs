@@ -29,6 +29,9 @@ pub enum Action {
     Public,
     AccountCreate,
     AccountRead,
+    /// `PATCH` an account: who may change which fields is decided field by
+    /// field (`AccountEditProfile`, `AccountEditBilling`).
+    AccountEdit,
     /// Name and contact data.
     AccountEditProfile,
     /// What changes what a customer owes or how: country, credit limit,
@@ -91,6 +94,7 @@ pub fn allowed(role: Role, action: Action) -> Option<Reach> {
         (
             R::Customer,
             A::AccountRead
+            | A::AccountEdit
             | A::AccountEditProfile
             | A::CustomerKeys
             | A::Order
@@ -110,6 +114,7 @@ pub fn allowed(role: Role, action: Action) -> Option<Reach> {
         (
             R::Support | R::Accountant,
             A::AccountRead
+            | A::AccountEdit
             | A::PlanRead
             | A::ServiceRead
             | A::OperationRead
@@ -129,7 +134,8 @@ pub fn allowed(role: Role, action: Action) -> Option<Reach> {
         ) => any,
         (
             R::Accountant,
-            A::AccountEditBilling
+            A::AccountEditProfile
+            | A::AccountEditBilling
             | A::LedgerAdjust
             | A::PaymentConfirm
             | A::PaymentRefund
@@ -150,8 +156,8 @@ pub const ROUTES: &[(&str, &str, Action)] = {
         ("GET", "/api/v1/accounts", A::AccountRead),
         ("POST", "/api/v1/accounts", A::AccountCreate),
         ("GET", "/api/v1/accounts/{id}", A::AccountRead),
-        // Which fields: the handler asks for `AccountEditBilling` too.
-        ("PATCH", "/api/v1/accounts/{id}", A::AccountEditProfile),
+        // Which fields: the handler asks field by field.
+        ("PATCH", "/api/v1/accounts/{id}", A::AccountEdit),
         ("GET", "/api/v1/accounts/{id}/balance", A::AccountRead),
         ("GET", "/api/v1/accounts/{id}/ledger", A::AccountRead),
         ("POST", "/api/v1/accounts/{id}/credits", A::LedgerAdjust),

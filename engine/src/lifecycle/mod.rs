@@ -770,7 +770,7 @@ pub async fn apply_plan_change(
         &service,
         (&old, &plan),
         &p,
-        &format!("{}", op.id),
+        &op.id,
         actor,
         now,
     )

@@ -115,6 +115,8 @@ pub struct Payment {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// Left open until then, it expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -470,6 +472,175 @@ pub async fn post_refund(
             payment_id: &payment.id,
         };
         crate::invoices::document_transfer(c, document, now).await?;
+    }
+    Ok(())
+}
+
+/// Settings of `[payments]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// The largest single payment, in minor units.
+    pub max_amount: i64,
+    /// Pending payments older than this are asked about (`query`).
+    pub reconcile_after_secs: u64,
+    /// How often `serve` reconciles.
+    pub reconcile_interval_secs: u64,
+    /// Payments asked about per gateway in one pass; every gateway gets
+    /// its share, and within a gateway the least recently asked go first.
+    pub reconcile_batch: usize,
+    /// How long a payment may stay open (unpaid) before it expires; a
+    /// gateway instance may say otherwise (`payment_expire_after_secs`).
+    pub expire_after_secs: u64,
+    /// Open (unpaid) payments one account may have at once.
+    pub max_open_per_account: usize,
+    /// Where a payer returns after paying, when the request names none.
+    pub return_url: String,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            max_amount: 10_000_000,
+            reconcile_after_secs: 900,
+            reconcile_interval_secs: 300,
+            reconcile_batch: 50,
+            expire_after_secs: 7 * 24 * 3600,
+            max_open_per_account: 10,
+            return_url: "http://127.0.0.1:8080/".into(),
+        }
+    }
+}
+
+/// What one reconciliation pass did.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Reconciled {
+    pub checked: usize,
+    pub changed: usize,
+    pub failed: usize,
+    /// Open payments whose time ran out and that expired.
+    pub expired: usize,
+    /// Changed payments by their new status.
+    pub by_status: std::collections::BTreeMap<String, usize>,
+}
+
+/// When a payment through `gateway` created at `now` expires.
+pub fn expiry(
+    config: &PaymentsConfig,
+    gateways: &crate::plugins::instances::PluginRegistry,
+    gateway: &str,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let secs = gateways
+        .payment_expiry(gateway)
+        .unwrap_or(config.expire_after_secs);
+    now + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2_000_000))
+}
+
+/// One reconciliation pass: asks every gateway about its pending payments
+/// older than `reconcile_after_secs` — up to `reconcile_batch` each, the
+/// least recently asked first, so no gateway and no payment waits behind
+/// others for ever — and applies what it says; then expires open payments
+/// whose time ran out (asking the gateway one last time first).
+pub async fn reconcile(
+    store: &Store,
+    gateways: &crate::plugins::instances::PluginRegistry,
+    config: &PaymentsConfig,
+    now: DateTime<Utc>,
+) -> Result<Reconciled> {
+    let cutoff = now - chrono::Duration::seconds(config.reconcile_after_secs as i64);
+    let mut report = Reconciled::default();
+    for name in gateways.gateway_names() {
+        let pending = {
+            let mut r = store.reader().await?;
+            repo::pending_before(r.conn(), &name, cutoff, config.reconcile_batch).await?
+        };
+        for p in pending {
+            report.checked += 1;
+            match ask(store, gateways, &p, now).await {
+                Ok(Some(status)) => {
+                    report.changed += 1;
+                    *report
+                        .by_status
+                        .entry(status.as_str().to_owned())
+                        .or_default() += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(payment = %p.id, gateway = %p.gateway, error = %e, "reconciliation failed");
+                }
+            }
+        }
+    }
+    expire(store, gateways, now, &mut report).await?;
+    metrics::counter!("bursar_payments_reconciled_total").increment(report.changed as u64);
+    Ok(report)
+}
+
+/// Asks the gateway about a pending payment and applies the answer;
+/// returns the new status when it changed.
+async fn ask(
+    store: &Store,
+    gateways: &crate::plugins::instances::PluginRegistry,
+    p: &Payment,
+    now: DateTime<Utc>,
+) -> Result<Option<PaymentStatus>> {
+    {
+        let mut tx = store.begin().await?;
+        repo::mark_checked(tx.conn(), &p.id, now).await?;
+        tx.commit().await?;
+    }
+    let (Some(gateway), Some(reference)) = (gateways.gateway(&p.gateway), &p.gateway_ref) else {
+        return Err(Error::Conflict(format!(
+            "payment {} has no gateway `{}` or no reference to ask about",
+            p.id, p.gateway
+        )));
+    };
+    let mut event = gateway
+        .query(reference)
+        .await
+        .map_err(|e| Error::Conflict(format!("the gateway could not say: {e}")))?;
+    // The same answer twice applies once; a new state is new.
+    let status: PaymentStatus = event.status.into();
+    event.event_id = format!("query:{reference}:{}", status.as_str());
+    match apply_event(store, &p.gateway, &event, "system:reconcile", now).await? {
+        Applied::Changed => Ok(Some(status)),
+        _ => Ok(None),
+    }
+}
+
+/// Expires open payments whose time ran out. A pending one is asked about
+/// one last time: money that arrived still lands. One the gateway cannot
+/// answer for stays until it can.
+async fn expire(
+    store: &Store,
+    gateways: &crate::plugins::instances::PluginRegistry,
+    now: DateTime<Utc>,
+    report: &mut Reconciled,
+) -> Result<()> {
+    let due = {
+        let mut r = store.reader().await?;
+        repo::expired(r.conn(), now, 500).await?
+    };
+    for p in due {
+        if p.status == PaymentStatus::Pending && p.gateway_ref.is_some() {
+            match ask(store, gateways, &p, now).await {
+                Ok(Some(status)) if !status.is_open() => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(payment = %p.id, error = %e, "not expiring a payment its gateway cannot answer for");
+                    continue;
+                }
+            }
+        }
+        let mut tx = store.begin().await?;
+        let locked = repo::get_for_update(tx.conn(), &p.id).await?;
+        if locked.status.is_open() {
+            repo::set_status(tx.conn(), &p.id, PaymentStatus::Expired, None, now).await?;
+            report.expired += 1;
+        }
+        tx.commit().await?;
     }
     Ok(())
 }

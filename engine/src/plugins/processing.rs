@@ -76,7 +76,8 @@ fn merged(
 
 impl ProcessingPlugin {
     /// Compiles (or loads from cache), checks the exported interface and
-    /// its version, pre-instantiates, and asks the plugin for its `info`.
+    /// its version, pre-instantiates, type-checks every export, and only
+    /// then asks the plugin for its `info`.
     pub async fn load(
         host: &PluginHost,
         name: &str,
@@ -100,12 +101,13 @@ impl ProcessingPlugin {
             info: unanswered_info(),
             settings,
         };
-        let info = plugin.call_info().await.map_err(|e| LoadError::Invalid {
+        // Every export is type-checked before any is called: the calls
+        // below look their function up unchecked.
+        plugin.check_types().await.map_err(wasm_err)?;
+        plugin.info = plugin.call_info().await.map_err(|e| LoadError::Invalid {
             name: name.to_owned(),
             message: format!("`info` failed: {e}"),
         })?;
-        plugin.info = info;
-        plugin.check_types().await.map_err(wasm_err)?;
         Ok(plugin)
     }
 

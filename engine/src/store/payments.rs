@@ -30,11 +30,12 @@ struct PaymentRow {
     created_at: i64,
     updated_at: i64,
     paid_at: Option<i64>,
+    expires_at: Option<i64>,
 }
 
 const PAYMENT_COLUMNS: &str = "id, account_id, gateway, amount, currency, status, gateway_ref, \
      service_id, description, refunded_amount, checkout, last_error, request_hash, created_by, \
-     created_at, updated_at, paid_at";
+     created_at, updated_at, paid_at, expires_at";
 
 fn corrupt(what: String) -> Error {
     Error::Database(sqlx::Error::Decode(what.into()))
@@ -68,6 +69,7 @@ impl PaymentRow {
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             paid_at: self.paid_at.map(from_micros),
+            expires_at: self.expires_at.map(from_micros),
         })
     }
 }
@@ -82,6 +84,8 @@ pub struct NewPayment<'a> {
     pub request_key: &'a str,
     pub request_hash: &'a str,
     pub created_by: &'a str,
+    /// When it expires if nobody paid it.
+    pub expires_at: DateTime<Utc>,
 }
 
 pub async fn create(mut c: Conn<'_>, new: NewPayment<'_>, now: DateTime<Utc>) -> Result<Payment> {
@@ -89,11 +93,12 @@ pub async fn create(mut c: Conn<'_>, new: NewPayment<'_>, now: DateTime<Utc>) ->
     let at = to_micros(now);
     sql!(&mut c, c => sqlx::query(
         "INSERT INTO payments (id, account_id, gateway, amount, currency, status, service_id,
-             description, request_key, request_hash, created_by, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $11)")
+             description, request_key, request_hash, created_by, created_at, updated_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $11, $12)")
         .bind(&id).bind(new.account_id).bind(new.gateway).bind(new.amount.minor())
         .bind(new.amount.currency().code()).bind(new.service_id).bind(new.description)
         .bind(new.request_key).bind(new.request_hash).bind(new.created_by).bind(at)
+        .bind(to_micros(new.expires_at))
         .execute(&mut **c).await.map(drop))?;
     get(c, &id).await
 }
@@ -162,19 +167,47 @@ pub async fn list(
     Ok(Page::from_rows(payments, limit, |p| p.id.clone()))
 }
 
-/// Pending payments created before `before`, oldest first.
+/// Pending payments of a gateway created before `before`, the ones asked
+/// about least recently first: a pass works through all of them in turn.
 pub async fn pending_before(
     mut c: Conn<'_>,
+    gateway: &str,
     before: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Payment>> {
     let q = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments
-         WHERE status = 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2"
+         WHERE gateway = $1 AND status = 'pending' AND created_at < $2
+         ORDER BY COALESCE(checked_at, 0), created_at, id LIMIT $3"
     );
     let rows: Vec<PaymentRow> = sql!(&mut c, c => sqlx::query_as(&q)
-        .bind(to_micros(before)).bind(limit as i64).fetch_all(&mut **c).await)?;
+        .bind(gateway).bind(to_micros(before)).bind(limit as i64).fetch_all(&mut **c).await)?;
     rows.into_iter().map(PaymentRow::into_payment).collect()
+}
+
+/// Records that the gateway was asked about a payment at `now`.
+pub async fn mark_checked(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query("UPDATE payments SET checked_at = $2 WHERE id = $1")
+        .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(drop))?;
+    Ok(())
+}
+
+/// Open (`new` or `pending`) payments whose time ran out by `now`.
+pub async fn expired(mut c: Conn<'_>, now: DateTime<Utc>, limit: usize) -> Result<Vec<Payment>> {
+    let q = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments
+         WHERE status IN ('new', 'pending') AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2"
+    );
+    let rows: Vec<PaymentRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(to_micros(now)).bind(limit as i64).fetch_all(&mut **c).await)?;
+    rows.into_iter().map(PaymentRow::into_payment).collect()
+}
+
+/// How many payments of the account are open (`new` or `pending`).
+pub async fn count_open(mut c: Conn<'_>, account_id: &str) -> Result<i64> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM payments WHERE account_id = $1 AND status IN ('new', 'pending')")
+        .bind(account_id).fetch_one(&mut **c).await)?)
 }
 
 /// What the gateway said when the payment was created.

@@ -39,6 +39,8 @@ pub struct Named {
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {
     pub id: u64,
+    #[serde(default)]
+    pub email: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +259,11 @@ impl Dci {
 
     pub fn user_by_email(&mut self, email: &str) -> Result<Option<User>, PluginError> {
         let path = format!("/api/dci/v3/user?where={}", encode(&format!("email EQ {}", quoted(email)?)));
+        Ok(self.list::<User>("users", &path)?.into_iter().next())
+    }
+
+    pub fn user_by_id(&mut self, id: u64) -> Result<Option<User>, PluginError> {
+        let path = format!("/api/dci/v3/user?where={}", encode(&format!("id EQ {id}")));
         Ok(self.list::<User>("users", &path)?.into_iter().next())
     }
 

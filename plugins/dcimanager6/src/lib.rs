@@ -126,18 +126,40 @@ fn find_server(dci: &mut Dci, ctx: &Context) -> Result<Option<Server>, PluginErr
     dci.server_by_domain(&domain(ctx)?)
 }
 
+/// Whether `owner_email` (a server's owner) is the customer's DCImanager
+/// user: by the kept user id; for services opened before it was kept, by
+/// the customer's e-mail.
+fn owned_by_customer(dci: &mut Dci, ctx: &Context, owner_email: &str) -> Result<bool, PluginError> {
+    match param_u64(&ctx.service.params, ACCOUNT_USER)? {
+        Some(id) => Ok(dci
+            .user_by_id(id)?
+            .is_some_and(|u| u.email.eq_ignore_ascii_case(owner_email))),
+        None => Ok(owner_email.eq_ignore_ascii_case(&ctx.service.account_email)),
+    }
+}
+
 fn require_server(dci: &mut Dci, ctx: &Context) -> Result<Server, PluginError> {
     find_server(dci, ctx)?.ok_or_else(|| {
         PluginError::not_found(format!("no DCImanager server belongs to service {}", ctx.service.id))
     })
 }
 
-/// The DCImanager user for the customer's e-mail, created when missing.
+/// The param (kept by Bursar for the customer, passed back on every call
+/// for any of the customer's services) holding the DCImanager user id the
+/// module created for the customer at the first `open`.
+const ACCOUNT_USER: &str = "account.dci_user_id";
+
+/// The customer's DCImanager user: the one this module created at the
+/// customer's first `open`, by the id Bursar kept — never one found by an
+/// e-mail address the customer can change. Without a kept id, a new user
+/// is created; an existing user with the same e-mail is taken over only
+/// when `adopt_existing_users` = `true` (moving from another billing
+/// system), otherwise the open waits for staff to decide.
 fn user_for(dci: &mut Dci, ctx: &Context) -> Result<u64, PluginError> {
-    let email = &ctx.service.account_email;
-    if let Some(u) = dci.user_by_email(email)? {
-        return Ok(u.id);
+    if let Some(id) = param_u64(&ctx.service.params, ACCOUNT_USER)? {
+        return Ok(id);
     }
+    let email = &ctx.service.account_email;
     let password = derived_password(ctx, &format!("user:{email}"))?;
     let r = dci.create_user(email, &password)?;
     if r.is_success() {
@@ -147,11 +169,23 @@ fn user_for(dci: &mut Dci, ctx: &Context) -> Result<u64, PluginError> {
         }
         return Ok(r.json::<Created>()?.id);
     }
-    // Created by a concurrent call in the meantime: use that one.
-    if let Some(u) = dci.user_by_email(email)? {
-        return Ok(u.id);
+    match dci.user_by_email(email)? {
+        Some(u) if ctx.settings.get("adopt_existing_users") == Some("true") => {
+            log::info(&format!("taking over the existing DCImanager user {} for {email}", u.id));
+            Ok(u.id)
+        }
+        // Another service of the same customer may be creating it right
+        // now (its id is kept once that open finishes): try again later.
+        Some(_) => Err(PluginError::unavailable_for(
+            format!(
+                "DCImanager has a user with e-mail {email} that this module did not create for this customer; \
+                 if it is the customer's, set `adopt_existing_users = true` or store its id as the customer's \
+                 `{ACCOUNT_USER}`"
+            ),
+            60_000,
+        )),
+        None => Err(client::status_error("user creation", &r)),
     }
-    Err(client::status_error("user creation", &r))
 }
 
 /// Takes a free server of the plan's configuration and location.
@@ -189,21 +223,39 @@ fn ports(dci: &mut Dci, s: &Server, up: bool) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// Starts an install and answers `in-progress` with `SERVER/OPERATION`.
-fn start_install(dci: &mut Dci, ctx: &Context, s: &Server) -> Result<Outcome, PluginError> {
+/// Starts an install and answers `in-progress` with its reference.
+fn start_install(dci: &mut Dci, ctx: &Context, s: &Server, owner: Option<u64>) -> Result<Outcome, PluginError> {
     let op = dci.install(s.id, os_template(ctx)?, &root_password(ctx)?, &recipes(ctx))?;
-    Ok(Outcome::in_progress(format!("{}/{op}", s.id), poll_ms(ctx)?, Some("installation started".into())))
+    Ok(Outcome::in_progress(remote_ref(s.id, op, owner), poll_ms(ctx)?, Some("installation started".into())))
 }
 
-fn parse_ref(remote_ref: &str) -> Result<(u64, u64), PluginError> {
-    remote_ref
-        .split_once('/')
-        .and_then(|(s, o)| Some((s.parse().ok()?, o.parse().ok()?)))
-        .ok_or_else(|| PluginError::rejected(format!("`{remote_ref}` is not a SERVER/OPERATION reference")))
+/// `SERVER/OPERATION`, and `/USER` when the customer's DCImanager user is
+/// known: `poll` reports it back to be kept for the customer.
+fn remote_ref(server: u64, operation: u64, owner: Option<u64>) -> String {
+    match owner {
+        Some(user) => format!("{server}/{operation}/{user}"),
+        None => format!("{server}/{operation}"),
+    }
 }
 
-/// What the service learns once its server is ready.
-fn done(ctx: &Context, s: &Server) -> Result<Outcome, PluginError> {
+fn parse_ref(remote_ref: &str) -> Result<(u64, u64, Option<u64>), PluginError> {
+    let bad = || PluginError::rejected(format!("`{remote_ref}` is not a SERVER/OPERATION[/USER] reference"));
+    let mut parts = remote_ref.split('/');
+    let server = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let operation = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let user = match parts.next() {
+        Some(p) => Some(p.parse().map_err(|_| bad())?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok((server, operation, user))
+}
+
+/// What the service learns once its server is ready (and, kept for the
+/// customer, the DCImanager user it belongs to).
+fn done(ctx: &Context, s: &Server, owner: Option<u64>) -> Result<Outcome, PluginError> {
     let v4: Vec<&str> = s.ip.iter().filter(|i| i.family != "ipv6").map(|i| i.name.as_str()).collect();
     let all: Vec<&str> = s.ip.iter().map(|i| i.name.as_str()).collect();
     let mut params = vec![
@@ -218,6 +270,9 @@ fn done(ctx: &Context, s: &Server) -> Result<Outcome, PluginError> {
     }
     if let Some(os) = &s.os_template {
         params.push(("os".into(), os.name.clone()));
+    }
+    if let Some(user) = owner {
+        params.push((ACCOUNT_USER.into(), user.to_string()));
     }
     Ok(Outcome::Done {
         params: Params(params),
@@ -283,11 +338,22 @@ impl ProcessingModule for Dcimanager6 {
         let domain = domain(&ctx)?;
         // A repeated `open` (a retry after a crash or an outage) carries on
         // with the server it already took.
-        let server = match dci.server_by_domain(&domain)? {
-            Some(s) => s,
+        let (server, owner) = match dci.server_by_domain(&domain)? {
+            Some(s) => {
+                // The server named after this service is ours: its owner is
+                // the user an earlier attempt gave it to.
+                let owner = match param_u64(&ctx.service.params, ACCOUNT_USER)? {
+                    Some(id) => Some(id),
+                    None => match &s.owner_email {
+                        Some(email) => dci.user_by_email(email)?.map(|u| u.id),
+                        None => None,
+                    },
+                };
+                (s, owner)
+            }
             None => {
                 let owner = user_for(&mut dci, &ctx)?;
-                take_server(&mut dci, &ctx, owner, &domain)?
+                (take_server(&mut dci, &ctx, owner, &domain)?, Some(owner))
             }
         };
         ports(&mut dci, &server, true)?;
@@ -297,17 +363,17 @@ impl ProcessingModule for Dcimanager6 {
             dci.allocate_ips(server.id, want - have)?;
         }
         if let Some(op) = server.operation.as_ref().filter(|o| o.status == "running") {
-            return Ok(Outcome::in_progress(format!("{}/{}", server.id, op.id), poll_ms(&ctx)?, None));
+            return Ok(Outcome::in_progress(remote_ref(server.id, op.id, owner), poll_ms(&ctx)?, None));
         }
-        start_install(&mut dci, &ctx, &server)
+        start_install(&mut dci, &ctx, &server, owner)
     }
 
     fn poll(ctx: Context, remote_ref: String) -> Result<Outcome, PluginError> {
-        let (server, op) = parse_ref(&remote_ref)?;
+        let (server, op, owner) = parse_ref(&remote_ref)?;
         let mut dci = Dci::new(&ctx.settings)?;
         let operation = dci.operation(op)?;
         match operation.status.as_str() {
-            "ok" => done(&ctx, &dci.server(server)?),
+            "ok" => done(&ctx, &dci.server(server)?, owner),
             "failed" | "canceled" => Err(PluginError::rejected(format!(
                 "DCImanager install on server {server} {}: {}",
                 operation.status,
@@ -344,7 +410,9 @@ impl ProcessingModule for Dcimanager6 {
         let Some(s) = find_server(&mut dci, &ctx)? else {
             return Ok(Outcome::nothing());
         };
-        if s.owner_email.is_some() && s.owner_email.as_deref() != Some(ctx.service.account_email.as_str()) {
+        if let Some(owner) = &s.owner_email
+            && !owned_by_customer(&mut dci, &ctx, owner)?
+        {
             return Err(PluginError::rejected(format!(
                 "server {} now belongs to someone else; not touching it",
                 s.id
@@ -369,10 +437,11 @@ impl ProcessingModule for Dcimanager6 {
     fn reinstall(ctx: Context) -> Result<Outcome, PluginError> {
         let mut dci = Dci::new(&ctx.settings)?;
         let s = require_server(&mut dci, &ctx)?;
+        let owner = param_u64(&ctx.service.params, ACCOUNT_USER)?;
         if let Some(op) = s.operation.as_ref().filter(|o| o.status == "running") {
-            return Ok(Outcome::in_progress(format!("{}/{}", s.id, op.id), poll_ms(&ctx)?, None));
+            return Ok(Outcome::in_progress(remote_ref(s.id, op.id, owner), poll_ms(&ctx)?, None));
         }
-        start_install(&mut dci, &ctx, &s)
+        start_install(&mut dci, &ctx, &s, owner)
     }
 }
 

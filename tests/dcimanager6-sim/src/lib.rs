@@ -71,6 +71,17 @@ impl Sim {
     }
 
     /// Changes how long installs take (for installs started afterwards).
+    /// Adds a DCImanager user, as staff would in its panel; returns its id.
+    pub fn add_user(&self, email: &str) -> u64 {
+        self.lock()
+            .create_user(
+                &serde_json::json!({"email": email, "full_name": email, "role": "[@user]"}),
+            )
+            .ok()
+            .and_then(|v| v["id"].as_u64())
+            .expect("a new user")
+    }
+
     pub fn set_install_delay(&self, delay: Duration) {
         self.lock().settings.install_delay_ms = delay.as_millis() as u64;
     }

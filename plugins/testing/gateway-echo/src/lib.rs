@@ -20,7 +20,17 @@ impl GatewayPlugin for Echo {
         Ok(CreatedPayment { gateway_ref: format!("echo-{}", request.payment_id), checkout, instructions: None })
     }
 
-    fn handle_callback(_settings: Params, _request: HttpRequest) -> Result<CallbackResult, PluginError> {
+    fn handle_callback(settings: Params, _request: HttpRequest) -> Result<CallbackResult, PluginError> {
+        match settings.get("mode") {
+            // Takes its time: for the host's concurrency bound and deadline.
+            Some("slow-callback") => std::thread::sleep(std::time::Duration::from_millis(settings.parse("sleep_ms")?.unwrap_or(500))),
+            // Fails with words that must stay in the log.
+            Some("leaky-callback") => {
+                return Err(PluginError::rejected("signature check against db.internal.example:5432 failed"));
+            }
+            Some("panicky-callback") => panic!("callback panics at src/secret_handler.rs:42"),
+            _ => {}
+        }
         Ok(CallbackResult {
             response: HttpResponse { status: 204, headers: vec![], body: vec![] },
             events: vec![],
