@@ -404,6 +404,16 @@ async fn a_plan_change_the_module_refuses_changes_nothing_and_moves_nothing() {
         assert_eq!(op["status"], "canceled");
     }
     assert_eq!(app.ledger_count(&acc, "charge").await, 1, "only the order");
+    // The customer reads that it was refused, not the module's words.
+    let events = app
+        .get(&format!("/api/v1/services/{id}/events"), &key)
+        .await;
+    assert!(
+        events.text.contains("change_plan_refused"),
+        "{}",
+        events.text
+    );
+    assert!(!events.text.contains("sold out"), "{}", events.text);
     app.assert_ledger_clean().await;
 }
 

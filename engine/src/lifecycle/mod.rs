@@ -855,16 +855,20 @@ async fn move_money(
 
 /// The module refused the change of `op` (`unsupported`, `rejected`):
 /// nothing changes; what was set aside goes back.
+///
+/// The event says how (`error_kind`), never the module's own words: the
+/// customer reads it; staff find them on the operation.
 pub async fn refuse_plan_change(
     mut c: Conn<'_>,
     op: &Operation,
-    why: &str,
+    error_kind: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let service = repo::get_for_update(c.reborrow(), &op.service_id).await?;
     release_hold(c.reborrow(), &service, op, RUNNER, now).await?;
-    let detail =
-        json!({"to_plan": op.payload["plan_id"], "operation": op.id, "error": why}).to_string();
+    let detail = json!({"to_plan": op.payload["plan_id"], "operation": op.id,
+        "error_kind": error_kind})
+    .to_string();
     repo::record_event(
         c,
         &service.id,

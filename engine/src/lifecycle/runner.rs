@@ -287,8 +287,8 @@ impl OperationRunner {
                 crate::lifecycle::complete_effects(tx.conn(), op, RUNNER_ACTOR, now).await?;
             }
             if update.status == OperationStatus::Canceled {
-                let why = update.last_error.as_deref().unwrap_or_default();
-                crate::lifecycle::refuse_plan_change(tx.conn(), op, why, now).await?;
+                let kind = update.error_kind.as_deref().unwrap_or_default();
+                crate::lifecycle::refuse_plan_change(tx.conn(), op, kind, now).await?;
             }
             Ok::<_, crate::error::Error>(true)
         }
