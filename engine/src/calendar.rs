@@ -92,11 +92,22 @@ impl<'de> Deserialize<'de> for Zone {
 }
 
 /// `[billing]` settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BillingConfig {
     /// The time zone new services count their periods in.
     pub time_zone: Zone,
+    /// Unpaid orders one account may have waiting at once.
+    pub max_unpaid_orders_per_account: u32,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            time_zone: Zone::default(),
+            max_unpaid_orders_per_account: 10,
+        }
+    }
 }
 
 /// A billing period a plan can be sold for.

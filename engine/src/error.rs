@@ -43,6 +43,10 @@ pub enum Error {
     #[error("{message}")]
     Unprocessable { kind: &'static str, message: String },
 
+    /// A per-account limit is reached.
+    #[error("{message}")]
+    Quota { what: &'static str, message: String },
+
     #[error("this idempotency key was already used with a different request")]
     IdempotencyMismatch,
 

@@ -185,10 +185,18 @@ fn read_or_create(path: &Path) -> Result<String, SecretsError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = generate_key();
-            write_private(path, &key)
-                .map_err(|e| SecretsError::Key(format!("cannot create {}: {e}", path.display())))?;
-            tracing::info!(file = %path.display(), "created a new secrets key; back it up with the database");
-            Ok(key)
+            match write_private(path, &key) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "created a new secrets key; back it up with the database");
+                    Ok(key)
+                }
+                // Another process created it a moment ago: use that one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_or_create(path),
+                Err(e) => Err(SecretsError::Key(format!(
+                    "cannot create {}: {e}",
+                    path.display()
+                ))),
+            }
         }
         Err(e) => Err(SecretsError::Key(format!(
             "cannot read {}: {e}",
@@ -219,11 +227,16 @@ fn check_private(path: &Path) -> Result<(), SecretsError> {
 }
 
 /// Writes a file only its owner can read, in a directory only its owner
-/// can enter (both created when missing).
+/// can enter (both created when missing). The file appears whole or not at
+/// all, and never replaces one that exists (`AlreadyExists`): two
+/// processes starting at once agree on the first one's.
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::store::create_private_dir(dir)?;
-    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::store::create_private_dir(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::now_v7().simple()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -231,10 +244,15 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    use std::io::Write;
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    let written = (|| {
+        use std::io::Write;
+        let mut file = options.open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
 }
 
 #[cfg(test)]

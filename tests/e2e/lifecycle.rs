@@ -486,7 +486,7 @@ async fn change_plan_prorates_by_calendar_days_and_the_amounts_add_up() {
     assert_eq!(app.balance(&acc).await, 7100);
 
     app.clock
-        .set(Utc.with_ymd_and_hms(2028, 2, 15, 12, 0, 0).unwrap());
+        .set(Utc.with_ymd_and_hms(2028, 2, 15, 8, 0, 0).unwrap());
     let r = app
         .post(
             &format!("/api/v1/services/{id}/change-plan"),
@@ -514,10 +514,9 @@ async fn change_plan_prorates_by_calendar_days_and_the_amounts_add_up() {
     assert_eq!(s["range_gross"], 3000);
     assert_eq!(app.balance(&acc).await, 7100 + 1500 - 3000);
 
-    // And back down on the last day: 1 of the 15 days the change paid for
-    // is left.
+    // And back down with a day left: 1 of the 15 days the change paid for.
     app.clock
-        .set(Utc.with_ymd_and_hms(2028, 2, 29, 12, 0, 0).unwrap());
+        .set(Utc.with_ymd_and_hms(2028, 2, 29, 8, 0, 0).unwrap());
     let r = app
         .post(
             &format!("/api/v1/services/{id}/change-plan"),

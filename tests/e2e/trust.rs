@@ -852,3 +852,137 @@ async fn the_database_file_and_its_directory_are_private() {
         }
     }
 }
+
+#[tokio::test]
+async fn unpaid_orders_are_bounded_so_a_payment_never_settles_a_flood_of_them() {
+    let app = TestApp::with_config(|c| c.billing.max_unpaid_orders_per_account = 3).await;
+    let plan = app.simple_plan(1_000).await;
+    let (acc, key) = funded(&app, "flood@example.com", 0).await;
+    for _ in 0..3 {
+        let r = app
+            .post(
+                "/api/v1/orders",
+                &key,
+                json!({"plan_id": plan, "period": "1m"}),
+            )
+            .await;
+        assert_eq!(r.json["status"], "ordered", "{}", r.text);
+    }
+    let r = app
+        .post(
+            "/api/v1/orders",
+            &key,
+            json!({"plan_id": plan, "period": "1m"}),
+        )
+        .await;
+    assert_eq!(r.problem(409), "urn:bursar:problem:quota-exceeded");
+    assert_eq!(r.json["quota"], "unpaid orders");
+    // An order the balance pays at once is not held back.
+    app.credit(&acc, 5_000, "EUR").await;
+    let r = app
+        .post(
+            "/api/v1/orders",
+            &key,
+            json!({"plan_id": plan, "period": "1m"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_service_is_not_prolonged_while_its_plan_change_waits_for_the_module() {
+    let app = TestApp::new().await;
+    let small = app.simple_plan(1_000).await;
+    let big = app.simple_plan(4_000).await;
+    app.allow_change(&small, &big).await;
+    let (acc, key) = funded(&app, "waiting@example.com", 5_000).await;
+    let id = app
+        .post(
+            "/api/v1/orders",
+            &key,
+            json!({"plan_id": small, "period": "1m"}),
+        )
+        .await
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_operations().await;
+    app.clock.advance(chrono::Duration::days(15));
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/change-plan"),
+            &key,
+            json!({"plan_id": big}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/prolong"),
+            &key,
+            json!({"period": "1m"}),
+        )
+        .await;
+    assert_eq!(r.problem(409), "urn:bursar:problem:conflict");
+    app.run_operations().await;
+    assert_eq!(app.service(&id).await["plan_id"], big.as_str());
+    assert!(app.balance(&acc).await >= 0);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_closed_service_keeps_no_credentials_and_revoked_keys_are_not_listed() {
+    let app = TestApp::new().await;
+    let plan = app.simple_plan(1_000).await;
+    let (acc, key) = funded(&app, "gone@example.com", 10_000).await;
+    app.module.push(
+        OperationKind::Open,
+        false,
+        Ok(ModuleOutcome::Done {
+            params: vec![],
+            secret_params: vec![("root_password".into(), "Old-Secret-9".into())],
+        }),
+    );
+    let id = app
+        .post(
+            "/api/v1/orders",
+            &key,
+            json!({"plan_id": plan, "period": "1m"}),
+        )
+        .await
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_operations().await;
+    app.post(&format!("/api/v1/services/{id}/close"), &key, json!({}))
+        .await;
+    app.run_operations().await;
+    assert_eq!(app.service(&id).await["status"], "closed");
+    let r = app
+        .get(&format!("/api/v1/services/{id}/credentials"), &key)
+        .await;
+    assert_eq!(r.json["credentials"], json!({}), "{}", r.text);
+
+    let spare = app
+        .post(
+            &format!("/api/v1/accounts/{acc}/api-keys"),
+            &key,
+            json!({"name": "spare"}),
+        )
+        .await;
+    let spare_id = spare.json["key"]["id"].as_str().unwrap().to_owned();
+    app.request(
+        Method::DELETE,
+        &format!("/api/v1/accounts/{acc}/api-keys/{spare_id}"),
+        Some(&key),
+        None,
+        &[],
+    )
+    .await;
+    let listed = app
+        .get(&format!("/api/v1/accounts/{acc}/api-keys"), &key)
+        .await;
+    assert!(!listed.text.contains(&spare_id), "{}", listed.text);
+}

@@ -183,6 +183,7 @@ impl TestApp {
     pub async fn with_time_zone(name: &str) -> TestApp {
         let billing = bursar::calendar::BillingConfig {
             time_zone: bursar::calendar::Zone::parse(name).expect("IANA time zone"),
+            ..Default::default()
         };
         TestApp::build(vec![], &[], billing).await
     }

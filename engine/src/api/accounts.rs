@@ -467,6 +467,8 @@ pub async fn create_key(
     params(("id" = String, Path)),
     responses((status = 200, body = PageBody<ApiKey>)),
     security(("bearer" = [])))]
+/// The account's keys that still work (revoked and expired ones are not
+/// listed).
 pub async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
@@ -475,7 +477,7 @@ pub async fn list_keys(
     principal.require_account(&id)?;
     let mut r = state.store.reader().await?;
     repo::get(r.conn(), &id).await?;
-    let data = repo::list_keys(r.conn(), &id).await?;
+    let data = repo::list_keys(r.conn(), &id, state.clock.now()).await?;
     Ok(Json(PageBody {
         data,
         next_cursor: None,

@@ -183,6 +183,7 @@ impl From<Error> for Problem {
                 "Cannot be done",
                 message,
             ),
+            Error::Quota { what, message } => Problem::quota(what, message),
             Error::IdempotencyMismatch => Problem::new(
                 StatusCode::CONFLICT,
                 "idempotency-key-reused",

@@ -54,6 +54,8 @@ pub struct AppInner {
     pub callbacks: public::CallbackGuard,
     /// The keys service credentials are sealed with.
     pub secrets: Arc<crate::secrets::Secrets>,
+    /// How often credentials may be revealed.
+    pub reveals: services::RevealLimit,
 }
 
 impl std::ops::Deref for AppState {
@@ -92,6 +94,7 @@ impl AppState {
                 crate::secrets::Secrets::with_key(&crate::secrets::generate_key())
                     .expect("a generated key is valid"),
             ),
+            reveals: Default::default(),
         }))
     }
 
@@ -146,6 +149,7 @@ impl AppInner {
             key_use: Default::default(),
             callbacks: public::CallbackGuard::new(&self.api.callbacks, &self.plugins),
             secrets: self.secrets.clone(),
+            reveals: Default::default(),
         }
     }
 }

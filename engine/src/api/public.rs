@@ -58,8 +58,17 @@ impl CallbackGuard {
         }
     }
 
-    /// Whether `address` may send another callback now.
+    /// Whether `address` may send another callback now. IPv6 addresses
+    /// count by their /64: one host has a whole /64 to rotate through.
     fn admit(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+            v4 => v4,
+        };
         if self.per_address.len() > TRACKED_ADDRESSES {
             self.per_address.retain_recent();
         }

@@ -73,7 +73,7 @@ pub async fn order(
     };
     let now = state.clock.now();
     let actor = principal.actor();
-    let zone = state.billing.time_zone;
+    let billing = state.billing.clone();
     let idem = Idempotency {
         principal: &principal,
         key: &key,
@@ -81,7 +81,7 @@ pub async fn order(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
-            let service = lifecycle::place_order(tx.conn(), order, zone, &actor, now).await?;
+            let service = lifecycle::place_order(tx.conn(), order, &billing, &actor, now).await?;
             metrics::counter!("bursar_orders_total", "status" => service.status.as_str())
                 .increment(1);
             Reply::new(StatusCode::CREATED, service)
@@ -343,8 +343,8 @@ pub struct ChangePlanResult {
     security(("bearer" = [])))]
 /// Asks to move the service to a plan of its plan's change list. The
 /// service's module makes the change; only then do the plan and the money
-/// move (prorated by calendar days). A module that does not support it
-/// changes nothing and moves nothing.
+/// move (prorated to the second over the paid calendar periods). A module
+/// that does not support it changes nothing and moves nothing.
 pub async fn change_plan(
     State(state): State<AppState>,
     principal: Principal,
@@ -446,6 +446,19 @@ pub async fn migrate(
     .await
 }
 
+/// How often one service's credentials may be revealed: each reveal is an
+/// event, so reveals are bounded like any other write.
+pub struct RevealLimit(governor::DefaultKeyedRateLimiter<String>);
+
+impl Default for RevealLimit {
+    fn default() -> Self {
+        let per_hour = std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN);
+        RevealLimit(governor::RateLimiter::keyed(governor::Quota::per_hour(
+            per_hour,
+        )))
+    }
+}
+
 /// A service's credentials.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Credentials {
@@ -456,7 +469,8 @@ pub struct Credentials {
 
 #[utoipa::path(get, path = "/api/v1/services/{id}/credentials", tag = "services",
     params(("id" = String, Path)),
-    responses((status = 200, body = Credentials), (status = 403), (status = 404)),
+    responses((status = 200, body = Credentials), (status = 403), (status = 404),
+        (status = 429, description = "revealed too often; try again later")),
     security(("bearer" = [])))]
 /// Reveals the service's credentials to its owner or staff; every reveal
 /// is recorded in the service's events (who, never what).
@@ -468,6 +482,14 @@ pub async fn credentials(
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
     let service = authorize(tx.conn(), &principal, &id, None).await?;
+    if state.reveals.0.check_key(&id).is_err() {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            "these credentials were revealed too often in the last hour; try again later",
+        ));
+    }
     let credentials = repo::secret_params(tx.conn(), &id, &state.secrets).await?;
     repo::record_event(
         tx.conn(),

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::accounts::AccountStatus;
-use crate::calendar::{Period, Zone, add_units};
+use crate::calendar::{BillingConfig, Period, add_units};
 use crate::catalog::{AddonValues, Plan, PlanSpec, PlanStatus, Quote, quote};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
@@ -78,15 +78,17 @@ async fn apply(
 
 /// Prices an order and creates the service: paid from the balance (plus
 /// credit limit) it goes to `opening` with an `open` operation queued;
-/// otherwise it waits in `ordered` with the amount due. Its periods are
-/// counted in the account's time zone, or `default_zone` if it has none.
+/// otherwise it waits in `ordered` with the amount due — at most
+/// `billing.max_unpaid_orders_per_account` of them per account. Its
+/// periods are counted in the account's time zone, or the deployment's.
 pub async fn place_order(
     mut c: Conn<'_>,
     req: OrderRequest,
-    default_zone: Zone,
+    billing: &BillingConfig,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Service> {
+    let default_zone = billing.time_zone;
     let account = accounts_repo::get(c.reborrow(), &req.account_id).await?;
     if account.status != AccountStatus::Active {
         return Err(Error::Conflict(format!(
@@ -138,6 +140,29 @@ pub async fn place_order(
         created_at: now,
         updated_at: now,
     };
+    let waiting = repo::unpaid_of_account(c.reborrow(), &account.id)
+        .await?
+        .len();
+    if waiting >= billing.max_unpaid_orders_per_account as usize {
+        // Only an order that cannot be paid now adds to the waiting ones.
+        let balance = ledger_repo::balance(
+            c.reborrow(),
+            &crate::ledger::LedgerAccountId::customer(&account.id),
+        )
+        .await?;
+        let covered = balance
+            .min_balance
+            .is_none_or(|floor| balance.balance - due >= floor);
+        if !covered {
+            return Err(Error::Quota {
+                what: "unpaid orders",
+                message: format!(
+                    "account {} has {waiting} unpaid orders waiting; pay or cancel one first",
+                    account.id
+                ),
+            });
+        }
+    }
     repo::insert(c.reborrow(), &service).await?;
     repo::record_event(
         c.reborrow(),
@@ -377,8 +402,26 @@ pub async fn close(mut c: Conn<'_>, id: &str, actor: &str, now: DateTime<Utc>) -
 
 /// Extends a service by `period`, charged from the balance at the plan's
 /// current price. A service suspended for non-payment whose paid time now
-/// reaches past `now` is resumed.
+/// reaches past `now` is resumed. Refused while a plan change waits for
+/// its module: the change is priced on the paid range as it was asked.
 pub async fn prolong(
+    mut c: Conn<'_>,
+    id: &str,
+    period: Period,
+    actor: &str,
+    ledger_key: String,
+    now: DateTime<Utc>,
+) -> Result<Service> {
+    if repo::has_unfinished(c.reborrow(), id, OperationKind::ChangePlan).await? {
+        return Err(Error::Conflict(format!(
+            "service {id} has a plan change waiting for its module; prolong it once the change is done"
+        )));
+    }
+    extend(c, id, period, actor, ledger_key, now).await
+}
+
+/// [`prolong`] without its check: what renewals do.
+async fn extend(
     mut c: Conn<'_>,
     id: &str,
     period: Period,
@@ -529,7 +572,7 @@ pub async fn renew(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Service>> {
-    match prolong(
+    match extend(
         c,
         &service.id,
         service.period,
@@ -573,7 +616,7 @@ fn price_change(service: &Service, plan: &Plan, now: DateTime<Utc>) -> Result<(P
         .recurring
         .checked_mul(service.range_periods.max(1))
         .ok_or(crate::money::MoneyError::OutOfRange)?;
-    let p = prorate(paid, new_range_price, start, now, service.time_zone)?;
+    let p = prorate(paid, new_range_price, start, now)?;
     Ok((p, q))
 }
 
@@ -1037,7 +1080,11 @@ pub async fn complete_effects(
             service.paid_until = add_units(now, service.period.unit(), units, service.time_zone);
             service.range_periods = 1;
         }
-        Action::Closed => service.closed_at = Some(now),
+        Action::Closed => {
+            service.closed_at = Some(now);
+            // Credentials of a torn-down service are of use to nobody.
+            repo::clear_secrets(c.reborrow(), &service.id).await?;
+        }
         _ => {}
     }
     apply(c, &mut service, action, to, None, actor, None, now).await

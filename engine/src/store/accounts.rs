@@ -401,10 +401,18 @@ pub async fn touch_key(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<
     Ok(())
 }
 
-pub async fn list_keys(mut c: Conn<'_>, account_id: &str) -> Result<Vec<ApiKey>> {
-    let q = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY id");
-    let rows: Vec<ApiKeyRow> =
-        sql!(&mut c, c => sqlx::query_as(&q).bind(account_id).fetch_all(&mut **c).await)?;
+/// The customer's keys that still work (at most the quota of them).
+pub async fn list_keys(
+    mut c: Conn<'_>,
+    account_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<ApiKey>> {
+    let q = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > $2) ORDER BY id"
+    );
+    let rows: Vec<ApiKeyRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(account_id).bind(to_micros(now)).fetch_all(&mut **c).await)?;
     rows.into_iter().map(ApiKeyRow::into_key).collect()
 }
 

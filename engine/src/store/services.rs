@@ -407,6 +407,13 @@ pub async fn clear_params(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Resu
     Ok(())
 }
 
+/// Forgets a service's secrets (once it is closed).
+pub async fn clear_secrets(mut c: Conn<'_>, id: &str) -> Result<()> {
+    sql!(&mut c, c => sqlx::query("UPDATE services SET secret_params = '{}' WHERE id = $1")
+        .bind(id).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// Whether the service has an unfinished operation of `kind` (queued,
 /// running, waiting or in the manual queue).
 pub async fn has_unfinished(
