@@ -543,3 +543,69 @@ fn a_plugin_that_does_no_io_imports_neither_http_nor_the_filesystem() {
         assert_eq!(result["error"], "unsupported", "{plugin}: {result}");
     }
 }
+
+#[tokio::test]
+async fn admin_key_lists_and_revokes_staff_keys_and_a_new_bursar_admin_key_retires_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    const FIRST: &str = "bsr_adm_first_0123456789abcdef0123456789";
+    const SECOND: &str = "bsr_adm_second_0123456789abcdef012345678";
+    let get = |addr: &str, key: &str| {
+        let url = format!("http://{addr}/api/v1/staff-keys");
+        let key = key.to_owned();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    {
+        let server = serve(dir.path(), &[("BURSAR_ADMIN_KEY", FIRST)]);
+        assert_eq!(get(&server.addr, FIRST).await, 200);
+    }
+    let out = succeed(bursar(dir.path()).args([
+        "admin-key",
+        "create",
+        "--role",
+        "support",
+        "--name",
+        "helpdesk",
+        "--expires-in-days",
+        "30",
+    ]));
+    let support = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(support.starts_with("bsr_sup_"), "{support}");
+    let server = serve(dir.path(), &[("BURSAR_ADMIN_KEY", SECOND)]);
+    assert_eq!(
+        get(&server.addr, FIRST).await,
+        401,
+        "the old value is revoked"
+    );
+    assert_eq!(get(&server.addr, SECOND).await, 200);
+    assert_eq!(
+        get(&server.addr, &support).await,
+        403,
+        "support manages no keys"
+    );
+    drop(server);
+    let out = succeed(bursar(dir.path()).args(["admin-key", "list"]));
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        list.contains("helpdesk") && list.contains("support"),
+        "{list}"
+    );
+    assert!(list.contains("BURSAR_ADMIN_KEY (managed)"), "{list}");
+    assert!(!list.contains(&support), "secrets are never listed");
+    let id = list
+        .lines()
+        .find(|l| l.contains("helpdesk"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    succeed(bursar(dir.path()).args(["admin-key", "revoke", &id]));
+    let server = serve(dir.path(), &[("BURSAR_ADMIN_KEY", SECOND)]);
+    assert_eq!(get(&server.addr, &support).await, 401, "revoked at once");
+}
