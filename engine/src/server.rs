@@ -129,7 +129,14 @@ pub async fn serve(
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner_task = runner.spawn(stopped);
-    let state = AppState::from_config(store.clone(), clock, &config, modules, plugins, secrets);
+    let state = AppState::from_config(
+        store.clone(),
+        clock,
+        &config,
+        modules.clone(),
+        plugins,
+        secrets,
+    );
     let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
     let webhooks = match config.webhooks.is_empty() {
         true => None,
@@ -138,7 +145,12 @@ pub async fn serve(
                 .spawn(std::time::Duration::from_secs(1), stop.subscribe()),
         ),
     };
-    let automation = spawn_automation(store.clone(), config.automation.clone(), stop.subscribe());
+    let automation = spawn_automation(
+        store.clone(),
+        modules.clone(),
+        config.automation.clone(),
+        stop.subscribe(),
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
@@ -209,6 +221,8 @@ pub struct PassReport {
     pub automation: crate::automation::Report,
     /// Pending payments asked about and what changed.
     pub payments: crate::payments::Reconciled,
+    /// Services whose remote side was queued to be checked and repaired.
+    pub syncs_queued: u64,
     /// Provisioning operations run (the ones the pass queued, and retries
     /// that were due).
     pub operations_run: usize,
@@ -234,6 +248,9 @@ pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
     let payments =
         crate::payments::reconcile(&store, &state.plugins, &config.payments, clock.now()).await?;
     let automation = crate::automation::run_once(&store, &config.automation, clock.now()).await?;
+    let syncs_queued =
+        crate::automation::schedule_syncs(&store, &modules, &config.automation, clock.now())
+            .await?;
     let runner = OperationRunner::new(
         store.clone(),
         modules,
@@ -247,6 +264,7 @@ pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
     Ok(PassReport {
         automation,
         payments,
+        syncs_queued,
         operations_run,
     })
 }
@@ -293,6 +311,7 @@ fn spawn_reconciler(
 /// until shutdown.
 fn spawn_automation(
     store: Store,
+    modules: ModuleRegistry,
     config: crate::automation::AutomationConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -302,8 +321,13 @@ fn spawn_automation(
         }
         let every = std::time::Duration::from_secs(config.interval_secs);
         loop {
-            if let Err(e) = crate::automation::run_once(&store, &config, chrono::Utc::now()).await {
+            let now = chrono::Utc::now();
+            if let Err(e) = crate::automation::run_once(&store, &config, now).await {
                 tracing::warn!(error = %e, "automation pass failed");
+            }
+            if let Err(e) = crate::automation::schedule_syncs(&store, &modules, &config, now).await
+            {
+                tracing::warn!(error = %e, "queuing syncs failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -80,6 +80,17 @@ struct Lab {
 }
 
 async fn lab(fixture: Fixture, retry_budget_ms: u64) -> Lab {
+    lab_selling(
+        fixture,
+        retry_budget_ms,
+        json!({"configuration": "X1", "location": "1", "os_template": "4", "ip_count": "2"}),
+    )
+    .await
+}
+
+/// A lab whose plan has these module settings.
+async fn lab_selling(fixture: Fixture, retry_budget_ms: u64, settings: Value) -> Lab {
+    let admin = fixture.admin.clone();
     let sim = dcimanager6_sim::spawn(fixture, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("simulator");
@@ -91,8 +102,8 @@ async fn lab(fixture: Fixture, retry_budget_ms: u64) -> Lab {
         "timeout_ms": 20_000,
         "settings": {
             "url": sim.url(),
-            "email": "billing@dci.test",
-            "password": "pw-billing",
+            "email": admin.email,
+            "password": admin.password,
             "poll_ms": "100",
             "retry_budget_ms": retry_budget_ms.to_string(),
             "domain_template": "@ID@.lab.test",
@@ -105,7 +116,7 @@ async fn lab(fixture: Fixture, retry_budget_ms: u64) -> Lab {
             "name": "Dedicated X1",
             "product_type": "dedicated_server",
             "module": "dci",
-            "module_settings": {"configuration": "X1", "location": "1", "os_template": "4", "ip_count": "2"},
+            "module_settings": settings,
             "prices": [{"period": "1m", "currency": "EUR", "amount": 9900}],
             "addons": [{"kind": "boolean", "code": "script-1", "name": "Docker"}],
         }))
@@ -178,13 +189,26 @@ fn addresses(server: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The customer's switch ports (not the BMC's).
 fn ports(server: &Value) -> Vec<String> {
     server["switch_connection"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|c| c["is_ipmi_connection"] != true)
         .map(|c| c["admin_status"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The BMC's port.
+fn ipmi_port(server: &Value) -> String {
+    server["switch_connection"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["is_ipmi_connection"] == true)
+        .map(|c| c["admin_status"].as_str().unwrap().to_owned())
+        .expect("the server's BMC has a switch connection")
 }
 
 /// Order → opening → active, and which pool the addresses came from.
@@ -251,6 +275,7 @@ async fn suspend_resume_and_close_drive_ports_owner_addresses_and_power() {
     assert_eq!(lab.app.service(&id).await["status"], "suspended");
     let server = lab.server(1);
     assert_eq!(ports(&server), ["down", "down"]);
+    assert_eq!(ipmi_port(&server), "up", "the BMC's port is left alone");
     assert_eq!(
         server["power_status"], "on",
         "suspension keeps the power on"
@@ -260,6 +285,7 @@ async fn suspend_resume_and_close_drive_ports_owner_addresses_and_power() {
     lab.app.run_operations().await;
     assert_eq!(lab.app.service(&id).await["status"], "active");
     assert_eq!(ports(&lab.server(1)), ["up", "up"]);
+    assert_eq!(ipmi_port(&lab.server(1)), "up");
 
     lab.action(&id, "close", json!({})).await;
     lab.app.run_operations().await;
@@ -268,6 +294,7 @@ async fn suspend_resume_and_close_drive_ports_owner_addresses_and_power() {
     assert_eq!(server["owner_email"], Value::Null);
     assert_eq!(server["power_status"], "off");
     assert_eq!(ports(&server), ["down", "down"]);
+    assert_eq!(ipmi_port(&server), "up", "closing leaves the BMC reachable");
     let now: Vec<String> = addresses(&server);
     assert!(
         now.iter().all(|a| a.starts_with("10.90.0.")),
@@ -614,4 +641,258 @@ async fn the_module_knows_its_customer_by_the_user_it_created_not_by_an_e_mail_t
             .all(|s| s["owner_email"] != "legacy@other.test"),
         "{servers}"
     );
+}
+
+/// Servers of one configuration, only the last of which may be given out.
+const UNTAKEABLE: &str = r#"
+[[servers]]
+id = 1
+configuration = "X1"
+location = 1
+rack = 7
+diagnostics = "running"
+
+[[servers]]
+id = 2
+configuration = "X1"
+location = 1
+rack = 7
+maintenance = true
+
+[[servers]]
+id = 3
+configuration = "X1"
+location = 1
+rack = 7
+error = "memory test failed"
+
+[[servers]]
+id = 4
+configuration = "X1"
+location = 1
+rack = 7
+last_operation = "failed"
+
+[[servers]]
+id = 5
+configuration = "X1"
+location = 1
+rack = 7
+last_operation = "running"
+
+[[servers]]
+id = 6
+configuration = "X1"
+location = 1
+rack = 7
+last_operation = "canceled"
+"#;
+
+#[tokio::test]
+async fn only_a_server_free_by_the_documented_rule_is_taken() {
+    let mut f = fixture(0, RACK_POOL);
+    let extra = Fixture::parse(&format!(
+        "[admin]\nemail = \"x@y.z\"\npassword = \"p\"\n[[locations]]\nid = 1\nname = \"Lab\"\n[[racks]]\nid = 7\nname = \"R7\"\nlocation = 1\n{UNTAKEABLE}"
+    ))
+    .unwrap();
+    f.servers = extra.servers;
+    let lab = lab(f, 5_000).await;
+    let catalog = lab.app.get("/api/v1/plugins/dci/catalog", ADMIN_KEY).await;
+    let x1 = catalog.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "configuration")
+        .cloned()
+        .unwrap();
+    assert_eq!(x1["details"]["free_server_count"], "1", "{x1}");
+    let id = lab.order().await;
+    let service = lab.settle(&id, "opening").await;
+    assert_eq!(service["status"], "active", "{service}");
+    assert_eq!(service["params"]["server_id"], "6");
+    for untouched in 1..=5 {
+        assert_eq!(
+            lab.server(untouched)["owner_email"],
+            Value::Null,
+            "server {untouched}"
+        );
+    }
+    // None left: the next order waits with a clear reason.
+    let next = lab.order().await;
+    lab.app.run_operations().await;
+    let ops = lab.operations(&next).await;
+    assert_eq!(ops[0]["error_kind"], "unavailable");
+    assert!(
+        ops[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no free server")
+    );
+}
+
+const DUAL_STACK_RACK_POOL: &str = "\n[[pools]]\nid = 1\nname = \"rack-7\"\ncidrs = [\"10.1.0.0/28\", \"2001:db8:7::/120\"]\nrack = 7\n";
+
+#[tokio::test]
+async fn a_dual_stack_pool_gives_ipv4_and_ipv6_and_the_service_shows_both() {
+    let (lab, service) = provisioned_addresses(DUAL_STACK_RACK_POOL).await;
+    let ips = addresses(&lab.server(1));
+    let v4: Vec<&String> = ips.iter().filter(|a| a.starts_with("10.1.0.")).collect();
+    let v6: Vec<&String> = ips
+        .iter()
+        .filter(|a| a.starts_with("2001:db8:7::"))
+        .collect();
+    assert_eq!(v4.len(), 2, "the plan's two IPv4 addresses: {ips:?}");
+    assert_eq!(v6.len(), 1, "and one IPv6: {ips:?}");
+    assert_eq!(service["params"]["ipv6"], v6[0].as_str());
+    assert_eq!(service["params"]["ips"], ips.join(","));
+    assert_eq!(service["params"]["primary_ip"], v4[0].as_str());
+}
+
+#[tokio::test]
+async fn the_demo_rack_pool_gives_a_server_both_families() {
+    let lab = lab_selling(
+        Fixture::demo(),
+        5_000,
+        json!({"configuration": "E3-1230v6-32GB-2x480SSD", "location": "1", "os_template": "1"}),
+    )
+    .await;
+    lab.sim.sim.set_install_delay(Duration::from_millis(100));
+    let id = lab.order().await;
+    let service = lab.settle(&id, "opening").await;
+    assert_eq!(service["status"], "active", "{service}");
+    assert!(
+        service["params"]["primary_ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("198.51.100."),
+        "{service}"
+    );
+    assert!(
+        service["params"]["ipv6"]
+            .as_str()
+            .unwrap()
+            .starts_with("2001:db8:a01::"),
+        "{service}"
+    );
+}
+
+#[tokio::test]
+async fn drift_between_a_service_and_its_server_is_found_and_repaired() {
+    let (lab, service) = provisioned_addresses(RACK_POOL).await;
+    let id = service["id"].as_str().unwrap().to_owned();
+    // Someone switched the server off and pulled its ports down in
+    // DCImanager: the service is still active.
+    lab.sim.sim.set_power(1, false);
+    lab.sim.sim.set_uplinks(1, "down");
+    let r = lab
+        .app
+        .post(&format!("/api/v1/services/{id}/sync"), ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    lab.app.run_operations().await;
+    let server = lab.server(1);
+    assert_eq!(server["power_status"], "on");
+    assert_eq!(ports(&server), ["up", "up"]);
+    let events = lab
+        .app
+        .get(&format!("/api/v1/services/{id}/events"), ADMIN_KEY)
+        .await;
+    let sync = events.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| e["action"] == "sync")
+        .cloned()
+        .expect("what was repaired is recorded");
+    assert_eq!(sync["detail"], "drift repaired: 2 port(s) up, powered on");
+
+    // Suspended, with its ports up again behind the engine's back: the
+    // scheduled sync takes them down; the BMC stays up.
+    lab.action(&id, "suspend", json!({"reason": "admin"})).await;
+    lab.app.run_operations().await;
+    lab.sim.sim.set_uplinks(1, "up");
+    let config = bursar::automation::AutomationConfig {
+        sync_interval_secs: 3_600,
+        ..Default::default()
+    };
+    lab.app.clock.advance(chrono::Duration::hours(2));
+    let queued = bursar::automation::schedule_syncs(
+        lab.app.store(),
+        &lab.app.modules,
+        &config,
+        bursar::clock::Clock::now(&*lab.app.clock),
+    )
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+    lab.app.run_operations().await;
+    let server = lab.server(1);
+    assert_eq!(ports(&server), ["down", "down"]);
+    assert_eq!(ipmi_port(&server), "up");
+    // In step again: nothing to repair, nothing recorded, not due again yet.
+    let before = lab
+        .app
+        .get(&format!("/api/v1/services/{id}/events"), ADMIN_KEY)
+        .await
+        .json["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    lab.app
+        .post(&format!("/api/v1/services/{id}/sync"), ADMIN_KEY, json!({}))
+        .await;
+    lab.app.run_operations().await;
+    let after = lab
+        .app
+        .get(&format!("/api/v1/services/{id}/events"), ADMIN_KEY)
+        .await
+        .json["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+    let queued = bursar::automation::schedule_syncs(
+        lab.app.store(),
+        &lab.app.modules,
+        &config,
+        bursar::clock::Clock::now(&*lab.app.clock),
+    )
+    .await
+    .unwrap();
+    assert_eq!(queued, 0);
+}
+
+#[tokio::test]
+async fn a_plan_on_dcimanager_6_is_never_sold_without_an_operating_system() {
+    let lab = lab(fixture(1, RACK_POOL), 5_000).await;
+    let r = lab
+        .app
+        .post(
+            "/api/v1/plans",
+            ADMIN_KEY,
+            json!({
+                "name": "No OS", "product_type": "dedicated_server", "module": "dci",
+                "module_settings": {"configuration": "X1", "location": "1"},
+                "prices": [{"period": "1m", "currency": "EUR", "amount": 9900}],
+            }),
+        )
+        .await;
+    assert_eq!(r.problem(422), "urn:bursar:problem:invalid-field");
+    assert_eq!(r.json["field"], "module_settings");
+    assert!(r.json["detail"].as_str().unwrap().contains("os_template"));
+    // An `os` add-on the customer picks from is a choice too.
+    let r = lab
+        .app
+        .post(
+            "/api/v1/plans",
+            ADMIN_KEY,
+            json!({
+                "name": "Pick an OS", "product_type": "dedicated_server", "module": "dci",
+                "module_settings": {"configuration": "X1", "location": "1"},
+                "prices": [{"period": "1m", "currency": "EUR", "amount": 9900}],
+                "addons": [{"kind": "enum", "code": "os", "name": "OS", "choices": [{"value": "4"}], "default": "4"}],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }

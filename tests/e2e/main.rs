@@ -11,6 +11,7 @@ mod concurrency;
 mod crash;
 mod customer_props;
 mod dcimanager6;
+mod dcimanager6_contract;
 mod idempotency;
 mod invoices;
 mod ledger_props;

@@ -256,6 +256,7 @@ impl<T> From<Page<T>> for PageBody<T> {
         plans::create, plans::get, plans::list, plans::update, plans::archive,
         services::order, services::get, services::list, services::suspend, services::resume, services::close,
         services::prolong, services::change_plan, services::migrate, services::credentials,
+        services::sync,
         services::operations, services::events,
         operations::list, operations::get, operations::retry, operations::complete,
         plugins::list, plugins::check, plugins::catalog,
@@ -322,6 +323,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/prolong", post(services::prolong))
         .route("/services/{id}/change-plan", post(services::change_plan))
         .route("/services/{id}/migrate", post(services::migrate))
+        .route("/services/{id}/sync", post(services::sync))
         .route("/services/{id}/credentials", get(services::credentials))
         .route("/services/{id}/operations", get(services::operations))
         .route("/services/{id}/events", get(services::events))

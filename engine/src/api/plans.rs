@@ -12,6 +12,7 @@ use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::{AppState, PageBody};
 use crate::catalog::{Plan, PlanSpec, PlanStatus};
+use crate::services::module::missing_requirement;
 use crate::store::catalog as repo;
 
 /// Each plan of the change list exists and is provisioned by the same
@@ -52,13 +53,23 @@ async fn check_change_list(
 
 fn check_spec(state: &AppState, spec: &PlanSpec) -> Result<(), Problem> {
     spec.validate()?;
-    if !state.modules.contains(&spec.module) {
+    let Some(module) = state.modules.get(&spec.module) else {
         return Err(Problem::invalid(
             "module",
             format!(
                 "no processing module instance named `{}` (known: {})",
                 spec.module,
                 state.modules.names().join(", ")
+            ),
+        ));
+    };
+    let codes: Vec<&str> = spec.addons.iter().map(|a| a.code()).collect();
+    if let Some(missing) = missing_requirement(&module.features(), &spec.module_settings, &codes) {
+        return Err(Problem::invalid(
+            "module_settings",
+            format!(
+                "module `{}` needs the plan to set `{missing}` (a module setting, or an add-on of that code)",
+                spec.module
             ),
         ));
     }

@@ -56,6 +56,8 @@ pub enum Action {
     ServiceMigrate,
     /// Reveal a service's credentials (every reveal is an event).
     ServiceCredentials,
+    /// Have the module bring the remote side back to the service's state.
+    ServiceSync,
     OperationRead,
     /// Retry or complete an operation of the manual queue.
     OperationWork,
@@ -130,6 +132,7 @@ pub fn allowed(role: Role, action: Action) -> Option<Reach> {
             | A::ServiceResume
             | A::ServiceClose
             | A::ServiceCredentials
+            | A::ServiceSync
             | A::OperationWork,
         ) => any,
         (
@@ -189,6 +192,7 @@ pub const ROUTES: &[(&str, &str, Action)] = {
             A::ServiceChangePlan,
         ),
         ("POST", "/api/v1/services/{id}/migrate", A::ServiceMigrate),
+        ("POST", "/api/v1/services/{id}/sync", A::ServiceSync),
         (
             "GET",
             "/api/v1/services/{id}/credentials",

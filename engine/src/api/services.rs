@@ -446,6 +446,42 @@ pub async fn migrate(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/services/{id}/sync", tag = "services",
+    params(("id" = String, Path)),
+    responses((status = 202, body = Operation), (status = 409, description = "not active or suspended"),
+        (status = 422, description = "the service's module does not check state")),
+    security(("bearer" = [])))]
+/// Staff: has the service's module compare the remote side (power, switch
+/// ports) with the service's state now and repair any drift; what it
+/// repaired is recorded in the service's events.
+pub async fn sync(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let service = repo::get(tx.conn(), &id).await?;
+    let module = plans_repo::get(tx.conn(), &service.plan_id)
+        .await?
+        .spec
+        .module;
+    let syncs = state
+        .modules
+        .get(&module)
+        .is_some_and(|m| m.features().iter().any(|f| f == "sync"));
+    if !syncs {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "sync-unsupported",
+            "Not supported by the module",
+            format!("module `{module}` does not check its services' state"),
+        ));
+    }
+    let op = lifecycle::request_sync(tx.conn(), &id, now).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(op)).into_response())
+}
+
 /// How often one service's credentials may be revealed: each reveal is an
 /// event, so reveals are bounded like any other write.
 pub struct RevealLimit(governor::DefaultKeyedRateLimiter<String>);

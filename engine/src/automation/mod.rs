@@ -39,6 +39,10 @@ pub struct AutomationConfig {
     /// At most this many items per pass (0: no limit); the rest wait for
     /// the next pass. Bounds how long one pass runs.
     pub max_items: u64,
+    /// How often a service on a module that lists `sync` has its remote
+    /// side (power, switch ports) compared with its state and repaired
+    /// (0: never).
+    pub sync_interval_secs: u64,
 }
 
 impl Default for AutomationConfig {
@@ -49,8 +53,51 @@ impl Default for AutomationConfig {
             cancel_unpaid_after_days: 14,
             batch: 500,
             max_items: 0,
+            sync_interval_secs: 86_400,
         }
     }
+}
+
+/// Queues a `sync` for every active or suspended service on a module that
+/// lists `sync` whose last one is `sync_interval_secs` old (counting from
+/// its activation when it has had none) and that has no operation waiting.
+/// Returns how many it queued.
+pub async fn schedule_syncs(
+    store: &Store,
+    modules: &crate::services::module::ModuleRegistry,
+    config: &AutomationConfig,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    if config.sync_interval_secs == 0 {
+        return Ok(0);
+    }
+    let cutoff = now - Duration::seconds(config.sync_interval_secs.min(i64::MAX as u64 / 2) as i64);
+    let mut queued = 0;
+    for module in modules.names() {
+        let syncs = modules
+            .get(&module)
+            .is_some_and(|m| m.features().iter().any(|f| f == "sync"));
+        if !syncs {
+            continue;
+        }
+        let due = {
+            let mut r = store.reader().await?;
+            repo::due_syncs(r.conn(), &module, cutoff, config.batch).await?
+        };
+        for id in due {
+            let mut tx = store.begin().await?;
+            match crate::lifecycle::request_sync(tx.conn(), &id, now).await {
+                Ok(_) => {
+                    tx.commit().await?;
+                    queued += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(service = %id, error = %e, "could not queue a sync");
+                }
+            }
+        }
+    }
+    Ok(queued)
 }
 
 /// What a pass did, by action.

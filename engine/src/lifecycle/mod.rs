@@ -926,6 +926,63 @@ pub async fn refuse_plan_change(
     .await
 }
 
+/// A `sync` finished: when the module had to repair anything, the event
+/// log says what.
+pub async fn record_sync(
+    mut c: Conn<'_>,
+    op: &Operation,
+    changed: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let service = repo::get(c.reborrow(), &op.service_id).await?;
+    repo::touch_synced(c.reborrow(), &service.id, now).await?;
+    let Some(changed) = changed.filter(|c| !c.is_empty()) else {
+        return Ok(());
+    };
+    repo::record_event(
+        c,
+        &service.id,
+        "sync",
+        service.status,
+        service.status,
+        None,
+        RUNNER,
+        Some(&format!("drift repaired: {changed}")),
+        now,
+    )
+    .await
+}
+
+/// Queues a `sync` of a service whose module lists it: staff on demand,
+/// automation on its interval.
+pub async fn request_sync(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<Operation> {
+    let service = repo::get_for_update(c.reborrow(), id).await?;
+    let state = match service.status {
+        ServiceStatus::Active => "active",
+        ServiceStatus::Suspended => "suspended",
+        other => {
+            return Err(Error::IllegalTransition {
+                service_id: service.id.clone(),
+                status: other.as_str(),
+                action: "sync",
+            });
+        }
+    };
+    let module = plans_repo::get(c.reborrow(), &service.plan_id)
+        .await?
+        .spec
+        .module;
+    repo::enqueue(
+        c,
+        id,
+        OperationKind::Sync,
+        &module,
+        json!({"state": state}),
+        now,
+    )
+    .await
+}
+
 /// Who the engine is in the event log when it acts on a module's answer.
 const RUNNER: &str = runner::RUNNER_ACTOR;
 

@@ -283,8 +283,16 @@ impl OperationRunner {
                 return Ok(false);
             }
             if let Some((params, secret)) = &done_params {
-                record_params(tx.conn(), op, params, secret, &self.secrets, now).await?;
-                crate::lifecycle::complete_effects(tx.conn(), op, RUNNER_ACTOR, now).await?;
+                if op.kind == crate::services::OperationKind::Sync {
+                    let changed = params
+                        .iter()
+                        .find(|(k, _)| k == SYNC_CHANGED)
+                        .map(|(_, v)| v.as_str());
+                    crate::lifecycle::record_sync(tx.conn(), op, changed, now).await?;
+                } else {
+                    record_params(tx.conn(), op, params, secret, &self.secrets, now).await?;
+                    crate::lifecycle::complete_effects(tx.conn(), op, RUNNER_ACTOR, now).await?;
+                }
             }
             if update.status == OperationStatus::Canceled {
                 let kind = update.error_kind.as_deref().unwrap_or_default();
@@ -304,6 +312,10 @@ impl OperationRunner {
 /// the customer can change.
 pub const ACCOUNT_PARAM: &str = "account.";
 
+/// What a module repaired when it brought the remote side back to the
+/// service's state (a `sync`); never stored as a param.
+pub const SYNC_CHANGED: &str = "sync.changed";
+
 /// Stores what a module returned: the service's params and secrets, and
 /// the customer's `account.` params.
 pub async fn record_params(
@@ -316,6 +328,7 @@ pub async fn record_params(
 ) -> Result<()> {
     let (account, service): (Vec<_>, Vec<_>) = params
         .iter()
+        .filter(|(k, _)| !k.starts_with("sync."))
         .cloned()
         .partition(|(k, _)| k.starts_with(ACCOUNT_PARAM));
     if !account.is_empty() {

@@ -259,6 +259,10 @@ impl ProcessingPlugin {
             (None, OperationKind::Prolong) => e.prolong,
             (None, OperationKind::ChangePlan) => e.change_plan,
             (None, OperationKind::Reinstall) => e.reinstall,
+            // A sync asserts the service's state: resume what is active,
+            // suspend what is suspended.
+            (None, OperationKind::Sync) if request.payload["state"] == "suspended" => e.suspend,
+            (None, OperationKind::Sync) => e.resume,
         };
         type Answer = (Result<wit::Outcome, PluginError>,);
         let outcome = self
@@ -285,5 +289,9 @@ impl ProcessingPlugin {
 impl ProcessingModule for ProcessingPlugin {
     fn call<'a>(&'a self, request: &'a ModuleRequest) -> BoxFuture<'a, ModuleResult> {
         Box::pin(self.lifecycle(request))
+    }
+
+    fn features(&self) -> Vec<String> {
+        self.info.features.clone()
     }
 }

@@ -178,10 +178,14 @@ pub enum OperationKind {
     Prolong,
     ChangePlan,
     Reinstall,
+    /// Brings the remote side back to the service's state (ports, power),
+    /// for modules that list `sync`: a `resume` of an active service, a
+    /// `suspend` of a suspended one, reporting what it repaired.
+    Sync,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 7] = [
+    pub const ALL: [OperationKind; 8] = [
         OperationKind::Open,
         OperationKind::Suspend,
         OperationKind::Resume,
@@ -189,6 +193,7 @@ impl OperationKind {
         OperationKind::Prolong,
         OperationKind::ChangePlan,
         OperationKind::Reinstall,
+        OperationKind::Sync,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -200,6 +205,7 @@ impl OperationKind {
             OperationKind::Prolong => "prolong",
             OperationKind::ChangePlan => "change_plan",
             OperationKind::Reinstall => "reinstall",
+            OperationKind::Sync => "sync",
         }
     }
 

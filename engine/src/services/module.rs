@@ -151,6 +151,32 @@ pub type ModuleResult = Result<ModuleOutcome, ModuleError>;
 /// A provisioning back-end.
 pub trait ProcessingModule: Send + Sync {
     fn call<'a>(&'a self, request: &'a ModuleRequest) -> BoxFuture<'a, ModuleResult>;
+
+    /// What the module says it does beyond the required calls (its
+    /// `info` features): `sync`, and `requires:A|B` — a plan on it must set
+    /// module setting `A` or `B`, or offer an add-on of that code.
+    fn features(&self) -> Vec<String> {
+        vec![]
+    }
+}
+
+/// What a plan on a module with `features` lacks: the first `requires:`
+/// that neither its module settings nor its add-ons satisfy.
+pub fn missing_requirement(
+    features: &[String],
+    settings: &BTreeMap<String, String>,
+    addon_codes: &[&str],
+) -> Option<String> {
+    features
+        .iter()
+        .filter_map(|f| f.strip_prefix("requires:"))
+        .find(|alternatives| {
+            !alternatives.split('|').any(|name| {
+                settings.get(name).is_some_and(|v| !v.trim().is_empty())
+                    || addon_codes.contains(&name)
+            })
+        })
+        .map(|a| a.replace('|', "` or `"))
 }
 
 /// The `manual` module: every operation waits for staff.
@@ -210,6 +236,7 @@ pub struct ScriptedModule {
     in_flight: Mutex<HashMap<String, usize>>,
     overlaps: Mutex<Vec<String>>,
     delay: Mutex<Duration>,
+    features: Mutex<Vec<String>>,
 }
 
 impl ScriptedModule {
@@ -232,6 +259,11 @@ impl ScriptedModule {
             .push_back(outcome);
     }
 
+    /// What the module says it does (`sync`, `requires:…`).
+    pub fn set_features(&self, features: &[&str]) {
+        *self.features.lock().expect("lock") = features.iter().map(|f| (*f).to_owned()).collect();
+    }
+
     /// Makes every call take this long (to widen race windows).
     pub fn set_delay(&self, d: Duration) {
         *self.delay.lock().expect("lock") = d;
@@ -248,6 +280,10 @@ impl ScriptedModule {
 }
 
 impl ProcessingModule for ScriptedModule {
+    fn features(&self) -> Vec<String> {
+        self.features.lock().expect("lock").clone()
+    }
+
     fn call<'a>(&'a self, request: &'a ModuleRequest) -> BoxFuture<'a, ModuleResult> {
         Box::pin(async move {
             self.calls.lock().expect("lock").push(request.clone());

@@ -407,6 +407,33 @@ pub async fn clear_params(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Resu
     Ok(())
 }
 
+/// Records that the service's remote side was last brought to its state
+/// at `now`.
+pub async fn touch_synced(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query("UPDATE services SET synced_at = $2 WHERE id = $1")
+        .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Active or suspended services of plans on `module` last synced (or, never
+/// synced, activated) by `cutoff`, with no operation waiting.
+pub async fn due_syncs(
+    mut c: Conn<'_>,
+    module: &str,
+    cutoff: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        "SELECT s.id FROM services s JOIN plans p ON p.id = s.plan_id
+         WHERE p.module = $1 AND s.status IN ('active', 'suspended')
+           AND COALESCE(s.synced_at, s.anchor_at) <= $2
+           AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.service_id = s.id
+                           AND o.status IN ('queued', 'running', 'waiting', 'manual'))
+         ORDER BY s.id LIMIT $3")
+        .bind(module).bind(to_micros(cutoff)).bind(limit as i64)
+        .fetch_all(&mut **c).await)?)
+}
+
 /// Forgets a service's secrets (once it is closed).
 pub async fn clear_secrets(mut c: Conn<'_>, id: &str) -> Result<()> {
     sql!(&mut c, c => sqlx::query("UPDATE services SET secret_params = '{}' WHERE id = $1")

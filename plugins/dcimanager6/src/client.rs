@@ -14,84 +14,10 @@ use bursar_plugin_sdk::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// A list answer: `{"list": [...], "size": N}`.
-#[derive(Debug, Deserialize)]
-struct List<T> {
-    list: Vec<T>,
-}
+pub use crate::types::ErrorAnswer;
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Configuration {
-    pub configuration: String,
-    pub free_server_count: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Named {
-    pub id: u64,
-    pub name: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub access: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct User {
-    pub id: u64,
-    #[serde(default)]
-    pub email: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ServerOperation {
-    pub id: u64,
-    pub status: String,
-    #[serde(default)]
-    pub status_info: String,
-    #[serde(default)]
-    pub progress_info: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Ip {
-    pub id: u64,
-    pub name: String,
-    #[serde(default)]
-    pub family: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct SwitchConnection {
-    pub id: u64,
-    pub admin_status: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Server {
-    pub id: u64,
-    #[serde(default)]
-    pub domain: String,
-    pub configuration: String,
-    #[serde(default)]
-    pub state: String,
-    #[serde(default)]
-    pub maintenance: bool,
-    #[serde(default)]
-    pub power_status: String,
-    #[serde(default)]
-    pub owner_email: Option<String>,
-    #[serde(default)]
-    pub location_id: u64,
-    #[serde(default)]
-    pub operation: Option<ServerOperation>,
-    #[serde(default)]
-    pub os_template: Option<Named>,
-    #[serde(default)]
-    pub ip: Vec<Ip>,
-    #[serde(default)]
-    pub switch_connection: Vec<SwitchConnection>,
-}
+pub use crate::types::{Configuration, Named, Server, ServerOperation, User};
+use crate::types::{Created, List, Started, Token, USER_ROLE};
 
 /// `"` and `\` cannot appear in a quoted `where` value.
 fn quoted(v: &str) -> Result<String, PluginError> {
@@ -156,10 +82,6 @@ impl Dci {
                 )));
             }
             _ => return Err(status_error("login", &r)),
-        }
-        #[derive(Deserialize)]
-        struct Token {
-            token: String,
         }
         self.token = Some(r.json::<Token>()?.token);
         Ok(())
@@ -276,9 +198,14 @@ impl Dci {
                 "full_name": email,
                 "password": password,
                 "phone_number": "",
-                "role": "user",
+                "role": USER_ROLE,
             })),
         )
+    }
+
+    /// The id of a user just created.
+    pub fn created_id(r: &Response) -> Result<u64, PluginError> {
+        Ok(r.json::<Created>()?.id)
     }
 
     // ---- servers ----
@@ -329,9 +256,11 @@ impl Dci {
         Ok(())
     }
 
-    pub fn allocate_ips(&mut self, id: u64, count: u64) -> Result<(), PluginError> {
-        self.post("IP allocation", &format!("/api/dci/v3/server/{id}/ip"), json!({"count": count, "family": "ipv4"}))?;
-        Ok(())
+    /// Asks for `count` more addresses of `family` from the server's pool
+    /// **[assumed]**; DCImanager picks the pool (rack → location →
+    /// "public"). The answer as it came: a 4xx means none can be had.
+    pub fn allocate_ips(&mut self, id: u64, count: u64, family: &str) -> Result<Response, PluginError> {
+        self.call("POST", &format!("/api/dci/v3/server/{id}/ip"), Some(&json!({"count": count, "family": family})))
     }
 
     pub fn release_ip(&mut self, id: u64, ip: u64) -> Result<(), PluginError> {
@@ -349,10 +278,6 @@ impl Dci {
             &format!("/api/dci/v3/server/{id}/operation/install"),
             json!({"os_template": template, "password": password, "ssh_keys": [], "recipes": recipes}),
         )?;
-        #[derive(Deserialize)]
-        struct Started {
-            operation: u64,
-        }
         Ok(r.json::<Started>()?.operation)
     }
 
@@ -363,10 +288,9 @@ impl Dci {
 
 /// DCImanager's own error text, or the body.
 pub fn message(r: &Response) -> String {
-    serde_json::from_slice::<Value>(&r.body)
-        .ok()
-        .and_then(|v| v["error"]["msg"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| r.text().chars().take(200).collect())
+    serde_json::from_slice::<ErrorAnswer>(&r.body)
+        .map(|e| e.error.msg)
+        .unwrap_or_else(|_| r.text().chars().take(200).collect())
 }
 
 /// A non-success answer as the error the engine acts on.

@@ -11,6 +11,8 @@
 //! | `location` | plan: the location id (any location when absent) |
 //! | `os_template` | plan: the default OS template id (add-on `os` overrides it) |
 //! | `ip_count` | plan: IPv4 addresses included (default 1; add-on `extra_ips` adds) |
+//! | `ipv6` | `address` (default: one IPv6 address when the server's pool holds IPv6 too) or `none` |
+//! | `adopt_existing_users` | `true`: a DCImanager user with the customer's e-mail that this module did not create is taken over (moving customers from another billing system) |
 //! | `domain_template` | the server's domain name; `@ID@` is the service id (default `@ID@.dedicated.invalid`) |
 //! | `retry_budget_ms` | how long one call keeps retrying 503s (default 20000) |
 //! | `poll_ms` | how often the install is polled (default 5000) |
@@ -20,6 +22,7 @@
 //! and `script-<id>` = `true` for each DCImanager script (recipe) ordered.
 
 mod client;
+mod types;
 
 use bursar_plugin_sdk::prelude::*;
 use client::{Dci, Server};
@@ -105,15 +108,6 @@ fn poll_ms(ctx: &Context) -> Result<u64, PluginError> {
     Ok(param_u64(&ctx.settings, "poll_ms")?.unwrap_or(5_000))
 }
 
-/// Free as BILLmanager's module defines it: no owner, no errors, not in
-/// maintenance, last operation finished well.
-fn is_free(s: &Server) -> bool {
-    s.owner_email.is_none()
-        && (s.state.is_empty() || s.state == "ok")
-        && !s.maintenance
-        && s.operation.as_ref().is_none_or(|o| o.status == "ok" || o.status == "canceled")
-}
-
 /// The service's server: by the `server_id` param, else by its domain.
 fn find_server(dci: &mut Dci, ctx: &Context) -> Result<Option<Server>, PluginError> {
     if let Some(id) = param_u64(&ctx.service.params, "server_id")? {
@@ -163,11 +157,7 @@ fn user_for(dci: &mut Dci, ctx: &Context) -> Result<u64, PluginError> {
     let password = derived_password(ctx, &format!("user:{email}"))?;
     let r = dci.create_user(email, &password)?;
     if r.is_success() {
-        #[derive(serde::Deserialize)]
-        struct Created {
-            id: u64,
-        }
-        return Ok(r.json::<Created>()?.id);
+        return Dci::created_id(&r);
     }
     match dci.user_by_email(email)? {
         Some(u) if ctx.settings.get("adopt_existing_users") == Some("true") => {
@@ -192,7 +182,22 @@ fn user_for(dci: &mut Dci, ctx: &Context) -> Result<u64, PluginError> {
 fn take_server(dci: &mut Dci, ctx: &Context, owner: u64, domain: &str) -> Result<Server, PluginError> {
     let configuration = ctx.settings.require("configuration")?;
     let location = param_u64(&ctx.settings, "location")?;
-    for candidate in dci.unowned(configuration, location)?.into_iter().filter(is_free) {
+    let mut skipped = vec![];
+    let free: Vec<Server> = dci
+        .unowned(configuration, location)?
+        .into_iter()
+        .filter(|s| match s.not_free() {
+            None => true,
+            Some(why) => {
+                skipped.push(format!("{}: {why}", s.id));
+                false
+            }
+        })
+        .collect();
+    if !skipped.is_empty() {
+        log::info(&format!("servers not taken: {}", skipped.join("; ")));
+    }
+    for candidate in free {
         let r = dci.set_owner(candidate.id, Some(owner), Some(domain))?;
         if r.is_success() {
             log::info(&format!("server {} given to {} as {domain}", candidate.id, ctx.service.account_email));
@@ -215,10 +220,54 @@ fn take_server(dci: &mut Dci, ctx: &Context, owner: u64, domain: &str) -> Result
     ))
 }
 
-fn ports(dci: &mut Dci, s: &Server, up: bool) -> Result<(), PluginError> {
+/// Turns the customer's switch ports up or down — never the BMC's
+/// (`is_ipmi_connection`), which staff and DCImanager itself need. Returns
+/// how many it changed.
+fn ports(dci: &mut Dci, s: &Server, up: bool) -> Result<usize, PluginError> {
     let want = if up { "up" } else { "down" };
-    for c in s.switch_connection.iter().filter(|c| c.admin_status != want) {
+    let mut changed = 0;
+    for c in s.uplinks().filter(|c| c.admin_status != want) {
         dci.switch_port(s.id, c.id, up)?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+/// What the IPv6 setting asks for.
+fn ipv6_wanted(ctx: &Context) -> Result<bool, PluginError> {
+    match ctx.settings.get("ipv6").unwrap_or("address") {
+        "address" => Ok(true),
+        "none" => Ok(false),
+        other => Err(PluginError::invalid_config(format!(
+            "setting `ipv6` is `{other}`: use `address` or `none`"
+        ))),
+    }
+}
+
+/// Gives the server the addresses the plan includes: the IPv4 count, and
+/// (unless `ipv6 = "none"`) one IPv6 address when its pool holds IPv6 too
+/// ("to allocate IPv4 and IPv6 addresses to the server, add them to the
+/// same pool"). A pool without IPv6 leaves the server IPv4 only.
+fn allocate(dci: &mut Dci, ctx: &Context, s: &Server) -> Result<(), PluginError> {
+    let have_v4 = s.ip.iter().filter(|i| !i.is_v6()).count() as u64;
+    let want = wanted_ips(ctx)?;
+    if have_v4 < want {
+        let r = dci.allocate_ips(s.id, want - have_v4, "ipv4")?;
+        if !r.is_success() {
+            return Err(client::status_error("IPv4 allocation", &r));
+        }
+    }
+    if ipv6_wanted(ctx)? && !s.ip.iter().any(|i| i.is_v6()) {
+        let r = dci.allocate_ips(s.id, 1, "ipv6")?;
+        match r.status {
+            200..=299 => {}
+            400..=499 => log::info(&format!(
+                "server {}: no IPv6 in its pool ({}); it has IPv4 only",
+                s.id,
+                client::message(&r)
+            )),
+            _ => return Err(client::status_error("IPv6 allocation", &r)),
+        }
     }
     Ok(())
 }
@@ -256,7 +305,8 @@ fn parse_ref(remote_ref: &str) -> Result<(u64, u64, Option<u64>), PluginError> {
 /// What the service learns once its server is ready (and, kept for the
 /// customer, the DCImanager user it belongs to).
 fn done(ctx: &Context, s: &Server, owner: Option<u64>) -> Result<Outcome, PluginError> {
-    let v4: Vec<&str> = s.ip.iter().filter(|i| i.family != "ipv6").map(|i| i.name.as_str()).collect();
+    let v4: Vec<&str> = s.ip.iter().filter(|i| !i.is_v6()).map(|i| i.name.as_str()).collect();
+    let v6: Vec<&str> = s.ip.iter().filter(|i| i.is_v6()).map(|i| i.name.as_str()).collect();
     let all: Vec<&str> = s.ip.iter().map(|i| i.name.as_str()).collect();
     let mut params = vec![
         ("server_id".to_owned(), s.id.to_string()),
@@ -267,6 +317,9 @@ fn done(ctx: &Context, s: &Server, owner: Option<u64>) -> Result<Outcome, Plugin
     ];
     if let Some(ip) = v4.first() {
         params.push(("primary_ip".into(), (*ip).to_owned()));
+    }
+    if let Some(ip) = v6.first() {
+        params.push(("ipv6".into(), (*ip).to_owned()));
     }
     if let Some(os) = &s.os_template {
         params.push(("os".into(), os.name.clone()));
@@ -280,12 +333,33 @@ fn done(ctx: &Context, s: &Server, owner: Option<u64>) -> Result<Outcome, Plugin
     })
 }
 
+/// `done`, saying what had to change (`sync.changed`) when anything did.
+fn repaired(changes: &[Option<String>]) -> Outcome {
+    let changed: Vec<&str> = changes.iter().flatten().map(String::as_str).collect();
+    if changed.is_empty() {
+        return Outcome::nothing();
+    }
+    Outcome::done([("sync.changed", changed.join(", "))])
+}
+
 impl ProcessingModule for Dcimanager6 {
     fn info() -> PluginInfo {
         PluginInfo::new(
             "dcimanager6",
             env!("CARGO_PKG_VERSION"),
-            &["catalog", "suspend", "resume", "close", "reinstall", "poll"],
+            &[
+                "catalog",
+                "suspend",
+                "resume",
+                "close",
+                "reinstall",
+                "poll",
+                "sync",
+                // A plan names what to sell, and a server is never given
+                // out without an operating system.
+                "requires:configuration",
+                "requires:os_template|os",
+            ],
         )
     }
 
@@ -357,11 +431,7 @@ impl ProcessingModule for Dcimanager6 {
             }
         };
         ports(&mut dci, &server, true)?;
-        let have = server.ip.iter().filter(|i| i.family != "ipv6").count() as u64;
-        let want = wanted_ips(&ctx)?;
-        if have < want {
-            dci.allocate_ips(server.id, want - have)?;
-        }
+        allocate(&mut dci, &ctx, &server)?;
         if let Some(op) = server.operation.as_ref().filter(|o| o.status == "running") {
             return Ok(Outcome::in_progress(remote_ref(server.id, op.id, owner), poll_ms(&ctx)?, None));
         }
@@ -377,31 +447,34 @@ impl ProcessingModule for Dcimanager6 {
             "failed" | "canceled" => Err(PluginError::rejected(format!(
                 "DCImanager install on server {server} {}: {}",
                 operation.status,
-                if operation.status_info.is_empty() { "no reason given" } else { &operation.status_info }
+                operation.reason()
             ))),
-            _ => Ok(Outcome::in_progress(
-                remote_ref,
-                poll_ms(&ctx)?,
-                Some(operation.progress_info).filter(|p| !p.is_empty()),
-            )),
+            _ => Ok(Outcome::in_progress(remote_ref, poll_ms(&ctx)?, operation.progress())),
         }
     }
 
+    /// Ports down (the server stays powered). Also what a `sync` of a
+    /// suspended service runs: it reports what it had to repair.
     fn suspend(ctx: Context) -> Result<Outcome, PluginError> {
         let mut dci = Dci::new(&ctx.settings)?;
         let s = require_server(&mut dci, &ctx)?;
-        ports(&mut dci, &s, false)?;
-        Ok(Outcome::nothing())
+        let downed = ports(&mut dci, &s, false)?;
+        Ok(repaired(&[(downed > 0).then(|| format!("{downed} port(s) down"))]))
     }
 
+    /// Ports up, power on. Also what a `sync` of an active service runs.
     fn resume(ctx: Context) -> Result<Outcome, PluginError> {
         let mut dci = Dci::new(&ctx.settings)?;
         let s = require_server(&mut dci, &ctx)?;
-        ports(&mut dci, &s, true)?;
-        if s.power_status == "off" {
+        let upped = ports(&mut dci, &s, true)?;
+        let powered = s.power_status == "off";
+        if powered {
             dci.power(s.id, true)?;
         }
-        Ok(Outcome::nothing())
+        Ok(repaired(&[
+            (upped > 0).then(|| format!("{upped} port(s) up")),
+            powered.then(|| "powered on".to_owned()),
+        ]))
     }
 
     fn close(ctx: Context) -> Result<Outcome, PluginError> {

@@ -112,6 +112,20 @@ fn default_state() -> String {
     "ok".into()
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// Where a server's diagnostics are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Diagnostics {
+    #[default]
+    Finished,
+    /// Still running: the server is `is_new` and not to be given out.
+    Running,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
@@ -119,16 +133,29 @@ pub struct Server {
     pub configuration: String,
     pub location: u64,
     pub rack: u64,
-    /// How many switch connections the server has.
+    /// How many switch connections the customer's traffic uses.
     #[serde(default = "default_ports")]
     pub switch_ports: u32,
+    /// Whether the server's BMC has a switch connection of its own
+    /// (`is_ipmi_connection`), which is never switched off.
+    #[serde(default = "yes")]
+    pub ipmi: bool,
     #[serde(default = "default_power")]
     pub power: String,
-    /// `ok`, or anything else for a server with errors.
+    /// The server's `state`.
     #[serde(default = "default_state")]
     pub state: String,
+    /// A status or diagnostic error (`state_info`).
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub diagnostics: Diagnostics,
     #[serde(default)]
     pub maintenance: bool,
+    /// The status its last operation ended in before the simulator
+    /// started (`failed`, `running`, `canceled`…), if it had one.
+    #[serde(default)]
+    pub last_operation: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

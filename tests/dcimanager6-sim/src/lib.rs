@@ -71,6 +71,22 @@ impl Sim {
     }
 
     /// Changes how long installs take (for installs started afterwards).
+    /// Turns a server's power on or off behind the billing system's back.
+    pub fn set_power(&self, id: u64, on: bool) {
+        let action = if on { "power_on" } else { "power_off" };
+        self.lock().power(id, action).expect("a server");
+    }
+
+    /// Sets every customer port (not the BMC's) of a server, behind the
+    /// billing system's back.
+    pub fn set_uplinks(&self, id: u64, status: &str) {
+        let mut state = self.lock();
+        let server = state.servers.get_mut(&id).expect("a server");
+        for c in server.switch.iter_mut().filter(|c| !c.is_ipmi) {
+            c.admin_status = status.to_owned();
+        }
+    }
+
     /// Adds a DCImanager user, as staff would in its panel; returns its id.
     pub fn add_user(&self, email: &str) -> u64 {
         self.lock()

@@ -150,6 +150,7 @@ impl IpRecord {
             "ipnet": self.pool,
             "ipnet_name": self.cidr,
             "status": "assigned",
+            "status_info": {},
         })
     }
 }
@@ -157,9 +158,14 @@ impl IpRecord {
 #[derive(Debug, Clone)]
 pub struct SwitchConnection {
     pub id: u64,
-    pub switch: String,
-    pub connection_id: String,
+    /// The switch's id.
+    pub switch: u64,
+    /// The port's id on the switch.
+    pub connection_id: u64,
+    pub description: String,
     pub admin_status: String,
+    /// The BMC's port.
+    pub is_ipmi: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +178,6 @@ pub struct Server {
     pub switch: Vec<SwitchConnection>,
     pub last_operation: Option<u64>,
     pub os_template: Option<u64>,
-    pub is_new: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +190,9 @@ pub struct Operation {
     pub os_template: u64,
     pub recipes: Vec<u64>,
     pub password: String,
+    /// How it ended, when the fixture says so (`canceled`…); else by
+    /// `delay` and `failure`.
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,21 +254,54 @@ impl State {
             })
             .collect();
         let mut next_id = 1000;
+        let mut operations = BTreeMap::new();
         let servers = f
             .servers
             .iter()
             .map(|s| {
-                let switch = (0..s.switch_ports)
+                let mut switch: Vec<SwitchConnection> = (0..s.switch_ports)
                     .map(|i| {
                         next_id += 1;
                         SwitchConnection {
                             id: next_id,
-                            switch: format!("sw-rack{}", s.rack),
-                            connection_id: format!("Ethernet1/{}", s.id * 10 + u64::from(i)),
+                            switch: 100 + s.rack,
+                            connection_id: s.id * 10 + u64::from(i),
+                            description: format!("Ethernet1/{}", s.id * 10 + u64::from(i)),
                             admin_status: "down".into(),
+                            is_ipmi: false,
                         }
                     })
                     .collect();
+                if s.ipmi {
+                    next_id += 1;
+                    switch.push(SwitchConnection {
+                        id: next_id,
+                        switch: 900 + s.rack,
+                        connection_id: s.id,
+                        description: format!("mgmt{}", s.id),
+                        admin_status: "up".into(),
+                        is_ipmi: true,
+                    });
+                }
+                let last_operation = s.last_operation.as_ref().map(|status| {
+                    next_id += 1;
+                    operations.insert(
+                        next_id,
+                        Operation {
+                            id: next_id,
+                            server: s.id,
+                            started: Instant::now(),
+                            delay: Duration::ZERO,
+                            failure: (status == "failed")
+                                .then(|| "RAID controller not found".into()),
+                            os_template: 0,
+                            recipes: vec![],
+                            password: String::new(),
+                            outcome: Some(status.clone()),
+                        },
+                    );
+                    next_id
+                });
                 (
                     s.id,
                     Server {
@@ -270,9 +311,8 @@ impl State {
                         power: s.power.clone(),
                         ips: vec![],
                         switch,
-                        last_operation: None,
+                        last_operation,
                         os_template: None,
-                        is_new: true,
                     },
                 )
             })
@@ -298,7 +338,7 @@ impl State {
             scripts: f.scripts,
             users,
             ips: BTreeMap::new(),
-            operations: BTreeMap::new(),
+            operations,
             tokens: BTreeMap::new(),
             faults: Faults::default(),
             next_id,
@@ -327,7 +367,8 @@ impl State {
         let ttl = Duration::from_secs(self.settings.token_ttl_secs);
         self.tokens.insert(token.clone(), Instant::now() + ttl);
         self.logins += 1;
-        Ok(json!({"token": token, "expires_in": ttl.as_secs()}))
+        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64);
+        Ok(json!({"token": token, "expires_at": expires_at.to_rfc3339()}))
     }
 
     /// Checks a token, counting the call towards an injected expiry.
@@ -412,12 +453,22 @@ impl State {
 
     // ---- users ----
 
+    /// Users as the list shows them: roles as `[@user]`, with their
+    /// server counts.
     pub fn users_json(&self) -> Vec<Value> {
         self.users
             .values()
-            .map(
-                |u| json!({"id": u.id, "email": u.email, "full_name": u.full_name, "role": u.role}),
-            )
+            .map(|u| {
+                let servers = self.servers.values().filter(|s| s.owner == Some(u.id)).count();
+                json!({
+                    "id": u.id,
+                    "email": u.email,
+                    "full_name": u.full_name,
+                    "roles": format!("[@{}]", u.role.trim_start_matches("[@").trim_end_matches(']')),
+                    "server_count": servers,
+                    "vlans_per_user": 0,
+                })
+            })
             .collect()
     }
 
@@ -453,27 +504,43 @@ impl State {
 
     // ---- servers ----
 
-    fn operation_status(&self, op: &Operation) -> (String, String, String) {
-        let elapsed = op.started.elapsed();
-        if elapsed >= op.delay {
-            return match &op.failure {
-                Some(msg) => ("failed".into(), msg.clone(), String::new()),
-                None => ("ok".into(), String::new(), "Finished".into()),
+    /// An operation's status, `status_info` (an object) and
+    /// `progress_info` (an array of step objects).
+    fn operation_status(&self, op: &Operation) -> (String, Value, Value) {
+        if let Some(outcome) = &op.outcome {
+            let info = match &op.failure {
+                Some(msg) => json!({"msg": msg}),
+                None => json!({}),
             };
+            return (outcome.clone(), info, json!([]));
         }
         let steps = &self.settings.install_steps;
-        let step = if steps.is_empty() || op.delay.is_zero() {
-            "Installing".to_owned()
+        let elapsed = op.started.elapsed();
+        let finished = elapsed >= op.delay;
+        let at = if finished || op.delay.is_zero() {
+            steps.len()
         } else {
-            let i = (elapsed.as_micros() * steps.len() as u128 / op.delay.as_micros()) as usize;
-            format!(
-                "{} ({}/{})",
-                steps[i.min(steps.len() - 1)],
-                i + 1,
-                steps.len()
-            )
+            (elapsed.as_micros() * steps.len() as u128 / op.delay.as_micros()) as usize
         };
-        ("running".into(), String::new(), step)
+        let progress: Vec<Value> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let status = match i.cmp(&at) {
+                    std::cmp::Ordering::Less => "ok",
+                    std::cmp::Ordering::Equal => "running",
+                    std::cmp::Ordering::Greater => "waiting",
+                };
+                json!({"name": name, "status": status})
+            })
+            .collect();
+        if !finished {
+            return ("running".into(), json!({}), Value::Array(progress));
+        }
+        match &op.failure {
+            Some(msg) => ("failed".into(), json!({"msg": msg}), Value::Array(progress)),
+            None => ("ok".into(), json!({}), Value::Array(progress)),
+        }
     }
 
     pub fn operation_json(&self, id: u64) -> ApiResult {
@@ -509,7 +576,7 @@ impl State {
             "domain": s.domain,
             "configuration": s.spec.configuration,
             "state": s.spec.state,
-            "state_info": if s.spec.state == "ok" { "" } else { "hardware error" },
+            "state_info": s.spec.error.clone().unwrap_or_default(),
             "maintenance": s.spec.maintenance,
             "power_status": s.power,
             "owner": s.owner,
@@ -524,10 +591,17 @@ impl State {
                 "id": c.id,
                 "switch": c.switch,
                 "connection_id": c.connection_id,
+                "description": c.description,
                 "admin_status": c.admin_status,
-                "oper_status": if c.admin_status == "up" && s.power == "on" { "up" } else { "down" },
+                "oper_status": if c.admin_status == "up" && (s.power == "on" || c.is_ipmi) { "up" } else { "down" },
+                "do_not_collect_traffic": c.is_ipmi,
+                "is_ipmi_connection": c.is_ipmi,
             })).collect::<Vec<_>>(),
-            "is_new": s.is_new,
+            "pdu_connection": {"port_id": s.spec.id, "pdu_id": 500 + s.spec.rack, "connection_id": s.spec.id},
+            "hardware_info": {"cpu": s.spec.configuration},
+            "perform_info": {},
+            "settings": {"efi": false},
+            "is_new": s.spec.diagnostics == fixture::Diagnostics::Running,
         }))
     }
 
@@ -538,15 +612,21 @@ impl State {
             .collect()
     }
 
-    /// Whether a server can be given to a customer: no owner, no errors,
-    /// not in maintenance, last operation finished well.
+    /// Whether a server can be given to a customer: no owner, diagnostics
+    /// finished, configuration known, last operation `ok` or `canceled`,
+    /// not in maintenance, no errors.
     fn is_free(&self, s: &Server) -> bool {
         let last_ok = s.last_operation.is_none_or(|o| {
             self.operations
                 .get(&o)
-                .is_some_and(|op| self.operation_status(op).0 == "ok")
+                .is_some_and(|op| matches!(self.operation_status(op).0.as_str(), "ok" | "canceled"))
         });
-        s.owner.is_none() && s.spec.state == "ok" && !s.spec.maintenance && last_ok
+        s.owner.is_none()
+            && s.spec.diagnostics == fixture::Diagnostics::Finished
+            && !s.spec.configuration.is_empty()
+            && s.spec.error.is_none()
+            && !s.spec.maintenance
+            && last_ok
     }
 
     /// Configurations with their free server counts, over the servers that
@@ -605,9 +685,7 @@ impl State {
                 (_, Some(_)) => {
                     // Given to a customer: the technical addresses go back.
                     self.release_role(id, Role::Deallocation);
-                    let s = self.server_mut(id)?;
-                    s.owner = owner;
-                    s.is_new = false;
+                    self.server_mut(id)?.owner = owner;
                 }
                 (Some(_), None) => {
                     self.server_mut(id)?.owner = None;
@@ -820,6 +898,7 @@ impl State {
                 os_template: template,
                 recipes,
                 password,
+                outcome: None,
             },
         );
         let s = self.server_mut(server)?;

@@ -42,3 +42,7 @@ CREATE TABLE account_module_params (
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (account_id, module, key)
 );
+
+-- When a module last brought a service's remote side back to its state
+-- (a `sync`): the next is due an interval later.
+ALTER TABLE services ADD COLUMN synced_at BIGINT;
