@@ -43,6 +43,14 @@ pub enum Error {
     #[error("{message}")]
     Unprocessable { kind: &'static str, message: String },
 
+    /// The account is blocked or closed: it orders, pays and is credited
+    /// no more.
+    #[error("account {account_id} is {status}")]
+    AccountNotActive {
+        account_id: String,
+        status: &'static str,
+    },
+
     /// A per-account limit is reached.
     #[error("{message}")]
     Quota { what: &'static str, message: String },

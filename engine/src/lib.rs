@@ -7,12 +7,15 @@
 pub mod accounts;
 pub mod api;
 pub mod automation;
+pub mod billing;
 pub mod calendar;
 pub mod catalog;
+pub mod charges;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod files;
 pub mod ids;
 pub mod invoices;
 pub mod ledger;

@@ -21,9 +21,32 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::plugins::instances::SettingValue;
-
 const PREFIX: &str = "enc:v1:";
+
+/// A setting's value: plain text, or a secret read at start from an
+/// environment variable or a file. Secrets are never logged or returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Text(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+impl SettingValue {
+    /// The value, read from the environment or a file when it is a secret
+    /// kept there. The error says where it looked.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            SettingValue::Text(t) => Ok(t.clone()),
+            SettingValue::Env { env } => std::env::var(env)
+                .map_err(|_| format!("reads the environment variable {env}, which is not set")),
+            SettingValue::File { file } => std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("reads {}: {e}", file.display())),
+        }
+    }
+}
 
 /// `[secrets]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,7 +208,7 @@ fn read_or_create(path: &Path) -> Result<String, SecretsError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = generate_key();
-            match write_private(path, &key) {
+            match crate::files::write_private(path, &key) {
                 Ok(()) => {
                     tracing::info!(file = %path.display(), "created a new secrets key; back it up with the database");
                     Ok(key)
@@ -224,35 +247,6 @@ fn check_private(path: &Path) -> Result<(), SecretsError> {
     }
     let _ = path;
     Ok(())
-}
-
-/// Writes a file only its owner can read, in a directory only its owner
-/// can enter (both created when missing). The file appears whole or not at
-/// all, and never replaces one that exists (`AlreadyExists`): two
-/// processes starting at once agree on the first one's.
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    crate::store::create_private_dir(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::now_v7().simple()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let written = (|| {
-        use std::io::Write;
-        let mut file = options.open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::hard_link(&tmp, path)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    written
 }
 
 #[cfg(test)]

@@ -246,7 +246,7 @@ pub async fn automation_pass(config: &Config) -> anyhow::Result<PassReport> {
         secrets.clone(),
     );
     let payments =
-        crate::payments::reconcile(&store, &state.plugins, &config.payments, clock.now()).await?;
+        crate::billing::reconcile(&store, &state.plugins, &config.payments, clock.now()).await?;
     let automation = crate::automation::run_once(&store, &config.automation, clock.now()).await?;
     let syncs_queued =
         crate::automation::schedule_syncs(&store, &modules, &config.automation, clock.now())
@@ -285,7 +285,7 @@ fn spawn_reconciler(
             if *shutdown.borrow() {
                 break;
             }
-            let pass = crate::payments::reconcile(
+            let pass = crate::billing::reconcile(
                 &state.store,
                 &state.plugins,
                 &state.payments,

@@ -538,7 +538,7 @@ async fn echo_gateway(mode: &str) -> bursar::plugins::gateway::GatewayPlugin {
 async fn a_gateway_answering_garbage_money_is_rejected_by_validation() {
     let fine = echo_gateway("ok").await.query("echo-1").await.unwrap();
     let amount = fine.amount.expect("an amount");
-    assert_eq!((amount.amount, amount.currency.as_str()), (500, "EUR"));
+    assert_eq!((amount.minor(), amount.currency().code()), (500, "EUR"));
     for (mode, expected) in [
         ("garbage-amount", "not positive"),
         ("garbage-currency", "not an ISO 4217 currency"),
@@ -549,16 +549,12 @@ async fn a_gateway_answering_garbage_money_is_rejected_by_validation() {
             other => panic!("{mode}: expected invalid_result, got {other:?}"),
         }
     }
-    let request = bursar::plugins::gateway::wit::PaymentRequest {
+    let request = bursar::payments::PaymentRequest {
         payment_id: "pay_1".into(),
-        amount: bursar::plugins::gateway::WitMoney {
-            amount: 1000,
-            currency: "EUR".into(),
-        },
+        amount: bursar::money::Money::new(1000, bursar::money::Currency::EUR).unwrap(),
         description: "top-up".into(),
         account_email: "a@example.com".into(),
         return_url: "https://shop.example/return".into(),
-        settings: vec![],
     };
     let created = echo_gateway("ok")
         .await
@@ -636,8 +632,8 @@ async fn stripe_gateway() -> bursar::plugins::gateway::GatewayPlugin {
     .expect("load the stripe gateway")
 }
 
-fn stripe_callback(signature: String, body: Vec<u8>) -> bursar::plugins::gateway::wit::HttpRequest {
-    bursar::plugins::gateway::wit::HttpRequest {
+fn stripe_callback(signature: String, body: Vec<u8>) -> bursar::payments::CallbackRequest {
+    bursar::payments::CallbackRequest {
         method: "POST".into(),
         uri: "/api/v1/gateways/stripe/callback".into(),
         headers: vec![("stripe-signature".into(), signature)],

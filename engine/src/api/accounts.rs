@@ -17,7 +17,7 @@ use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::policy::Action;
 use crate::api::{AppState, ListQuery, PageBody};
 use crate::calendar::Zone;
-use crate::ledger::{LedgerAccountId, TransactionDraft, TransactionKind};
+use crate::ledger::{LedgerAccountId, TransactionKind};
 use crate::money::{Currency, Money};
 use crate::store::accounts::{self as repo, AccountChanges, NewAccount, NewKey};
 use crate::store::ledger::{self as ledger_repo, LedgerTransaction, StatementLine};
@@ -347,35 +347,18 @@ pub async fn credit(
     let actor = principal.actor();
     idem.run(&state, |tx| {
         Box::pin(async move {
+            let transaction = crate::billing::adjust(
+                tx.conn(),
+                &id,
+                kind,
+                amount,
+                &reason,
+                ledger_key,
+                &actor,
+                now,
+            )
+            .await?;
             let account = repo::get(tx.conn(), &id).await?;
-            if account.status != AccountStatus::Active {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "account-not-active",
-                    "Account not active",
-                    format!("account {id} is {}", account.status.as_str()),
-                ));
-            }
-            if account.currency != currency {
-                return Err(
-                    crate::error::Error::from(crate::money::MoneyError::CurrencyMismatch(
-                        currency,
-                        account.currency,
-                    ))
-                    .into(),
-                );
-            }
-            let draft =
-                TransactionDraft::adjustment(&id, kind, amount, &reason, ledger_key, &actor);
-            let transaction = ledger_repo::post(tx.conn(), &draft, now)
-                .await?
-                .into_transaction();
-            metrics::counter!("bursar_ledger_transactions_total", "kind" => kind.as_str())
-                .increment(1);
-            if kind == TransactionKind::Credit {
-                // Money arrived: the unpaid orders it now covers open.
-                crate::lifecycle::settle_unpaid(tx.conn(), &id, &actor, now).await?;
-            }
             let balance = balance_view(tx.conn(), &account).await?;
             Reply::new(
                 StatusCode::CREATED,
@@ -434,12 +417,11 @@ pub async fn create_key(
         Box::pin(async move {
             let account = repo::get(tx.conn(), &id).await?;
             if account.status != AccountStatus::Active {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "account-not-active",
-                    "Account not active",
-                    format!("account {id} is {}", account.status.as_str()),
-                ));
+                return Err(crate::error::Error::AccountNotActive {
+                    account_id: account.id,
+                    status: account.status.as_str(),
+                }
+                .into());
             }
             if repo::count_live_keys(tx.conn(), &id, now).await? >= quota as i64 {
                 return Err(Problem::quota(

@@ -184,6 +184,12 @@ impl From<Error> for Problem {
                 message,
             ),
             Error::Quota { what, message } => Problem::quota(what, message),
+            Error::AccountNotActive { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "account-not-active",
+                "Account not active",
+                e.to_string(),
+            ),
             Error::IdempotencyMismatch => Problem::new(
                 StatusCode::CONFLICT,
                 "idempotency-key-reused",

@@ -20,10 +20,9 @@ use tokio::sync::Semaphore;
 
 use crate::api::AppState;
 use crate::api::error::Problem;
+use crate::billing::{self, CallbackError};
 use crate::config::CallbackLimits;
-use crate::error::Error;
-use crate::payments::{self, Applied};
-use crate::plugins::gateway::wit;
+use crate::payments::{CallbackRequest, Gateways};
 use crate::plugins::instances::PluginRegistry;
 
 /// Headers a callback answer may not set (the server sets them).
@@ -155,7 +154,7 @@ pub async fn callback(
                 "the callback's body is too large",
             )
         })?;
-    let request = wit::HttpRequest {
+    let request = CallbackRequest {
         method: parts.method.as_str().to_owned(),
         uri: parts
             .uri
@@ -175,7 +174,14 @@ pub async fn callback(
         body: body.to_vec(),
     };
     let deadline = Duration::from_millis(limits.deadline_ms);
-    let result = match tokio::time::timeout(deadline, gateway.handle_callback(request)).await {
+    let handled = billing::handle_callback(
+        &state.store,
+        &instance,
+        gateway.as_ref(),
+        request,
+        state.clock.now(),
+    );
+    let answer = match tokio::time::timeout(deadline, handled).await {
         Err(_) => {
             metrics::counter!("bursar_gateway_callbacks_total", "gateway" => instance.clone(), "outcome" => "deadline")
                 .increment(1);
@@ -187,8 +193,8 @@ pub async fn callback(
                 "the callback was not handled in time; deliver again",
             ));
         }
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(CallbackError::Plugin(e))) => {
             metrics::counter!("bursar_gateway_callbacks_total", "gateway" => instance.clone(), "outcome" => e.kind())
                 .increment(1);
             // The plugin's words stay in the log: they may name hosts or
@@ -210,40 +216,24 @@ pub async fn callback(
                 )
             });
         }
-    };
-    let actor = format!("gateway:{instance}");
-    for event in &result.events {
-        let now = state.clock.now();
-        match payments::apply_event(&state.store, &instance, event, &actor, now).await {
-            Ok(Applied::UnknownPayment) => {
-                tracing::warn!(gateway = %instance, gateway_ref = %event.gateway_ref, "callback for an unknown payment")
-            }
-            Ok(applied) => {
-                tracing::info!(gateway = %instance, gateway_ref = %event.gateway_ref, ?applied, "callback applied")
-            }
-            Err(Error::Unprocessable { kind, message }) => {
-                tracing::error!(gateway = %instance, %kind, %message, "callback event not applied")
-            }
-            // The database failed: make the gateway deliver it again.
-            Err(e) => {
-                tracing::error!(gateway = %instance, error = %e, "callback event could not be recorded");
-                return Err(refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "callback-failed",
-                    "Callback not handled",
-                    "the callback could not be recorded now; deliver again",
-                ));
-            }
+        Ok(Err(CallbackError::Store(e))) => {
+            tracing::error!(gateway = %instance, error = %e, "callback event could not be recorded");
+            return Err(refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "callback-failed",
+                "Callback not handled",
+                "the callback could not be recorded now; deliver again",
+            ));
         }
-    }
+    };
     metrics::counter!("bursar_gateway_callbacks_total", "gateway" => instance.clone(), "outcome" => "ok")
         .increment(1);
     let mut response = (
-        StatusCode::from_u16(result.response.status).unwrap_or(StatusCode::OK),
-        result.response.body,
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+        answer.body,
     )
         .into_response();
-    for (k, v) in result.response.headers {
+    for (k, v) in answer.headers {
         if HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()) {
             continue;
         }

@@ -16,11 +16,12 @@ use crate::api::{AppState, ListQuery, PageBody, page_limit};
 use crate::calendar::Period;
 use crate::catalog::{AddonValues, CustomerAction};
 use crate::lifecycle::{self, OrderRequest};
+use crate::services::ServiceEvent;
 use crate::services::proration::Proration;
 use crate::services::{Operation, Service, ServiceStatus, SuspendReason};
 use crate::store::Conn;
 use crate::store::catalog as plans_repo;
-use crate::store::services::{self as repo, ServiceEvent};
+use crate::store::services as repo;
 
 /// An order for a plan.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -527,7 +528,7 @@ pub async fn credentials(
         ));
     }
     let credentials = repo::secret_params(tx.conn(), &id, &state.secrets).await?;
-    repo::record_event(
+    lifecycle::record_event(
         tx.conn(),
         &id,
         "credentials_read",

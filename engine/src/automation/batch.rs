@@ -29,9 +29,10 @@ use crate::invoices::{self, InvoiceKind, InvoiceLine, TaxLine, Taxed, charge_par
 use crate::ledger::{LedgerAccountId, MAX_BALANCE, TransactionDraft, TransactionKind};
 use crate::lifecycle::{charge_description, extended, renewal_key, renewal_quote};
 use crate::money::Money;
+use crate::services::NewEvent;
 use crate::services::{Action, OperationKind, Service, ServiceStatus};
 use crate::store::invoices::{self as invoices_repo, NewInvoice};
-use crate::store::services::{self as repo, NewEvent};
+use crate::store::services as repo;
 use crate::store::{
     Conn, Store, accounts as accounts_repo, catalog as plans_repo, ledger as ledger_repo,
 };
@@ -157,7 +158,7 @@ async fn renew_in(mut c: Conn<'_>, ids: &[String], at: At) -> Result<Outcome> {
             detail: Some(&r.detail),
         })
         .collect();
-    repo::record_events(c.reborrow(), &events, now).await?;
+    crate::lifecycle::log(c.reborrow(), &events, now).await?;
     let ops: Vec<repo::NewOperation<'_>> = renewals
         .iter()
         .map(|r| {

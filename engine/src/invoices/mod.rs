@@ -1,4 +1,5 @@
-//! Taxes and invoices.
+//! Taxes and invoices: the rules and the documents, free of I/O (posting a
+//! charge with its document is `charges`).
 //!
 //! Tax rules apply by the customer's country and, optionally, the product
 //! type; a rule's rate is either included in prices or added on top. Every
@@ -15,12 +16,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::Result;
-use crate::ledger::{
-    LedgerAccountId, LedgerAccountKind, Posting, TransactionDraft, TransactionKind,
-};
+use crate::ledger::{LedgerAccountId, LedgerAccountKind, Posting};
 use crate::money::{Currency, Money};
-use crate::store::ledger::Posted;
-use crate::store::{Conn, accounts as accounts_repo, invoices as repo, ledger as ledger_repo};
 
 /// Document number prefixes: `[invoices]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,144 +208,10 @@ pub fn lines(
         .collect())
 }
 
-/// The rule for a customer and product type: the product type's own, else
-/// the country's general one.
-pub async fn rule_for(
-    c: Conn<'_>,
-    account_id: &str,
-    product_type: Option<&str>,
-) -> Result<Option<TaxRule>> {
-    let mut c = c;
-    let account = accounts_repo::get(c.reborrow(), account_id).await?;
-    let Some(country) = account.country else {
-        return Ok(None);
-    };
-    repo::rule_for(c, &country, product_type).await
-}
-
-/// What a price costs a customer once taxed.
-pub async fn gross_for(
-    c: Conn<'_>,
-    account_id: &str,
-    product_type: &str,
-    price: i64,
-) -> Result<i64> {
-    Ok(match rule_for(c, account_id, Some(product_type)).await? {
-        Some(rule) => rule.gross_of(price),
-        None => price,
-    })
-}
-
-/// A charge (or, with `give_back`, a charge given back) of `gross` for a
-/// product type.
-pub struct Charge<'a> {
-    pub account_id: &'a str,
-    pub product_type: &'a str,
-    pub gross: Money,
-    pub description: &'a str,
-    /// The invoice's lines: a description and a weight (its price) each;
-    /// empty: one line, `description`.
-    pub parts: Vec<(String, i64)>,
-    pub idempotency_key: String,
-    pub actor: &'a str,
-    /// Money back to the customer (a credit note) instead of a charge.
-    pub give_back: bool,
-    /// Post exactly this net and tax instead of splitting `gross` by the
-    /// account's rule of today: what is given back of an earlier charge.
-    pub exact: Option<Taxed>,
-}
-
-impl<'a> Charge<'a> {
-    /// A charge of `gross` under the account's tax rule, on one line.
-    pub fn new(
-        account_id: &'a str,
-        product_type: &'a str,
-        gross: Money,
-        description: &'a str,
-        idempotency_key: String,
-        actor: &'a str,
-    ) -> Self {
-        Charge {
-            account_id,
-            product_type,
-            gross,
-            description,
-            parts: vec![],
-            idempotency_key,
-            actor,
-            give_back: false,
-            exact: None,
-        }
-    }
-}
-
-/// What a posted charge was: the ledger transaction, its split into net
-/// and tax, and its invoice lines.
-pub struct Charged {
-    pub posted: Posted,
-    pub taxed: Taxed,
-    pub lines: Vec<InvoiceLine>,
-}
-
-/// Posts a charge split into revenue and tax, and its invoice (or credit
-/// note) in the same transaction. Posting the same key again posts and
-/// documents nothing new.
-pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) -> Result<Charged> {
-    let parts = if ch.parts.is_empty() {
-        vec![(ch.description.to_owned(), ch.gross.minor())]
-    } else {
-        ch.parts.clone()
-    };
-    let (taxed, lines, tax_lines) = match ch.exact {
-        Some(taxed) => exact_parts(taxed, &parts, ch.gross.currency())?,
-        None => {
-            let rule = rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?;
-            charge_parts(rule.as_ref(), &parts, ch.gross)?
-        }
-    };
-    let currency = ch.gross.currency();
-    let postings = charge_postings(ch.account_id, taxed, currency, ch.give_back)?;
-    let draft = TransactionDraft {
-        idempotency_key: ch.idempotency_key,
-        kind: if ch.give_back {
-            TransactionKind::ChargeReversal
-        } else {
-            TransactionKind::Charge
-        },
-        description: ch.description.to_owned(),
-        account_id: Some(ch.account_id.to_owned()),
-        created_by: ch.actor.to_owned(),
-        postings,
-    };
-    let posted = ledger_repo::post(c.reborrow(), &draft, now).await?;
-    if let Posted::New(txn) = &posted {
-        let document = repo::NewInvoice {
-            kind: if ch.give_back {
-                InvoiceKind::CreditNote
-            } else {
-                InvoiceKind::Invoice
-            },
-            account_id: ch.account_id,
-            currency,
-            taxed,
-            lines: lines.clone(),
-            tax_lines,
-            transaction_id: &txn.id,
-            payment_id: None,
-        };
-        repo::create(c, document, now).await?;
-    }
-    Ok(Charged {
-        posted,
-        taxed,
-        lines,
-    })
-}
-
 /// A charge of `gross` split into net and tax under `rule`, with its
 /// invoice lines (one per part, by weight; parts of weight 0 left out)
 /// and tax lines.
-pub(crate) fn charge_parts(
+pub fn charge_parts(
     rule: Option<&TaxRule>,
     parts: &[(String, i64)],
     gross: Money,
@@ -390,7 +253,7 @@ fn weighted(parts: &[(String, i64)], whole: i64) -> Vec<(String, i64)> {
 /// A document of exactly `taxed`: what is given back of an earlier charge,
 /// with its tax as it was charged (the rate shown is the one it works out
 /// to, since the account's rule may have changed since).
-fn exact_parts(
+pub fn exact_parts(
     taxed: Taxed,
     parts: &[(String, i64)],
     currency: Currency,
@@ -412,7 +275,7 @@ fn exact_parts(
 
 /// The postings of a charge: the customer pays the total, revenue takes
 /// the net and the tax account the tax (reversed when `give_back`).
-pub(crate) fn charge_postings(
+pub fn charge_postings(
     account_id: &str,
     taxed: Taxed,
     currency: Currency,
@@ -438,7 +301,7 @@ pub(crate) fn charge_postings(
 
 /// The product type's own rule in the country, else the country's
 /// general one: [`rule_for`] over rules already read.
-pub(crate) fn pick_rule<'r>(
+pub fn pick_rule<'r>(
     rules: &'r [TaxRule],
     country: &str,
     product_type: &str,
@@ -447,50 +310,6 @@ pub(crate) fn pick_rule<'r>(
     in_country()
         .find(|r| r.product_type.as_deref() == Some(product_type))
         .or_else(|| in_country().find(|r| r.product_type.is_none()))
-}
-
-/// Money that moved between a balance and a gateway.
-pub struct Transfer<'a> {
-    /// A receipt for money in, a credit note for money given back.
-    pub kind: InvoiceKind,
-    pub account_id: &'a str,
-    pub amount: Money,
-    pub description: &'a str,
-    pub transaction_id: &'a str,
-    pub payment_id: &'a str,
-}
-
-/// The document (without tax) of a transfer.
-pub async fn document_transfer(
-    c: Conn<'_>,
-    t: Transfer<'_>,
-    now: DateTime<Utc>,
-) -> Result<Invoice> {
-    let taxed = Taxed {
-        net: t.amount.minor(),
-        tax: 0,
-        total: t.amount.minor(),
-    };
-    repo::create(
-        c,
-        repo::NewInvoice {
-            kind: t.kind,
-            account_id: t.account_id,
-            currency: t.amount.currency(),
-            taxed,
-            lines: vec![InvoiceLine {
-                description: t.description.to_owned(),
-                net: taxed.net,
-                tax: 0,
-                total: taxed.total,
-            }],
-            tax_lines: vec![],
-            transaction_id: t.transaction_id,
-            payment_id: Some(t.payment_id),
-        },
-        now,
-    )
-    .await
 }
 
 /// `PREFIX-YEAR-NNNNNN`.

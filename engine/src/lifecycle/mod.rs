@@ -13,18 +13,18 @@ use crate::calendar::{BillingConfig, Period, add_units};
 use crate::catalog::{AddonValues, Plan, PlanSpec, PlanStatus, Quote, quote};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
-use crate::invoices;
 use crate::ledger::TransactionDraft;
 use crate::money::Money;
 use crate::services::proration::{Paid, Proration, prorate};
 use crate::services::{
-    Action, Operation, OperationKind, Service, ServiceStatus, SuspendReason, transition,
+    Action, NewEvent, Operation, OperationKind, Service, ServiceStatus, SuspendReason, transition,
 };
 use crate::store::Conn;
 use crate::store::accounts as accounts_repo;
 use crate::store::catalog as plans_repo;
 use crate::store::ledger as ledger_repo;
 use crate::store::services as repo;
+use crate::{charges, invoices};
 
 /// What a customer orders.
 #[derive(Debug, Clone)]
@@ -34,6 +34,39 @@ pub struct OrderRequest {
     pub period: Period,
     pub addons: AddonValues,
     pub auto_renew: Option<bool>,
+}
+
+/// Appends to services' event logs and announces each line to the webhook
+/// endpoints (the outbox), in the caller's transaction.
+pub async fn log(mut c: Conn<'_>, events: &[NewEvent<'_>], now: DateTime<Utc>) -> Result<()> {
+    repo::record_events(c.reborrow(), events, now).await?;
+    let announced: Vec<_> = events.iter().map(NewEvent::announcement).collect();
+    crate::notify::record_many(c, &announced, now).await
+}
+
+/// One line of [`log`].
+#[allow(clippy::too_many_arguments)] // the event log's columns, one by one
+pub async fn record_event(
+    c: Conn<'_>,
+    service_id: &str,
+    action: &str,
+    from: ServiceStatus,
+    to: ServiceStatus,
+    reason: Option<&str>,
+    actor: &str,
+    detail: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let event = NewEvent {
+        service_id,
+        action,
+        from,
+        to,
+        reason,
+        actor,
+        detail,
+    };
+    log(c, &[event], now).await
 }
 
 /// Checks that `action` is allowed from the service's state and returns
@@ -62,7 +95,7 @@ async fn apply(
     service.status = to;
     service.updated_at = now;
     repo::save(c.reborrow(), service, from).await?;
-    repo::record_event(
+    record_event(
         c,
         &service.id,
         action.as_str(),
@@ -91,11 +124,10 @@ pub async fn place_order(
     let default_zone = billing.time_zone;
     let account = accounts_repo::get(c.reborrow(), &req.account_id).await?;
     if account.status != AccountStatus::Active {
-        return Err(Error::Conflict(format!(
-            "account {} is {}",
-            account.id,
-            account.status.as_str()
-        )));
+        return Err(Error::AccountNotActive {
+            account_id: account.id,
+            status: account.status.as_str(),
+        });
     }
     let plan = plans_repo::get(c.reborrow(), &req.plan_id).await?;
     if plan.status == PlanStatus::Archived {
@@ -105,7 +137,7 @@ pub async fn place_order(
         });
     }
     let q = quote(&plan.spec, req.period, account.currency, &req.addons, true)?;
-    let due = invoices::gross_for(
+    let due = charges::gross_for(
         c.reborrow(),
         &account.id,
         plan.spec.product_type.as_str(),
@@ -164,7 +196,7 @@ pub async fn place_order(
         }
     }
     repo::insert(c.reborrow(), &service).await?;
-    repo::record_event(
+    record_event(
         c.reborrow(),
         &service.id,
         "order",
@@ -196,7 +228,7 @@ async fn try_pay(
     let to = next_status(service, Action::Pay)?;
     if service.amount_due > 0 {
         let description = format!("{}: order of service {}", plan.name, service.id);
-        let mut charge = invoices::Charge::new(
+        let mut charge = charges::Charge::new(
             &service.account_id,
             plan.product_type.as_str(),
             Money::new(service.amount_due, service.currency)?,
@@ -216,7 +248,7 @@ async fn try_pay(
                 service.setup_fee,
             ),
         ];
-        let charged = match invoices::post_charge(c.reborrow(), charge, now).await {
+        let charged = match charges::post_charge(c.reborrow(), charge, now).await {
             Ok(charged) => charged,
             Err(Error::InsufficientFunds { .. }) => return Ok(false),
             Err(e) => return Err(e),
@@ -448,9 +480,9 @@ async fn extend(
     let charged = if q.total > 0 {
         let product_type = plan.spec.product_type.as_str();
         let gross =
-            invoices::gross_for(c.reborrow(), &service.account_id, product_type, q.total).await?;
+            charges::gross_for(c.reborrow(), &service.account_id, product_type, q.total).await?;
         let description = charge_description(&plan.spec.name, id, period);
-        let charge = invoices::Charge::new(
+        let charge = charges::Charge::new(
             &service.account_id,
             product_type,
             Money::new(gross, service.currency)?,
@@ -458,9 +490,7 @@ async fn extend(
             ledger_key,
             actor,
         );
-        invoices::post_charge(c.reborrow(), charge, now)
-            .await?
-            .taxed
+        charges::post_charge(c.reborrow(), charge, now).await?.taxed
     } else {
         invoices::Taxed::default()
     };
@@ -699,7 +729,7 @@ pub async fn request_plan_change(
         )));
     }
     let (p, _) = price_change(&service, &to, now)?;
-    let charge = invoices::gross_for(
+    let charge = charges::gross_for(
         c.reborrow(),
         &service.account_id,
         to.spec.product_type.as_str(),
@@ -731,7 +761,7 @@ pub async fn request_plan_change(
     let detail =
         json!({"from_plan": from.id, "to_plan": to.id, "hold": hold, "operation": operation.id})
             .to_string();
-    repo::record_event(
+    record_event(
         c,
         id,
         "change_plan_requested",
@@ -859,7 +889,7 @@ async fn move_money(
             "unused {}/{} days of plan {} (service {})",
             p.remaining_days, p.total_days, old.id, service.id
         );
-        let mut credit = invoices::Charge::new(
+        let mut credit = charges::Charge::new(
             &service.account_id,
             old.spec.product_type.as_str(),
             Money::new(p.credit, service.currency)?,
@@ -873,19 +903,19 @@ async fn move_money(
             tax: p.credit_tax,
             total: p.credit,
         });
-        invoices::post_charge(c.reborrow(), credit, now).await?;
+        charges::post_charge(c.reborrow(), credit, now).await?;
     }
     if p.charge <= 0 {
         return Ok(invoices::Taxed::default());
     }
     let product_type = new.spec.product_type.as_str();
     let gross =
-        invoices::gross_for(c.reborrow(), &service.account_id, product_type, p.charge).await?;
+        charges::gross_for(c.reborrow(), &service.account_id, product_type, p.charge).await?;
     let description = format!(
         "{}/{} days of plan {} (service {})",
         p.remaining_days, p.total_days, new.id, service.id
     );
-    let charge = invoices::Charge::new(
+    let charge = charges::Charge::new(
         &service.account_id,
         product_type,
         Money::new(gross, service.currency)?,
@@ -893,7 +923,7 @@ async fn move_money(
         format!("{key}:charge"),
         actor,
     );
-    Ok(invoices::post_charge(c, charge, now).await?.taxed)
+    Ok(charges::post_charge(c, charge, now).await?.taxed)
 }
 
 /// The module refused the change of `op` (`unsupported`, `rejected`):
@@ -912,7 +942,7 @@ pub async fn refuse_plan_change(
     let detail = json!({"to_plan": op.payload["plan_id"], "operation": op.id,
         "error_kind": error_kind})
     .to_string();
-    repo::record_event(
+    record_event(
         c,
         &service.id,
         "change_plan_refused",
@@ -939,7 +969,7 @@ pub async fn record_sync(
     let Some(changed) = changed.filter(|c| !c.is_empty()) else {
         return Ok(());
     };
-    repo::record_event(
+    record_event(
         c,
         &service.id,
         "sync",
@@ -1047,7 +1077,7 @@ pub async fn migrate(
     let status = service.status;
     service.updated_at = now;
     repo::save(c.reborrow(), &service, status).await?;
-    repo::record_event(
+    record_event(
         c.reborrow(),
         id,
         "migrate",

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::error::Result;
-use crate::plugins::instances::SettingValue;
+use crate::secrets::SettingValue;
 use crate::store::{Conn, Store, outbox as repo};
 
 /// One `[[webhook]]` endpoint.

@@ -5,13 +5,16 @@
 use futures::future::BoxFuture;
 use wasmtime::component::{Component, ComponentExportIndex};
 
+use crate::payments::{
+    CallbackRequest, CallbackResult, CreatedPayment, Gateway, PaymentEvent, PaymentRequest,
+};
 use crate::plugins::sandbox::{
     InstanceLimits, Sandbox, interface_index, prepare, typed, unanswered_info, wasm_error,
 };
 use crate::plugins::since_v0_1::gateway::PaymentGatewayPre;
-pub use crate::plugins::since_v0_1::gateway::exports::bursar::plugin::gateway as wit;
+use crate::plugins::since_v0_1::gateway::exports::bursar::plugin::gateway as wit;
 /// An amount as plugins send and receive it.
-pub use crate::plugins::since_v0_1::processing::bursar::plugin::types::Money as WitMoney;
+use crate::plugins::since_v0_1::processing::bursar::plugin::types::Money as WitMoney;
 use crate::plugins::since_v0_1::processing::bursar::plugin::types::{
     Money, PluginError, PluginInfo,
 };
@@ -169,12 +172,22 @@ impl GatewayPlugin {
         .await
     }
 
-    /// Starts collecting a payment (`request.settings` is filled in here).
+    /// Starts collecting a payment.
     pub async fn create_payment(
         &self,
-        mut request: wit::PaymentRequest,
-    ) -> Result<wit::CreatedPayment, ModuleError> {
-        request.settings = self.settings.clone();
+        request: PaymentRequest,
+    ) -> Result<CreatedPayment, ModuleError> {
+        let request = wit::PaymentRequest {
+            payment_id: request.payment_id,
+            amount: WitMoney {
+                amount: request.amount.minor(),
+                currency: request.amount.currency().code().to_owned(),
+            },
+            description: request.description,
+            account_email: request.account_email,
+            return_url: request.return_url,
+            settings: self.settings.clone(),
+        };
         let index = self.exports.create_payment;
         let created = self
             .run(move |i, s| {
@@ -193,8 +206,14 @@ impl GatewayPlugin {
     /// Hands a raw callback to the plugin: it verifies it and answers.
     pub async fn handle_callback(
         &self,
-        request: wit::HttpRequest,
-    ) -> Result<wit::CallbackResult, ModuleError> {
+        request: CallbackRequest,
+    ) -> Result<CallbackResult, ModuleError> {
+        let request = wit::HttpRequest {
+            method: request.method,
+            uri: request.uri,
+            headers: request.headers,
+            body: request.body,
+        };
         let settings = self.settings.clone();
         let index = self.exports.handle_callback;
         let result = self
@@ -212,7 +231,7 @@ impl GatewayPlugin {
     }
 
     /// Reads a payment's status from the gateway.
-    pub async fn query(&self, gateway_ref: &str) -> Result<wit::PaymentEvent, ModuleError> {
+    pub async fn query(&self, gateway_ref: &str) -> Result<PaymentEvent, ModuleError> {
         let settings = self.settings.clone();
         let gateway_ref = gateway_ref.to_owned();
         let index = self.exports.query;
@@ -234,9 +253,13 @@ impl GatewayPlugin {
     pub async fn refund(
         &self,
         gateway_ref: &str,
-        amount: Money,
+        amount: crate::money::Money,
         refund_id: &str,
     ) -> Result<String, ModuleError> {
+        let amount = Money {
+            amount: amount.minor(),
+            currency: amount.currency().code().to_owned(),
+        };
         let settings = self.settings.clone();
         let (gateway_ref, refund_id) = (gateway_ref.to_owned(), refund_id.to_owned());
         let index = self.exports.refund;
@@ -257,5 +280,37 @@ impl GatewayPlugin {
             .await?;
         self.sandbox
             .counted(validate::gateway::refund_ref(reference))
+    }
+}
+
+impl Gateway for GatewayPlugin {
+    fn create_payment(
+        &self,
+        request: PaymentRequest,
+    ) -> BoxFuture<'_, Result<CreatedPayment, ModuleError>> {
+        Box::pin(GatewayPlugin::create_payment(self, request))
+    }
+
+    fn handle_callback(
+        &self,
+        request: CallbackRequest,
+    ) -> BoxFuture<'_, Result<CallbackResult, ModuleError>> {
+        Box::pin(GatewayPlugin::handle_callback(self, request))
+    }
+
+    fn query<'a>(
+        &'a self,
+        gateway_ref: &'a str,
+    ) -> BoxFuture<'a, Result<PaymentEvent, ModuleError>> {
+        Box::pin(GatewayPlugin::query(self, gateway_ref))
+    }
+
+    fn refund<'a>(
+        &'a self,
+        gateway_ref: &'a str,
+        amount: crate::money::Money,
+        refund_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, ModuleError>> {
+        Box::pin(GatewayPlugin::refund(self, gateway_ref, amount, refund_id))
     }
 }

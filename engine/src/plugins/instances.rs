@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::plugins::gateway::GatewayPlugin;
 use crate::plugins::processing::InstanceLimits;
 use crate::plugins::{AllowedHost, HttpPolicy, LoadError, PluginHost, ProcessingPlugin, builtin};
+pub use crate::secrets::SettingValue;
 use crate::services::module::{ModuleError, ModuleRegistry};
 
 /// What a plugin instance does.
@@ -23,31 +24,6 @@ pub enum PluginKind {
     Processing,
     /// Collects payments (`bursar:plugin/gateway`).
     Gateway,
-}
-
-/// A setting's value: plain text, or a secret read at start from an
-/// environment variable or a file. Secrets are never logged or returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum SettingValue {
-    Text(String),
-    Env { env: String },
-    File { file: PathBuf },
-}
-
-impl SettingValue {
-    /// The value, read from the environment or a file when it is a secret
-    /// kept there. The error says where it looked.
-    pub fn resolve(&self) -> Result<String, String> {
-        match self {
-            SettingValue::Text(t) => Ok(t.clone()),
-            SettingValue::Env { env } => std::env::var(env)
-                .map_err(|_| format!("reads the environment variable {env}, which is not set")),
-            SettingValue::File { file } => std::fs::read_to_string(file)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|e| format!("reads {}: {e}", file.display())),
-        }
-    }
 }
 
 /// One `[[plugin]]` entry.
@@ -337,23 +313,8 @@ impl PluginRegistry {
             .collect()
     }
 
-    /// The names of the gateway instances.
-    pub fn gateway_names(&self) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter(|(_, e)| matches!(e.plugin, Loaded::Gateway(_)))
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
-    /// How long a payment through gateway `name` may stay open, if its
-    /// instance says.
-    pub fn payment_expiry(&self, name: &str) -> Option<u64> {
-        self.entries.get(name)?.payment_expire_after_secs
-    }
-
-    /// The gateway instance named `name`, if there is one.
-    pub fn gateway(&self, name: &str) -> Option<Arc<GatewayPlugin>> {
+    /// The gateway instance named `name`, if there is one, as loaded.
+    pub fn gateway_plugin(&self, name: &str) -> Option<Arc<GatewayPlugin>> {
         match &self.entries.get(name)?.plugin {
             Loaded::Gateway(g) => Some(g.clone()),
             Loaded::Processing(_) => None,
@@ -403,5 +364,24 @@ impl PluginRegistry {
             },
         };
         Some((view.clone(), result))
+    }
+}
+
+impl crate::payments::Gateways for PluginRegistry {
+    fn gateway(&self, name: &str) -> Option<Arc<dyn crate::payments::Gateway>> {
+        self.gateway_plugin(name)
+            .map(|g| g as Arc<dyn crate::payments::Gateway>)
+    }
+
+    fn gateway_names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| matches!(e.plugin, Loaded::Gateway(_)))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn payment_expiry(&self, name: &str) -> Option<u64> {
+        self.entries.get(name)?.payment_expire_after_secs
     }
 }

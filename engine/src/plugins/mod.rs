@@ -203,7 +203,7 @@ impl PluginHost {
 }
 
 fn write_cache(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::store::create_private_dir(dir)?;
+    crate::files::create_private_dir(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

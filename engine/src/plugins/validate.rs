@@ -162,6 +162,9 @@ pub fn plugin_error(e: PluginError) -> ModuleError {
 pub mod gateway {
     use super::{MAX_REF, MAX_TEXT, bad, text};
     use crate::money::{Currency, Money};
+    use crate::payments::{
+        CallbackResponse, CallbackResult, Checkout, CreatedPayment, PaymentEvent, PaymentStatus,
+    };
     use crate::plugins::since_v0_1::gateway::exports::bursar::plugin::gateway as gw;
     use crate::plugins::since_v0_1::processing::bursar::plugin::types::Money as WitMoney;
     use crate::services::module::ModuleError;
@@ -193,7 +196,18 @@ pub mod gateway {
         text(field, r, MAX_REF)
     }
 
-    pub fn created(c: gw::CreatedPayment) -> Result<gw::CreatedPayment, ModuleError> {
+    /// A payment status in the engine's terms.
+    pub fn status(s: gw::PaymentStatus) -> PaymentStatus {
+        match s {
+            gw::PaymentStatus::Pending => PaymentStatus::Pending,
+            gw::PaymentStatus::Paid => PaymentStatus::Paid,
+            gw::PaymentStatus::Failed => PaymentStatus::Failed,
+            gw::PaymentStatus::Canceled => PaymentStatus::Canceled,
+            gw::PaymentStatus::Expired => PaymentStatus::Expired,
+        }
+    }
+
+    pub fn created(c: gw::CreatedPayment) -> Result<CreatedPayment, ModuleError> {
         gateway_ref("gateway-ref", &c.gateway_ref)?;
         match &c.checkout {
             gw::Checkout::Redirect(url) => {
@@ -208,19 +222,37 @@ pub mod gateway {
         if let Some(i) = &c.instructions {
             text("instructions", i, MAX_TEXT)?;
         }
-        Ok(c)
+        let checkout = match (c.checkout, c.instructions) {
+            (gw::Checkout::Redirect(url), _) => Checkout::Redirect { url },
+            (gw::Checkout::Form(html), _) => Checkout::Form { html },
+            (gw::Checkout::Instant(gw::PaymentStatus::Pending), Some(text)) => {
+                Checkout::Instructions { text }
+            }
+            (gw::Checkout::Instant(s), _) => Checkout::Instant { status: status(s) },
+        };
+        Ok(CreatedPayment {
+            gateway_ref: c.gateway_ref,
+            checkout,
+        })
     }
 
-    pub fn event(e: gw::PaymentEvent) -> Result<gw::PaymentEvent, ModuleError> {
+    pub fn event(e: gw::PaymentEvent) -> Result<PaymentEvent, ModuleError> {
         gateway_ref("event gateway-ref", &e.gateway_ref)?;
         text("event-id", &e.event_id, MAX_REF)?;
-        if let Some(m) = &e.amount {
-            money("event amount", m)?;
-        }
-        Ok(e)
+        let amount = e
+            .amount
+            .as_ref()
+            .map(|m| money("event amount", m))
+            .transpose()?;
+        Ok(PaymentEvent {
+            gateway_ref: e.gateway_ref,
+            status: status(e.status),
+            amount,
+            event_id: e.event_id,
+        })
     }
 
-    pub fn callback(c: gw::CallbackResult) -> Result<gw::CallbackResult, ModuleError> {
+    pub fn callback(c: gw::CallbackResult) -> Result<CallbackResult, ModuleError> {
         if !(100..=599).contains(&c.response.status) {
             return Err(bad(format!(
                 "callback response status {} is not an HTTP status",
@@ -254,7 +286,14 @@ pub mod gateway {
             .into_iter()
             .map(event)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(gw::CallbackResult { response, events })
+        Ok(CallbackResult {
+            response: CallbackResponse {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            },
+            events,
+        })
     }
 
     pub fn refund_ref(r: String) -> Result<String, ModuleError> {

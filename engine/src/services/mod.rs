@@ -322,6 +322,51 @@ pub struct Service {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One line of a service's history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ServiceEvent {
+    pub id: i64,
+    pub service_id: String,
+    pub action: String,
+    pub from_status: String,
+    pub to_status: String,
+    pub reason: Option<String>,
+    /// Who: `api_key:…`, or `system:…` for the engine.
+    pub actor: String,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// One line for the event log, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub service_id: &'a str,
+    pub action: &'a str,
+    pub from: ServiceStatus,
+    pub to: ServiceStatus,
+    pub reason: Option<&'a str>,
+    pub actor: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+impl NewEvent<'_> {
+    /// The webhook event (`service.{action}`) it is announced with.
+    pub fn announcement(&self) -> (String, serde_json::Value) {
+        (
+            format!("service.{}", self.action),
+            serde_json::json!({
+                "service_id": self.service_id,
+                "action": self.action,
+                "from": self.from.as_str(),
+                "to": self.to.as_str(),
+                "reason": self.reason,
+                "actor": self.actor,
+                "detail": self.detail,
+            }),
+        )
+    }
+}
+
 /// A unit of provisioning work for a service, run by the operation runner.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Operation {

@@ -92,36 +92,6 @@ pub enum Reader {
     Postgres(PoolConnection<Postgres>),
 }
 
-/// Creates a directory (and its missing parents) only its owner may enter.
-/// A directory that exists already is left as it is.
-pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Creates an empty file only its owner may read (SQLite gives its WAL and
-/// shared-memory files the database file's mode).
-fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The kind of database a URL names, or a message naming what is wrong.
 pub fn backend_of(url: &str) -> std::result::Result<Backend, String> {
     if url.starts_with("sqlite:") {
@@ -167,10 +137,10 @@ impl Store {
             )
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|e| cannot("directory", dir, e))?;
+            crate::files::create_private_dir(dir).map_err(|e| cannot("directory", dir, e))?;
         }
         if path.as_os_str() != ":memory:" && !path.exists() {
-            create_private_file(&path).map_err(|e| cannot("file", &path, e))?;
+            crate::files::create_private_file(&path).map_err(|e| cannot("file", &path, e))?;
         }
         let options = options
             .create_if_missing(true)

@@ -31,11 +31,12 @@ struct PaymentRow {
     updated_at: i64,
     paid_at: Option<i64>,
     expires_at: Option<i64>,
+    return_url: Option<String>,
 }
 
 const PAYMENT_COLUMNS: &str = "id, account_id, gateway, amount, currency, status, gateway_ref, \
      service_id, description, refunded_amount, checkout, last_error, request_hash, created_by, \
-     created_at, updated_at, paid_at, expires_at";
+     created_at, updated_at, paid_at, expires_at, return_url";
 
 fn corrupt(what: String) -> Error {
     Error::Database(sqlx::Error::Decode(what.into()))
@@ -70,6 +71,7 @@ impl PaymentRow {
             updated_at: from_micros(self.updated_at),
             paid_at: self.paid_at.map(from_micros),
             expires_at: self.expires_at.map(from_micros),
+            return_url: self.return_url,
         })
     }
 }
@@ -86,6 +88,8 @@ pub struct NewPayment<'a> {
     pub created_by: &'a str,
     /// When it expires if nobody paid it.
     pub expires_at: DateTime<Utc>,
+    /// Where the payer returns after a redirect checkout.
+    pub return_url: Option<&'a str>,
 }
 
 pub async fn create(mut c: Conn<'_>, new: NewPayment<'_>, now: DateTime<Utc>) -> Result<Payment> {
@@ -93,12 +97,13 @@ pub async fn create(mut c: Conn<'_>, new: NewPayment<'_>, now: DateTime<Utc>) ->
     let at = to_micros(now);
     sql!(&mut c, c => sqlx::query(
         "INSERT INTO payments (id, account_id, gateway, amount, currency, status, service_id,
-             description, request_key, request_hash, created_by, created_at, updated_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $11, $12)")
+             description, request_key, request_hash, created_by, created_at, updated_at, expires_at,
+             return_url)
+         VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $11, $12, $13)")
         .bind(&id).bind(new.account_id).bind(new.gateway).bind(new.amount.minor())
         .bind(new.amount.currency().code()).bind(new.service_id).bind(new.description)
         .bind(new.request_key).bind(new.request_hash).bind(new.created_by).bind(at)
-        .bind(to_micros(new.expires_at))
+        .bind(to_micros(new.expires_at)).bind(new.return_url)
         .execute(&mut **c).await.map(drop))?;
     get(c, &id).await
 }
@@ -382,5 +387,48 @@ pub async fn finish_refund(
          WHERE id = $1 AND status = 'pending'")
         .bind(id).bind(status.as_str()).bind(gateway_ref).bind(error).bind(to_micros(now))
         .execute(&mut **c).await.map(drop))?;
+    Ok(())
+}
+
+/// Payments left `new` since before `cutoff`: created, but the gateway's
+/// answer was never recorded (the process stopped in between).
+pub async fn new_before(
+    mut c: Conn<'_>,
+    cutoff: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Payment>> {
+    let q = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'new' AND created_at < $1
+         ORDER BY created_at, id LIMIT $2"
+    );
+    let rows: Vec<PaymentRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(to_micros(cutoff)).bind(limit as i64).fetch_all(&mut **c).await)?;
+    rows.into_iter().map(PaymentRow::into_payment).collect()
+}
+
+/// Refunds left `pending` since before `cutoff` (their debit posted, the
+/// gateway's answer never recorded), with the payment of each.
+pub async fn pending_refunds_before(
+    mut c: Conn<'_>,
+    cutoff: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<(Payment, Refund)>> {
+    let ids: Vec<(String, String)> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT id, payment_id FROM refunds WHERE status = 'pending' AND updated_at < $1
+         ORDER BY updated_at, id LIMIT $2")
+        .bind(to_micros(cutoff)).bind(limit as i64).fetch_all(&mut **c).await)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (refund, payment) in ids {
+        let payment = get(c.reborrow(), &payment).await?;
+        let refund = get_refund(c.reborrow(), &refund, payment.currency).await?;
+        out.push((payment, refund));
+    }
+    Ok(out)
+}
+
+/// Records that a pending refund was tried again at `now`.
+pub async fn touch_refund(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<()> {
+    sql!(&mut c, c => sqlx::query("UPDATE refunds SET updated_at = $2 WHERE id = $1 AND status = 'pending'")
+        .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(drop))?;
     Ok(())
 }

@@ -12,7 +12,8 @@ use crate::ids::new_id;
 use crate::money::Currency;
 use crate::secrets::Secrets;
 use crate::services::{
-    Operation, OperationKind, OperationStatus, Service, ServiceStatus, SuspendReason,
+    NewEvent, Operation, OperationKind, OperationStatus, Service, ServiceEvent, ServiceStatus,
+    SuspendReason,
 };
 use crate::sql;
 use crate::store::{Conn, Page, bulk};
@@ -455,107 +456,33 @@ pub async fn has_unfinished(
     Ok(n > 0)
 }
 
-/// One line of a service's history.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct ServiceEvent {
-    pub id: i64,
-    pub service_id: String,
-    pub action: String,
-    pub from_status: String,
-    pub to_status: String,
-    pub reason: Option<String>,
-    /// Who: `api_key:…`, or `system:…` for the engine.
-    pub actor: String,
-    pub detail: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-/// One line for the event log, before it is stored.
-#[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
-    pub service_id: &'a str,
-    pub action: &'a str,
-    pub from: ServiceStatus,
-    pub to: ServiceStatus,
-    pub reason: Option<&'a str>,
-    pub actor: &'a str,
-    pub detail: Option<&'a str>,
-}
-
-impl NewEvent<'_> {
-    fn row(&self, at: i64) -> [bulk::Value; 8] {
-        [
-            self.service_id.into(),
-            self.action.into(),
-            self.from.as_str().into(),
-            self.to.as_str().into(),
-            self.reason.into(),
-            self.actor.into(),
-            self.detail.into(),
-            at.into(),
-        ]
-    }
-
-    /// The webhook event (`service.{action}`) it is announced with.
-    fn announcement(&self) -> (String, serde_json::Value) {
-        (
-            format!("service.{}", self.action),
-            serde_json::json!({
-                "service_id": self.service_id,
-                "action": self.action,
-                "from": self.from.as_str(),
-                "to": self.to.as_str(),
-                "reason": self.reason,
-                "actor": self.actor,
-                "detail": self.detail,
-            }),
-        )
-    }
+/// An event's row in `service_events`.
+fn event_row(e: &NewEvent<'_>, at: i64) -> [bulk::Value; 8] {
+    [
+        e.service_id.into(),
+        e.action.into(),
+        e.from.as_str().into(),
+        e.to.as_str().into(),
+        e.reason.into(),
+        e.actor.into(),
+        e.detail.into(),
+        at.into(),
+    ]
 }
 
 const INSERT_EVENTS: &str = "INSERT INTO service_events (service_id, action, from_status, to_status, reason, actor, detail, at)
      {rows}";
 
-/// Appends to the event log, and announces it in the outbox.
-#[allow(clippy::too_many_arguments)]
-pub async fn record_event(
-    c: Conn<'_>,
-    service_id: &str,
-    action: &str,
-    from: ServiceStatus,
-    to: ServiceStatus,
-    reason: Option<&str>,
-    actor: &str,
-    detail: Option<&str>,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let event = NewEvent {
-        service_id,
-        action,
-        from,
-        to,
-        reason,
-        actor,
-        detail,
-    };
-    record_events(c, &[event], at).await
-}
-
-/// Appends many lines to the event log (multi-row statements), each
-/// announced in the outbox.
-pub async fn record_events(
-    mut c: Conn<'_>,
-    events: &[NewEvent<'_>],
-    at: DateTime<Utc>,
-) -> Result<()> {
+/// Appends lines to the event log (multi-row statements). Announcing them
+/// is the caller's business (`lifecycle::log`).
+pub async fn record_events(c: Conn<'_>, events: &[NewEvent<'_>], at: DateTime<Utc>) -> Result<()> {
     let micros = to_micros(at);
     let mut rows = bulk::Rows::new(8);
     for e in events {
-        rows.push(e.row(micros));
+        rows.push(event_row(e, micros));
     }
-    bulk::execute(c.reborrow(), INSERT_EVENTS, &rows).await?;
-    let announced: Vec<_> = events.iter().map(NewEvent::announcement).collect();
-    crate::notify::record_many(c, &announced, at).await
+    bulk::execute(c, INSERT_EVENTS, &rows).await?;
+    Ok(())
 }
 
 pub async fn events(

@@ -57,3 +57,7 @@ CREATE TABLE account_module_params (
 -- When a module last brought a service's remote side back to its state
 -- (a `sync`): the next is due an interval later.
 ALTER TABLE services ADD COLUMN synced_at BIGINT;
+
+-- Where the payer returns: kept so that a payment whose creation was
+-- interrupted can be handed to its gateway again exactly as asked.
+ALTER TABLE payments ADD COLUMN return_url TEXT;
