@@ -16,6 +16,7 @@ mod idempotency;
 mod invoices;
 mod ledger_props;
 mod lifecycle;
+mod module_graph;
 mod operations;
 mod payments;
 mod plugins;

@@ -397,3 +397,147 @@ async fn abandoned_bank_transfers_neither_starve_the_reconciler_nor_live_for_eve
     }
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn a_payment_whose_creation_was_cut_short_is_finished_by_the_reconciler_exactly_once() {
+    let shop = shop().await;
+    // Stripe cannot answer: the payment stays `new`, nothing is owed.
+    shop.stripe.fail_next(1);
+    let r = shop
+        .app
+        .post(
+            "/api/v1/payments",
+            ADMIN_KEY,
+            json!({"account_id": shop.account, "gateway": "stripe", "amount": 4000, "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(r.problem(502), "urn:bursar:problem:gateway-failed");
+    assert!(r.text.contains("unavailable"), "{}", r.text);
+    let listed = shop
+        .app
+        .get(
+            &format!("/api/v1/payments?account_id={}", shop.account),
+            ADMIN_KEY,
+        )
+        .await;
+    let first = listed.json["data"][0].clone();
+    assert_eq!(first["status"], "new");
+    // And one as a process killed right after storing it leaves it.
+    let killed = {
+        let mut tx = shop.app.store().begin().await.unwrap();
+        let p = bursar::store::payments::create(
+            tx.conn(),
+            bursar::store::payments::NewPayment {
+                account_id: &shop.account,
+                gateway: "stripe",
+                amount: bursar::money::Money::new(1500, bursar::money::Currency::EUR).unwrap(),
+                service_id: None,
+                description: "top-up",
+                request_key: "killed:1",
+                request_hash: "h",
+                created_by: "test",
+                expires_at: bursar::clock::Clock::now(&*shop.app.clock) + chrono::Duration::days(1),
+                return_url: Some("https://shop.example/thanks"),
+            },
+            bursar::clock::Clock::now(&*shop.app.clock),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        p
+    };
+    assert!(shop.stripe.sessions().is_empty());
+    shop.app.clock.advance(chrono::Duration::minutes(20));
+    for _ in 0..2 {
+        let r = shop
+            .app
+            .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    assert_eq!(
+        shop.stripe.sessions().len(),
+        2,
+        "one session each, however often asked"
+    );
+    for id in [first["id"].as_str().unwrap(), killed.id.as_str()] {
+        let p = shop.payment(id).await;
+        assert_eq!(p["status"], "pending", "{p}");
+        shop.stripe.pay(p["gateway_ref"].as_str().unwrap());
+    }
+    shop.app.clock.advance(chrono::Duration::minutes(20));
+    shop.app
+        .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+        .await;
+    assert_eq!(
+        shop.app.balance(&shop.account).await,
+        5500,
+        "each paid once"
+    );
+    shop.app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_refund_cut_short_is_made_by_the_reconciler_or_its_money_comes_back() {
+    let shop = shop().await;
+    let (payment, session) = shop.checkout(5000).await;
+    shop.stripe.pay(&session);
+    let event = shop
+        .stripe
+        .event("checkout.session.completed", &session, json!({}));
+    shop.deliver("stripe", &event, &Signing::now(WHSEC)).await;
+    assert_eq!(shop.app.balance(&shop.account).await, 5000);
+    let refund = |amount: i64| {
+        let app = &shop.app;
+        let path = format!("/api/v1/payments/{payment}/refunds");
+        async move {
+            app.post(
+                &path,
+                ADMIN_KEY,
+                json!({"amount": amount, "reason": "asked"}),
+            )
+            .await
+        }
+    };
+    // Stripe cannot answer: the refund waits, its debit posted.
+    shop.stripe.fail_next(1);
+    let r = refund(1000).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["status"], "pending");
+    assert_eq!(shop.app.balance(&shop.account).await, 4000);
+    assert!(shop.stripe.refunds().is_empty());
+    // The reconciler makes it, once.
+    shop.app.clock.advance(chrono::Duration::minutes(20));
+    for _ in 0..2 {
+        shop.app
+            .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+            .await;
+    }
+    assert_eq!(shop.stripe.refunds().len(), 1);
+    assert_eq!(
+        shop.payment(&payment).await["refunds"][0]["status"],
+        "succeeded"
+    );
+    assert_eq!(shop.app.balance(&shop.account).await, 4000);
+
+    // Cut short again, and then refused for good: the money comes back.
+    shop.stripe.fail_next(1);
+    let r = refund(2000).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(shop.app.balance(&shop.account).await, 2000);
+    shop.stripe.refuse_refunds(true);
+    shop.app.clock.advance(chrono::Duration::minutes(20));
+    shop.app
+        .post("/api/v1/payments/reconcile", ADMIN_KEY, json!({}))
+        .await;
+    let p = shop.payment(&payment).await;
+    assert_eq!(p["refunds"][1]["status"], "failed", "{p}");
+    assert_eq!(p["refunded_amount"], 1000);
+    assert_eq!(
+        shop.app.balance(&shop.account).await,
+        4000,
+        "the debit went back"
+    );
+    assert_eq!(shop.stripe.refunds().len(), 1);
+    shop.app.assert_ledger_clean().await;
+}

@@ -24,6 +24,10 @@ struct Inner {
     /// Idempotency-Key → the answer first given.
     replies: BTreeMap<String, Value>,
     next: u64,
+    /// The next this many creations (sessions, refunds) answer 503.
+    outage: u32,
+    /// Refunds are refused (400).
+    refuse_refunds: bool,
 }
 
 /// A running test server.
@@ -81,6 +85,16 @@ impl StripeSim {
         sim
     }
 
+    fn take_outage(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.outage > 0 {
+            inner.outage -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -109,6 +123,17 @@ impl StripeSim {
     }
 
     /// The payer paid: the session completes with a payment intent.
+    /// The next `n` session or refund creations answer 503, as Stripe does
+    /// when it is having a bad day.
+    pub fn fail_next(&self, n: u32) {
+        self.lock().outage = n;
+    }
+
+    /// Refuses every refund from now on (`false` lifts it).
+    pub fn refuse_refunds(&self, refuse: bool) {
+        self.lock().refuse_refunds = refuse;
+    }
+
     pub fn pay(&self, id: &str) {
         let mut inner = self.lock();
         inner.next += 1;
@@ -182,6 +207,12 @@ async fn create_session(
 ) -> Response {
     if !sim.authorized(&headers) {
         return error(StatusCode::UNAUTHORIZED, "Invalid API Key provided");
+    }
+    if sim.take_outage() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Stripe is having a bad day",
+        );
     }
     let key = headers
         .get("idempotency-key")
@@ -259,6 +290,12 @@ async fn create_refund(
     if !sim.authorized(&headers) {
         return error(StatusCode::UNAUTHORIZED, "Invalid API Key provided");
     }
+    if sim.take_outage() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Stripe is having a bad day",
+        );
+    }
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -268,6 +305,9 @@ async fn create_refund(
         && let Some(reply) = inner.replies.get(k)
     {
         return Json(reply.clone()).into_response();
+    }
+    if inner.refuse_refunds {
+        return error(StatusCode::BAD_REQUEST, "This charge cannot be refunded");
     }
     let intent = form.get("payment_intent").cloned().unwrap_or_default();
     let Some(paid) = inner
