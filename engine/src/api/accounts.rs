@@ -347,17 +347,15 @@ pub async fn credit(
     let actor = principal.actor();
     idem.run(&state, |tx| {
         Box::pin(async move {
-            let transaction = crate::billing::adjust(
-                tx.conn(),
-                &id,
+            let adjustment = crate::billing::Adjustment {
+                account_id: &id,
                 kind,
                 amount,
-                &reason,
+                reason: &reason,
                 ledger_key,
-                &actor,
-                now,
-            )
-            .await?;
+                actor: &actor,
+            };
+            let transaction = crate::billing::adjust(tx.conn(), adjustment, now).await?;
             let account = repo::get(tx.conn(), &id).await?;
             let balance = balance_view(tx.conn(), &account).await?;
             Reply::new(

@@ -365,19 +365,33 @@ pub async fn handle_callback(
     Ok(result.response)
 }
 
+/// What a staff member moves onto or off a balance, and why.
+pub struct Adjustment<'a> {
+    pub account_id: &'a str,
+    /// [`TransactionKind::Credit`] or [`TransactionKind::Debit`].
+    pub kind: TransactionKind,
+    pub amount: Money,
+    pub reason: &'a str,
+    pub ledger_key: String,
+    pub actor: &'a str,
+}
+
 /// A staff credit (money onto a balance) or debit (off it; never below
 /// minus the credit limit), with its reason on the customer's statement;
 /// a credit then opens the unpaid orders it covers.
 pub async fn adjust(
     mut c: Conn<'_>,
-    account_id: &str,
-    kind: TransactionKind,
-    amount: Money,
-    reason: &str,
-    ledger_key: String,
-    actor: &str,
+    adjustment: Adjustment<'_>,
     now: DateTime<Utc>,
 ) -> Result<crate::store::ledger::LedgerTransaction> {
+    let Adjustment {
+        account_id,
+        kind,
+        amount,
+        reason,
+        ledger_key,
+        actor,
+    } = adjustment;
     let account = accounts_repo::get(c.reborrow(), account_id).await?;
     if account.status != crate::accounts::AccountStatus::Active {
         return Err(Error::AccountNotActive {
