@@ -40,8 +40,9 @@ pub enum Error {
         action: &'static str,
     },
 
+    /// A request the domain refuses for a reason clients tell apart.
     #[error("{message}")]
-    Unprocessable { kind: &'static str, message: String },
+    Refused { refusal: Refusal, message: String },
 
     /// The account is blocked or closed: it orders, pays and is credited
     /// no more.
@@ -85,6 +86,48 @@ impl Error {
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
+}
+
+/// Why the domain refused a well-formed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Archived plans are not sold.
+    PlanArchived,
+    /// The plan does not offer the period asked for.
+    InvalidPeriod,
+    /// The service's plan does not list the plan asked for.
+    PlanChangeNotAllowed,
+    /// Only an unpaid order can be paid for like this.
+    NotAnUnpaidOrder,
+    /// A gateway's amount differs from the payment's.
+    AmountMismatch,
+    /// More refunded than is left of the payment.
+    RefundExceedsPayment,
+    /// Services on the plan would silently change module or product type.
+    PlanInUse,
+    /// The service's module does not check its services' state.
+    SyncUnsupported,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PlanArchived => "plan-archived",
+            Refusal::InvalidPeriod => "invalid-period",
+            Refusal::PlanChangeNotAllowed => "plan-change-not-allowed",
+            Refusal::NotAnUnpaidOrder => "not-an-unpaid-order",
+            Refusal::AmountMismatch => "amount-mismatch",
+            Refusal::RefundExceedsPayment => "refund-exceeds-payment",
+            Refusal::PlanInUse => "plan-in-use",
+            Refusal::SyncUnsupported => "sync-unsupported",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

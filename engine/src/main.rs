@@ -326,16 +326,14 @@ async fn admin_key(command: AdminKeyCommand, config: &Config) -> anyhow::Result<
             expires_in_days,
         } => {
             let role = Role::parse(&role).unwrap_or(Role::Admin);
-            let secret = ApiKeySecret::generate(role);
-            let new = repo::NewKey {
-                secret: &secret,
+            let form = bursar::directory::KeyForm {
                 role,
                 account_id: None,
                 name: &name,
                 expires_at: expires_in_days.map(|d| now + chrono::Duration::days(i64::from(d))),
-                managed: false,
             };
-            let key = repo::insert_key(tx.conn(), new, now).await?;
+            let (key, secret) =
+                bursar::directory::create_key(tx.conn(), form, 0, "cli", now).await?;
             tx.commit().await?;
             println!("{}", secret.expose());
             eprintln!(
@@ -372,7 +370,7 @@ async fn admin_key(command: AdminKeyCommand, config: &Config) -> anyhow::Result<
             }
         }
         AdminKeyCommand::Revoke { id } => {
-            let key = repo::revoke_staff_key(tx.conn(), &id, now).await?;
+            let key = bursar::directory::revoke_staff_key(tx.conn(), &id, "cli", now).await?;
             tx.commit().await?;
             eprintln!(
                 "revoked {} key {} ({})",

@@ -233,6 +233,43 @@ pub fn hash_key(secret: &str) -> String {
 /// Checks an ISO 3166-1 alpha-2 country code (`DE`, `us`): an assigned
 /// code, upper-cased. `ZZ`, `XX` and other user-assigned codes are not
 /// countries.
+/// Checks an ISO 3166-1 alpha-2 country code (upper-cased).
+pub fn check_country(code: &str) -> Result<String, FieldError> {
+    valid_country(code).ok_or_else(|| {
+        FieldError::new(
+            "country",
+            format!("`{code}` is not an ISO 3166-1 alpha-2 country code"),
+        )
+    })
+}
+
+/// Checks an IANA time zone name.
+pub fn check_time_zone(name: &str) -> Result<crate::calendar::Zone, FieldError> {
+    crate::calendar::Zone::parse(name).ok_or_else(|| {
+        FieldError::new(
+            "time_zone",
+            format!("`{name}` is not an IANA time zone (e.g. `UTC`, `Europe/Berlin`)"),
+        )
+    })
+}
+
+/// Checks an API key's label (1 to 100 characters after trimming) and
+/// expiry (in the future, if any).
+pub fn check_key_label(
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<String, FieldError> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(FieldError::new("name", "must be 1 to 100 characters"));
+    }
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(FieldError::new("expires_at", "must be in the future"));
+    }
+    Ok(name)
+}
+
 pub fn valid_country(code: &str) -> Option<String> {
     let upper = code.trim().to_ascii_uppercase();
     isocountry::CountryCode::for_alpha2(&upper).ok()?;

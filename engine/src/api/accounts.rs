@@ -7,19 +7,16 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::{
-    Account, AccountStatus, ApiKey, ApiKeySecret, Role, check_credit_limit, normalize_email,
-    normalize_name,
-};
+use crate::accounts::{Account, AccountStatus, ApiKey, Role};
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::policy::Action;
 use crate::api::{AppState, ListQuery, PageBody};
-use crate::calendar::Zone;
+use crate::directory;
 use crate::ledger::{LedgerAccountId, TransactionKind};
 use crate::money::{Currency, Money};
-use crate::store::accounts::{self as repo, AccountChanges, NewAccount, NewKey};
+use crate::store::accounts::{self as repo};
 use crate::store::ledger::{self as ledger_repo, LedgerTransaction, StatementLine};
 
 /// A new customer account.
@@ -43,24 +40,6 @@ pub struct CreateAccount {
     pub time_zone: Option<String>,
 }
 
-fn check_time_zone(name: &str) -> Result<Zone, Problem> {
-    Zone::parse(name).ok_or_else(|| {
-        Problem::invalid(
-            "time_zone",
-            format!("`{name}` is not an IANA time zone (e.g. `UTC`, `Europe/Berlin`)"),
-        )
-    })
-}
-
-fn check_country(code: &str) -> Result<String, Problem> {
-    crate::accounts::valid_country(code).ok_or_else(|| {
-        Problem::invalid(
-            "country",
-            format!("`{code}` is not an ISO 3166-1 alpha-2 country code"),
-        )
-    })
-}
-
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts",
     request_body = CreateAccount,
     params(("Idempotency-Key" = Option<String>, Header, description = "replays return the first response")),
@@ -73,15 +52,15 @@ pub async fn create(
     body: ApiJson<CreateAccount>,
 ) -> Result<Response, Problem> {
     let req = body.value;
-    let new = NewAccount {
-        email: normalize_email(&req.email)?,
-        name: normalize_name(&req.name)?,
-        currency: Currency::from_code(&req.currency)
-            .map_err(|e| Problem::invalid("currency", e.to_string()))?,
-        credit_limit: check_credit_limit(req.credit_limit)?,
-        country: req.country.as_deref().map(check_country).transpose()?,
-        time_zone: req.time_zone.as_deref().map(check_time_zone).transpose()?,
-    };
+    let new = directory::AccountForm {
+        email: &req.email,
+        name: &req.name,
+        currency: &req.currency,
+        credit_limit: req.credit_limit,
+        country: req.country.as_deref(),
+        time_zone: req.time_zone.as_deref(),
+    }
+    .check()?;
     let now = state.clock.now();
     let idem = Idempotency {
         principal: &principal,
@@ -90,7 +69,7 @@ pub async fn create(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
-            let account = repo::create(tx.conn(), new, now).await?;
+            let account = directory::create_account(tx.conn(), new, now).await?;
             Reply::new(StatusCode::CREATED, account)
         })
     })
@@ -158,12 +137,15 @@ pub struct UpdateAccount {
 }
 
 impl UpdateAccount {
-    /// Whether the change touches what the customer owes or how.
-    fn touches_billing(&self) -> bool {
-        self.credit_limit.is_some()
-            || self.status.is_some()
-            || self.country.is_some()
-            || self.time_zone.is_some()
+    fn edit(&self) -> directory::AccountEdit<'_> {
+        directory::AccountEdit {
+            email: self.email.as_deref(),
+            name: self.name.as_deref(),
+            credit_limit: self.credit_limit,
+            status: self.status,
+            country: self.country.as_deref(),
+            time_zone: self.time_zone.as_deref(),
+        }
     }
 }
 
@@ -179,32 +161,24 @@ pub async fn update(
 ) -> Result<Json<Account>, Problem> {
     principal.require_account(&id)?;
     let req = body.value;
-    if req.touches_billing() {
+    let edit = req.edit();
+    if edit.touches_billing() {
         principal.require(Action::AccountEditBilling).map_err(|_| {
             Problem::forbidden(
                 "country, credit_limit, status and time_zone are changed by staff only",
             )
         })?;
     }
-    if (req.email.is_some() || req.name.is_some()) && !principal.may(Action::AccountEditProfile) {
+    if edit.touches_profile() && !principal.may(Action::AccountEditProfile) {
         return Err(Problem::forbidden(
             "name and email are changed by the customer or support",
         ));
     }
-    let changes = AccountChanges {
-        email: req.email.as_deref().map(normalize_email).transpose()?,
-        name: req.name.as_deref().map(normalize_name).transpose()?,
-        credit_limit: req.credit_limit.map(check_credit_limit).transpose()?,
-        status: req.status,
-        country: req.country.as_deref().map(check_country).transpose()?,
-        time_zone: req.time_zone.as_deref().map(check_time_zone).transpose()?,
-    };
     let mut tx = state.store.begin().await?;
-    let account = repo::update(tx.conn(), &id, changes, state.clock.now()).await?;
+    let account =
+        directory::update_account(tx.conn(), &id, edit, &principal.actor(), state.clock.now())
+            .await?;
     tx.commit().await?;
-    if req.touches_billing() {
-        tracing::info!(account = %id, actor = %principal.actor(), "billing fields of an account changed");
-    }
     Ok(Json(account))
 }
 
@@ -403,9 +377,9 @@ pub async fn create_key(
 ) -> Result<Response, Problem> {
     principal.require_account(&id)?;
     let now = state.clock.now();
-    let name = crate::api::keys::check_key_input(&body.value.name, body.value.expires_at, now)?;
-    let expires_at = body.value.expires_at;
+    let req = body.value;
     let quota = state.api.max_keys_per_account;
+    let actor = principal.actor();
     let idem = Idempotency {
         principal: &principal,
         key: &key,
@@ -413,30 +387,13 @@ pub async fn create_key(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
-            let account = repo::get(tx.conn(), &id).await?;
-            if account.status != AccountStatus::Active {
-                return Err(crate::error::Error::AccountNotActive {
-                    account_id: account.id,
-                    status: account.status.as_str(),
-                }
-                .into());
-            }
-            if repo::count_live_keys(tx.conn(), &id, now).await? >= quota as i64 {
-                return Err(Problem::quota(
-                    "api keys",
-                    format!("an account may have {quota} API keys that work; revoke one first"),
-                ));
-            }
-            let secret = ApiKeySecret::generate(Role::Customer);
-            let new = NewKey {
-                secret: &secret,
+            let form = directory::KeyForm {
                 role: Role::Customer,
                 account_id: Some(&id),
-                name: &name,
-                expires_at,
-                managed: false,
+                name: &req.name,
+                expires_at: req.expires_at,
             };
-            let key = repo::insert_key(tx.conn(), new, now).await?;
+            let (key, secret) = directory::create_key(tx.conn(), form, quota, &actor, now).await?;
             CreatedApiKey::reply(key, &secret)
         })
     })
@@ -476,7 +433,7 @@ pub async fn revoke_key(
 ) -> Result<Json<ApiKey>, Problem> {
     principal.require_account(&id)?;
     let mut tx = state.store.begin().await?;
-    let key = repo::revoke_key(tx.conn(), &id, &key_id, state.clock.now()).await?;
+    let key = directory::revoke_key(tx.conn(), &id, &key_id, state.clock.now()).await?;
     tx.commit().await?;
     Ok(Json(key))
 }

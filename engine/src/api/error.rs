@@ -5,36 +5,132 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::money::MoneyError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An error response. `kind` becomes the problem `type`
-/// (`urn:bursar:problem:{kind}`), which clients match on.
+/// Every kind of problem the API answers with: its `type` URI
+/// (`urn:bursar:problem:{slug}`), which clients match on, its HTTP status
+/// and its title. The same condition is the same kind on every endpoint.
+macro_rules! problem_kinds {
+    ($($variant:ident = $slug:literal, $status:ident, $title:literal;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ProblemKind {
+            $($variant,)*
+        }
+
+        impl ProblemKind {
+            pub const ALL: &'static [ProblemKind] = &[$(ProblemKind::$variant,)*];
+
+            /// The last segment of the `type` URI.
+            pub fn slug(self) -> &'static str {
+                match self {
+                    $(ProblemKind::$variant => $slug,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ProblemKind::$variant => StatusCode::$status,)*
+                }
+            }
+
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ProblemKind::$variant => $title,)*
+                }
+            }
+        }
+    };
+}
+
+problem_kinds! {
+    MalformedJson = "malformed-json", BAD_REQUEST, "The body is not valid JSON";
+    InvalidBody = "invalid-body", UNPROCESSABLE_ENTITY, "The body does not have the expected shape";
+    UnreadableBody = "unreadable-body", BAD_REQUEST, "The body could not be read";
+    InvalidQuery = "invalid-query", BAD_REQUEST, "Invalid query parameters";
+    InvalidIdempotencyKey = "invalid-idempotency-key", BAD_REQUEST, "Invalid Idempotency-Key";
+    CallbackRefused = "callback-refused", BAD_REQUEST, "Callback refused";
+    Unauthorized = "unauthorized", UNAUTHORIZED, "Authentication required";
+    InsufficientFunds = "insufficient-funds", PAYMENT_REQUIRED, "Insufficient funds";
+    Forbidden = "forbidden", FORBIDDEN, "Not allowed";
+    NotFound = "not-found", NOT_FOUND, "Not found";
+    MethodNotAllowed = "method-not-allowed", METHOD_NOT_ALLOWED, "Method not allowed";
+    Conflict = "conflict", CONFLICT, "Conflict";
+    IllegalTransition = "illegal-transition", CONFLICT, "Not possible in the service's current state";
+    AccountNotActive = "account-not-active", CONFLICT, "Account not active";
+    QuotaExceeded = "quota-exceeded", CONFLICT, "Quota exceeded";
+    IdempotencyKeyReused = "idempotency-key-reused", CONFLICT, "Idempotency key reused";
+    PlanInUse = "plan-in-use", CONFLICT, "Plan in use";
+    NoCatalog = "no-catalog", CONFLICT, "This instance has no catalog";
+    PayloadTooLarge = "payload-too-large", PAYLOAD_TOO_LARGE, "Request body too large";
+    UnsupportedMediaType = "unsupported-media-type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type";
+    InvalidField = "invalid-field", UNPROCESSABLE_ENTITY, "A field has an invalid value";
+    CurrencyMismatch = "currency-mismatch", UNPROCESSABLE_ENTITY, "Currencies do not match";
+    InvalidTransaction = "invalid-transaction", UNPROCESSABLE_ENTITY, "The transaction breaks a ledger rule";
+    PlanArchived = "plan-archived", UNPROCESSABLE_ENTITY, "The plan is archived";
+    InvalidPeriod = "invalid-period", UNPROCESSABLE_ENTITY, "The plan does not offer this period";
+    PlanChangeNotAllowed = "plan-change-not-allowed", UNPROCESSABLE_ENTITY, "This plan change is not offered";
+    NotAnUnpaidOrder = "not-an-unpaid-order", UNPROCESSABLE_ENTITY, "Not an unpaid order";
+    AmountMismatch = "amount-mismatch", UNPROCESSABLE_ENTITY, "The amount does not match";
+    RefundExceedsPayment = "refund-exceeds-payment", UNPROCESSABLE_ENTITY, "The refund exceeds what is left of the payment";
+    SyncUnsupported = "sync-unsupported", UNPROCESSABLE_ENTITY, "Not supported by the module";
+    RateLimited = "rate-limited", TOO_MANY_REQUESTS, "Too many requests";
+    HeadersTooLarge = "headers-too-large", REQUEST_HEADER_FIELDS_TOO_LARGE, "Request headers too large";
+    Internal = "internal", INTERNAL_SERVER_ERROR, "Internal error";
+    GatewayFailed = "gateway-failed", BAD_GATEWAY, "The payment gateway failed";
+    PluginFailed = "plugin-failed", BAD_GATEWAY, "The plugin failed";
+    Unavailable = "unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable";
+    NotReady = "not-ready", SERVICE_UNAVAILABLE, "Not ready";
+    Busy = "busy", SERVICE_UNAVAILABLE, "Busy";
+    CallbackFailed = "callback-failed", SERVICE_UNAVAILABLE, "Callback not handled";
+    CallbackTimeout = "callback-timeout", SERVICE_UNAVAILABLE, "Not handled in time";
+}
+
+impl ProblemKind {
+    /// The problem's `type`.
+    pub fn uri(self) -> String {
+        format!("urn:bursar:problem:{}", self.slug())
+    }
+}
+
+impl From<Refusal> for ProblemKind {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::PlanArchived => ProblemKind::PlanArchived,
+            Refusal::InvalidPeriod => ProblemKind::InvalidPeriod,
+            Refusal::PlanChangeNotAllowed => ProblemKind::PlanChangeNotAllowed,
+            Refusal::NotAnUnpaidOrder => ProblemKind::NotAnUnpaidOrder,
+            Refusal::AmountMismatch => ProblemKind::AmountMismatch,
+            Refusal::RefundExceedsPayment => ProblemKind::RefundExceedsPayment,
+            Refusal::PlanInUse => ProblemKind::PlanInUse,
+            Refusal::SyncUnsupported => ProblemKind::SyncUnsupported,
+        }
+    }
+}
+
+/// An error response: a problem+json document of one [`ProblemKind`],
+/// with a human-readable `detail` and, for some kinds, more members
+/// (`field`, `quota`, `current_status`, the amounts of insufficient funds).
 #[derive(Debug, Clone)]
 pub struct Problem {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub title: &'static str,
+    pub kind: ProblemKind,
     pub detail: String,
     pub extra: Map<String, Value>,
 }
 
 impl Problem {
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Problem {
-            status,
             kind,
-            title,
             detail: detail.into(),
             extra: Map::new(),
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -42,65 +138,39 @@ impl Problem {
         self
     }
 
-    pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, kind, "Bad request", detail)
-    }
-
     pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-field",
-            "A field has an invalid value",
-            detail,
-        )
-        .with("field", field)
+        Problem::new(ProblemKind::InvalidField, detail).with("field", field)
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Authentication required",
-            detail,
-        )
+        Problem::new(ProblemKind::Unauthorized, detail)
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed", detail)
+        Problem::new(ProblemKind::Forbidden, detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+        Problem::new(ProblemKind::NotFound, detail)
     }
 
     /// A per-account limit is reached (pending payments, API keys).
     pub fn quota(what: &str, detail: impl Into<String>) -> Self {
-        Problem::new(
-            StatusCode::CONFLICT,
-            "quota-exceeded",
-            "Quota exceeded",
-            detail,
-        )
-        .with("quota", what)
+        Problem::new(ProblemKind::QuotaExceeded, detail).with("quota", what)
     }
 
     pub fn internal() -> Self {
         Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
+            ProblemKind::Internal,
             "the server could not complete the request; it has been logged",
         )
     }
 
     pub fn body(&self) -> Value {
         let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            json!(format!("urn:bursar:problem:{}", self.kind)),
-        );
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("type".into(), json!(self.kind.uri()));
+        body.insert("title".into(), json!(self.kind.title()));
+        body.insert("status".into(), json!(self.status().as_u16()));
         body.insert("detail".into(), json!(self.detail));
         for (k, v) in &self.extra {
             body.insert(k.clone(), v.clone());
@@ -111,16 +181,17 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut response = (self.status, self.body().to_string()).into_response();
+        let status = self.status();
+        let mut response = (status, self.body().to_string()).into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -135,74 +206,44 @@ impl From<Error> for Problem {
             Error::NotFound { .. } => Problem::not_found(e.to_string()),
             Error::Field(f) => Problem::invalid(f.field, f.to_string()),
             Error::Money(MoneyError::CurrencyMismatch(a, b)) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "currency-mismatch",
-                "Currencies do not match",
+                ProblemKind::CurrencyMismatch,
                 format!("the amount is in {a} but the account is billed in {b}"),
             ),
-            Error::Money(m) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-amount",
-                "Invalid amount",
-                m.to_string(),
-            ),
-            Error::Ledger(l) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-transaction",
-                "The transaction breaks a ledger rule",
-                l.to_string(),
-            ),
+            Error::Money(m @ MoneyError::UnknownCurrency(_)) => {
+                Problem::invalid("currency", m.to_string())
+            }
+            Error::Money(m) => Problem::invalid("amount", m.to_string()),
+            Error::Ledger(l) => Problem::new(ProblemKind::InvalidTransaction, l.to_string()),
             Error::InsufficientFunds {
                 ref account_id,
                 ref currency,
                 balance,
                 credit_limit,
                 required,
-            } => Problem::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient-funds",
-                "Insufficient funds",
-                e.to_string(),
-            )
-            .with("account_id", account_id.clone())
-            .with("currency", currency.clone())
-            .with("balance", balance)
-            .with("credit_limit", credit_limit)
-            .with("required", required),
-            Error::Conflict(msg) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", msg),
-            Error::IllegalTransition { status, .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "illegal-transition",
-                "Not possible in the service's current state",
-                e.to_string(),
-            )
-            .with("current_status", status),
-            Error::Unprocessable { kind, message } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                kind,
-                "Cannot be done",
-                message,
-            ),
+            } => Problem::new(ProblemKind::InsufficientFunds, e.to_string())
+                .with("account_id", account_id.clone())
+                .with("currency", currency.clone())
+                .with("balance", balance)
+                .with("credit_limit", credit_limit)
+                .with("required", required),
+            Error::Conflict(msg) => Problem::new(ProblemKind::Conflict, msg),
+            Error::IllegalTransition { status, .. } => {
+                Problem::new(ProblemKind::IllegalTransition, e.to_string())
+                    .with("current_status", status)
+            }
+            Error::Refused { refusal, message } => Problem::new(refusal.into(), message),
             Error::Quota { what, message } => Problem::quota(what, message),
-            Error::AccountNotActive { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "account-not-active",
-                "Account not active",
-                e.to_string(),
-            ),
-            Error::IdempotencyMismatch => Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency-key-reused",
-                "Idempotency key reused",
-                e.to_string(),
-            ),
+            Error::AccountNotActive { .. } => {
+                Problem::new(ProblemKind::AccountNotActive, e.to_string())
+            }
+            Error::IdempotencyMismatch => {
+                Problem::new(ProblemKind::IdempotencyKeyReused, e.to_string())
+            }
             Error::Forbidden(msg) => Problem::forbidden(msg),
             Error::Database(ref db) if is_transient(db) => {
                 tracing::warn!(error = %db, "database busy");
                 Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Temporarily unavailable",
+                    ProblemKind::Unavailable,
                     "the database is busy; retry the request (with the same Idempotency-Key)",
                 )
             }
@@ -230,5 +271,49 @@ fn is_transient(e: &sqlx::Error) -> bool {
 impl From<crate::accounts::FieldError> for Problem {
     fn from(f: crate::accounts::FieldError) -> Self {
         Problem::from(Error::Field(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_own_type_and_an_error_status() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ProblemKind::ALL {
+            assert!(seen.insert(kind.uri()), "{} twice", kind.slug());
+            assert!(
+                kind.status().is_client_error() || kind.status().is_server_error(),
+                "{}",
+                kind.slug()
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_the_problem_kind_of_its_name() {
+        use crate::error::Refusal::*;
+        for r in [
+            PlanArchived,
+            InvalidPeriod,
+            PlanChangeNotAllowed,
+            NotAnUnpaidOrder,
+            AmountMismatch,
+            RefundExceedsPayment,
+            PlanInUse,
+            SyncUnsupported,
+        ] {
+            assert_eq!(ProblemKind::from(r).slug(), r.as_str());
+        }
+    }
+
+    #[test]
+    fn a_bad_amount_is_an_invalid_field_named_amount() {
+        let p = Problem::from(Error::Money(MoneyError::OutOfRange));
+        assert_eq!(p.kind, ProblemKind::InvalidField);
+        assert_eq!(p.extra["field"], "amount");
+        let p = Problem::from(Error::Money(MoneyError::UnknownCurrency("XXX".into())));
+        assert_eq!(p.extra["field"], "currency");
     }
 }

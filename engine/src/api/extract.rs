@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::accounts::{AccountStatus, Role, hash_key};
 use crate::api::AppState;
-use crate::api::error::Problem;
+use crate::api::error::{Problem, ProblemKind};
 use crate::api::policy::{self, Action, Reach};
 use crate::store::accounts::find_key_by_hash;
 
@@ -58,14 +58,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
 }
 
 fn parse_body<T: DeserializeOwned>(json: serde_json::Value) -> Result<T, Problem> {
-    serde_json::from_value(json).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "The body does not match the expected shape",
-            e.to_string(),
-        )
-    })
+    serde_json::from_value(json).map_err(|e| Problem::new(ProblemKind::InvalidBody, e.to_string()))
 }
 
 /// Reads a JSON body and hashes the request (method, path, canonical
@@ -89,28 +82,24 @@ async fn read_json<S: Send + Sync>(
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                status,
-                "payload-too-large",
-                "Request body too large",
-                rejection.body_text(),
-            )
+            Problem::new(ProblemKind::PayloadTooLarge, rejection.body_text())
         } else {
-            Problem::bad_request("unreadable-body", rejection.body_text())
+            Problem::new(ProblemKind::UnreadableBody, rejection.body_text())
         }
     })?;
     let json: serde_json::Value = if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Null
     } else if !is_json {
         return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
+            ProblemKind::UnsupportedMediaType,
             "send the body as JSON with Content-Type: application/json",
         ));
     } else {
         parse_unique(&bytes).map_err(|e| {
-            Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
+            Problem::new(
+                ProblemKind::MalformedJson,
+                format!("the body is not valid JSON: {e}"),
+            )
         })?
     };
     // Hash the canonical form (serde_json sorts object keys), so whitespace
@@ -211,7 +200,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| ApiQuery(v))
-            .map_err(|e| Problem::bad_request("invalid-query", e.body_text()))
+            .map_err(|e| Problem::new(ProblemKind::InvalidQuery, e.body_text()))
     }
 }
 
@@ -371,8 +360,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .ok()
             .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| {
-                Problem::bad_request(
-                    "invalid-idempotency-key",
+                Problem::new(
+                    ProblemKind::InvalidIdempotencyKey,
                     "Idempotency-Key must be 1 to 255 visible ASCII characters",
                 )
             })?;

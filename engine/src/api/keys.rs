@@ -18,8 +18,9 @@ use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::{AppState, PageBody};
+use crate::directory;
 use crate::store::Store;
-use crate::store::accounts::{self as repo, NewKey};
+use crate::store::accounts::{self as repo};
 
 /// How often a key's `last_used_at` is written at most.
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
@@ -88,22 +89,6 @@ impl From<StaffRole> for Role {
     }
 }
 
-/// Checks a key's label and expiry.
-pub fn check_key_input(
-    name: &str,
-    expires_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<String, Problem> {
-    let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Problem::invalid("name", "must be 1 to 100 characters"));
-    }
-    if expires_at.is_some_and(|at| at <= now) {
-        return Err(Problem::invalid("expires_at", "must be in the future"));
-    }
-    Ok(name)
-}
-
 #[utoipa::path(get, path = "/api/v1/staff-keys", tag = "accounts",
     responses((status = 200, body = PageBody<ApiKey>)),
     security(("bearer" = [])))]
@@ -130,7 +115,6 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let now = state.clock.now();
     let req = body.value;
-    let name = check_key_input(&req.name, req.expires_at, now)?;
     let role = Role::from(req.role);
     let actor = principal.actor();
     let idem = Idempotency {
@@ -140,17 +124,13 @@ pub async fn create(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
-            let secret = ApiKeySecret::generate(role);
-            let new = NewKey {
-                secret: &secret,
+            let form = directory::KeyForm {
                 role,
                 account_id: None,
-                name: &name,
+                name: &req.name,
                 expires_at: req.expires_at,
-                managed: false,
             };
-            let key = repo::insert_key(tx.conn(), new, now).await?;
-            tracing::info!(key = %key.id, role = role.as_str(), %actor, "staff key created");
+            let (key, secret) = directory::create_key(tx.conn(), form, 0, &actor, now).await?;
             CreatedApiKey::reply(key, &secret)
         })
     })
@@ -168,9 +148,9 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, Problem> {
     let mut tx = state.store.begin().await?;
-    let key = repo::revoke_staff_key(tx.conn(), &id, state.clock.now()).await?;
+    let key =
+        directory::revoke_staff_key(tx.conn(), &id, &principal.actor(), state.clock.now()).await?;
     tx.commit().await?;
-    tracing::info!(key = %key.id, actor = %principal.actor(), "staff key revoked");
     Ok(Json(key))
 }
 

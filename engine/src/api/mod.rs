@@ -201,8 +201,8 @@ impl ListQuery {
             .as_deref()
             .map(|a| {
                 a.parse::<i64>().map_err(|_| {
-                    Problem::bad_request(
-                        "invalid-query",
+                    Problem::new(
+                        crate::api::error::ProblemKind::InvalidQuery,
                         "`after` must be a cursor from `next_cursor`",
                     )
                 })
@@ -216,12 +216,12 @@ pub fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize, Probl
     {
         match limit {
             None => Ok(state.api.default_page_limit),
-            Some(0) => Err(Problem::bad_request(
-                "invalid-query",
+            Some(0) => Err(Problem::new(
+                crate::api::error::ProblemKind::InvalidQuery,
                 "`limit` must be at least 1",
             )),
-            Some(l) if l > state.api.max_page_limit => Err(Problem::bad_request(
-                "invalid-query",
+            Some(l) if l > state.api.max_page_limit => Err(Problem::new(
+                crate::api::error::ProblemKind::InvalidQuery,
                 format!("`limit` must be at most {}", state.api.max_page_limit),
             )),
             Some(l) => Ok(l),

@@ -14,8 +14,7 @@ use crate::api::error::Problem;
 use crate::api::extract::{ApiQuery, IdempotencyKey, OptionalJson, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::{AppState, PageBody, page_limit};
-use crate::lifecycle::complete_effects;
-use crate::lifecycle::runner::record_params;
+use crate::lifecycle::operations as service;
 use crate::services::{Operation, OperationStatus};
 use crate::store::services as repo;
 
@@ -87,7 +86,7 @@ pub async fn retry(
         Box::pin(async move {
             Reply::new(
                 StatusCode::OK,
-                repo::resolve_manual(tx.conn(), &id, true, now).await?,
+                service::retry_manual(tx.conn(), &id, now).await?,
             )
         })
     })
@@ -128,9 +127,8 @@ pub async fn complete(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
-            let op = repo::resolve_manual(tx.conn(), &id, false, now).await?;
-            record_params(tx.conn(), &op, &params, &[], &secrets, now).await?;
-            complete_effects(tx.conn(), &op, &actor, now).await?;
+            let op =
+                service::complete_manual(tx.conn(), &id, &params, &secrets, &actor, now).await?;
             Reply::new(StatusCode::OK, op)
         })
     })

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::error::Problem;
+use crate::api::error::{Problem, ProblemKind};
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Principal};
 use crate::api::{AccountListQuery, AppState, PageBody};
 use crate::billing::{self, NewPaymentRequest, RefundRequest};
@@ -50,9 +50,7 @@ fn request_key(principal: &Principal, key: &IdempotencyKey) -> Option<String> {
 /// plugin's own words (they are logged for staff).
 fn gateway_problem(gateway: &str, what: &str, kind: &str) -> Problem {
     Problem::new(
-        StatusCode::BAD_GATEWAY,
-        "gateway-failed",
-        "The payment gateway failed",
+        ProblemKind::GatewayFailed,
         format!("gateway `{gateway}` failed ({kind}); {what}"),
     )
 }

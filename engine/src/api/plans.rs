@@ -12,69 +12,8 @@ use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::{AppState, PageBody};
 use crate::catalog::{Plan, PlanSpec, PlanStatus};
-use crate::services::module::missing_requirement;
+use crate::plans;
 use crate::store::catalog as repo;
-
-/// Each plan of the change list exists and is provisioned by the same
-/// module instance for the same product type (a move to another module is
-/// a staff migration, never a plan change).
-async fn check_change_list(
-    mut c: crate::store::Conn<'_>,
-    spec: &PlanSpec,
-    own_id: Option<&str>,
-) -> Result<(), Problem> {
-    for id in &spec.change_to {
-        if Some(id.as_str()) == own_id {
-            return Err(Problem::invalid(
-                "change_to",
-                "a plan cannot change to itself",
-            ));
-        }
-        let other = match repo::get(c.reborrow(), id).await {
-            Ok(p) => p,
-            Err(crate::error::Error::NotFound { .. }) => {
-                return Err(Problem::invalid("change_to", format!("no plan {id}")));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if other.spec.module != spec.module || other.spec.product_type != spec.product_type {
-            return Err(Problem::invalid(
-                "change_to",
-                format!(
-                    "plan {id} is provisioned by `{}` as {}; a plan changes only to plans of its own module and product type",
-                    other.spec.module,
-                    other.spec.product_type.as_str()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_spec(state: &AppState, spec: &PlanSpec) -> Result<(), Problem> {
-    spec.validate()?;
-    let Some(module) = state.modules.get(&spec.module) else {
-        return Err(Problem::invalid(
-            "module",
-            format!(
-                "no processing module instance named `{}` (known: {})",
-                spec.module,
-                state.modules.names().join(", ")
-            ),
-        ));
-    };
-    let codes: Vec<&str> = spec.addons.iter().map(|a| a.code()).collect();
-    if let Some(missing) = missing_requirement(&module.features(), &spec.module_settings, &codes) {
-        return Err(Problem::invalid(
-            "module_settings",
-            format!(
-                "module `{}` needs the plan to set `{missing}` (a module setting, or an add-on of that code)",
-                spec.module
-            ),
-        ));
-    }
-    Ok(())
-}
 
 #[utoipa::path(post, path = "/api/v1/plans", tag = "plans",
     request_body = PlanSpec,
@@ -87,10 +26,9 @@ pub async fn create(
     key: IdempotencyKey,
     body: ApiJson<PlanSpec>,
 ) -> Result<Response, Problem> {
-    let mut spec = body.value;
-    spec.name = spec.name.trim().to_owned();
-    check_spec(&state, &spec)?;
+    let spec = body.value;
     let now = state.clock.now();
+    let modules = state.modules.clone();
     let idem = Idempotency {
         principal: &principal,
         key: &key,
@@ -98,10 +36,9 @@ pub async fn create(
     };
     idem.run(&state, |tx| {
         Box::pin(async move {
-            check_change_list(tx.conn(), &spec, None).await?;
             Reply::new(
                 StatusCode::CREATED,
-                repo::create(tx.conn(), spec, now).await?,
+                plans::create(tx.conn(), &modules, spec, now).await?,
             )
         })
     })
@@ -176,24 +113,15 @@ pub async fn update(
     Path(id): Path<String>,
     body: ApiJson<PlanSpec>,
 ) -> Result<Json<Plan>, Problem> {
-    let mut spec = body.value;
-    spec.name = spec.name.trim().to_owned();
-    check_spec(&state, &spec)?;
     let mut tx = state.store.begin().await?;
-    check_change_list(tx.conn(), &spec, Some(&id)).await?;
-    let current = repo::get(tx.conn(), &id).await?;
-    if (current.spec.module != spec.module || current.spec.product_type != spec.product_type)
-        && repo::live_services(tx.conn(), &id).await? > 0
-    {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "plan-in-use",
-            "Plan in use",
-            "services on this plan would silently move to another module or product type; \
-             create a new plan and migrate them (POST /services/{id}/migrate)",
-        ));
-    }
-    let plan = repo::update(tx.conn(), &id, spec, state.clock.now()).await?;
+    let plan = plans::update(
+        tx.conn(),
+        &state.modules,
+        &id,
+        body.value,
+        state.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(plan))
 }
@@ -208,7 +136,7 @@ pub async fn archive(
     Path(id): Path<String>,
 ) -> Result<Json<Plan>, Problem> {
     let mut tx = state.store.begin().await?;
-    let plan = repo::archive(tx.conn(), &id, state.clock.now()).await?;
+    let plan = plans::archive(tx.conn(), &id, state.clock.now()).await?;
     tx.commit().await?;
     Ok(Json(plan))
 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::error::Problem;
+use crate::api::error::{Problem, ProblemKind};
 use crate::api::{AppState, PageBody};
 use crate::plugins::instances::{CatalogEntry, PluginView};
 use crate::services::module::ModuleError;
@@ -67,18 +67,8 @@ pub async fn catalog(
         .await
         .ok_or_else(|| Problem::not_found(format!("no plugin instance named `{name}`")))?
         .map_err(|e| match e {
-            ModuleError::Unsupported(m) => Problem::new(
-                axum::http::StatusCode::CONFLICT,
-                "no-catalog",
-                "This instance has no catalog",
-                m,
-            ),
-            e => Problem::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "plugin-failed",
-                "The plugin failed",
-                format!("{name}: {e}"),
-            ),
+            ModuleError::Unsupported(m) => Problem::new(ProblemKind::NoCatalog, m),
+            e => Problem::new(ProblemKind::PluginFailed, format!("{name}: {e}")),
         })?;
     Ok(Json(PageBody {
         data: items,

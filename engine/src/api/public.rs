@@ -19,7 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
 use crate::api::AppState;
-use crate::api::error::Problem;
+use crate::api::error::{Problem, ProblemKind};
 use crate::billing::{self, CallbackError};
 use crate::config::CallbackLimits;
 use crate::payments::{CallbackRequest, Gateways};
@@ -75,8 +75,8 @@ impl CallbackGuard {
     }
 }
 
-fn refused(status: StatusCode, kind: &'static str, title: &'static str, detail: &str) -> Problem {
-    Problem::new(status, kind, title, detail)
+fn refused(kind: ProblemKind, detail: &str) -> Problem {
+    Problem::new(kind, detail)
 }
 
 #[utoipa::path(post, path = "/api/v1/gateways/{instance}/callback", tag = "payments",
@@ -106,9 +106,7 @@ pub async fn callback(
         metrics::counter!("bursar_gateway_callbacks_refused_total", "reason" => "rate")
             .increment(1);
         return Err(refused(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
+            ProblemKind::RateLimited,
             "too many callbacks from this address; try again in a minute",
         ));
     }
@@ -127,9 +125,7 @@ pub async fn callback(
         .sum();
     if header_bytes > limits.max_header_bytes {
         return Err(refused(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers-too-large",
-            "Request headers too large",
+            ProblemKind::HeadersTooLarge,
             "the callback's headers are too large",
         ));
     }
@@ -137,9 +133,7 @@ pub async fn callback(
         metrics::counter!("bursar_gateway_callbacks_refused_total", "reason" => "busy")
             .increment(1);
         return Err(refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "Busy",
+            ProblemKind::Busy,
             "the gateway is handling as many callbacks as it may; deliver again",
         ));
     };
@@ -148,9 +142,7 @@ pub async fn callback(
         .await
         .map_err(|_| {
             refused(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
+                ProblemKind::PayloadTooLarge,
                 "the callback's body is too large",
             )
         })?;
@@ -187,9 +179,7 @@ pub async fn callback(
                 .increment(1);
             tracing::warn!(gateway = %instance, deadline_ms = limits.deadline_ms, "gateway callback ran past its deadline");
             return Err(refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "callback-timeout",
-                "Not handled in time",
+                ProblemKind::CallbackTimeout,
                 "the callback was not handled in time; deliver again",
             ));
         }
@@ -202,16 +192,12 @@ pub async fn callback(
             tracing::warn!(gateway = %instance, error = %e, "gateway callback refused");
             return Err(if e.retryable() {
                 refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "callback-failed",
-                    "Callback not handled",
+                    ProblemKind::CallbackFailed,
                     "the callback could not be handled now; deliver again",
                 )
             } else {
                 refused(
-                    StatusCode::BAD_REQUEST,
-                    "callback-refused",
-                    "Callback refused",
+                    ProblemKind::CallbackRefused,
                     "the callback was refused (for example its signature did not verify)",
                 )
             });
@@ -219,9 +205,7 @@ pub async fn callback(
         Ok(Err(CallbackError::Store(e))) => {
             tracing::error!(gateway = %instance, error = %e, "callback event could not be recorded");
             return Err(refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "callback-failed",
-                "Callback not handled",
+                ProblemKind::CallbackFailed,
                 "the callback could not be recorded now; deliver again",
             ));
         }

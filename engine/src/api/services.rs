@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::error::Problem;
+use crate::api::error::{Problem, ProblemKind};
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::policy::Reach;
@@ -461,24 +461,7 @@ pub async fn sync(
 ) -> Result<Response, Problem> {
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    let service = repo::get(tx.conn(), &id).await?;
-    let module = plans_repo::get(tx.conn(), &service.plan_id)
-        .await?
-        .spec
-        .module;
-    let syncs = state
-        .modules
-        .get(&module)
-        .is_some_and(|m| m.features().iter().any(|f| f == "sync"));
-    if !syncs {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "sync-unsupported",
-            "Not supported by the module",
-            format!("module `{module}` does not check its services' state"),
-        ));
-    }
-    let op = lifecycle::request_sync(tx.conn(), &id, now).await?;
+    let op = lifecycle::request_sync(tx.conn(), &state.modules, &id, now).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(op)).into_response())
 }
@@ -518,28 +501,16 @@ pub async fn credentials(
 ) -> Result<Response, Problem> {
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    let service = authorize(tx.conn(), &principal, &id, None).await?;
+    authorize(tx.conn(), &principal, &id, None).await?;
     if state.reveals.0.check_key(&id).is_err() {
         return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
+            ProblemKind::RateLimited,
             "these credentials were revealed too often in the last hour; try again later",
         ));
     }
-    let credentials = repo::secret_params(tx.conn(), &id, &state.secrets).await?;
-    lifecycle::record_event(
-        tx.conn(),
-        &id,
-        "credentials_read",
-        service.status,
-        service.status,
-        None,
-        &principal.actor(),
-        Some(&format!("{} value(s) revealed", credentials.len())),
-        now,
-    )
-    .await?;
+    let credentials =
+        lifecycle::reveal_credentials(tx.conn(), &id, &state.secrets, &principal.actor(), now)
+            .await?;
     tx.commit().await?;
     let mut response = Json(Credentials {
         service_id: id,

@@ -2,11 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use crate::api::error::Problem;
+use crate::api::error::{Problem, ProblemKind};
 use crate::api::{ApiDoc, AppState};
 
 /// The process is up.
@@ -18,12 +18,7 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            "Not ready",
-            "the database does not answer",
-        )
+        Problem::new(ProblemKind::NotReady, "the database does not answer")
     })?;
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
@@ -49,9 +44,7 @@ pub async fn not_found() -> Problem {
 
 pub async fn method_not_allowed() -> Problem {
     Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
+        ProblemKind::MethodNotAllowed,
         "this endpoint does not accept that method",
     )
 }

@@ -74,10 +74,7 @@ pub async fn schedule_syncs(
     let cutoff = now - Duration::seconds(config.sync_interval_secs.min(i64::MAX as u64 / 2) as i64);
     let mut queued = 0;
     for module in modules.names() {
-        let syncs = modules
-            .get(&module)
-            .is_some_and(|m| m.features().iter().any(|f| f == "sync"));
-        if !syncs {
+        if !modules.syncs(&module) {
             continue;
         }
         let due = {
@@ -86,7 +83,7 @@ pub async fn schedule_syncs(
         };
         for id in due {
             let mut tx = store.begin().await?;
-            match crate::lifecycle::request_sync(tx.conn(), &id, now).await {
+            match crate::lifecycle::request_sync(tx.conn(), modules, &id, now).await {
                 Ok(_) => {
                     tx.commit().await?;
                     queued += 1;

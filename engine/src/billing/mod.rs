@@ -140,8 +140,8 @@ pub async fn create_payment(
         if let Some(sid) = req.service_id {
             let service = services_repo::get(tx.conn(), sid).await?;
             if service.account_id != account.id || service.status != ServiceStatus::Ordered {
-                return Err(Error::Unprocessable {
-                    kind: "not-an-unpaid-order",
+                return Err(Error::Refused {
+                    refusal: crate::error::Refusal::NotAnUnpaidOrder,
                     message: format!(
                         "service {sid} is not an unpaid order of account {}",
                         account.id
@@ -356,7 +356,10 @@ pub async fn handle_callback(
             Ok(applied) => {
                 tracing::info!(gateway = %instance, gateway_ref = %event.gateway_ref, ?applied, "callback applied")
             }
-            Err(Error::Unprocessable { kind, message }) => {
+            Err(Error::Refused {
+                refusal: kind,
+                message,
+            }) => {
                 tracing::error!(gateway = %instance, %kind, %message, "callback event not applied")
             }
             Err(e) => return Err(CallbackError::Store(e)),
@@ -468,8 +471,8 @@ pub async fn mark_paid(
     if let Some(amount) = confirmed
         && amount != payment.money()
     {
-        return Err(Error::Unprocessable {
-            kind: "amount-mismatch",
+        return Err(Error::Refused {
+            refusal: crate::error::Refusal::AmountMismatch,
             message: format!(
                 "the gateway confirmed {} {} for payment {}, which is for {} {}",
                 amount.minor(),

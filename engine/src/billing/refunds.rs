@@ -74,8 +74,8 @@ pub async fn refund(
             )));
         }
         if req.amount <= 0 || req.amount > payment.refundable() {
-            return Err(Error::Unprocessable {
-                kind: "refund-exceeds-payment",
+            return Err(Error::Refused {
+                refusal: crate::error::Refusal::RefundExceedsPayment,
                 message: format!(
                     "a refund of payment {payment_id} must be 1 to {} minor units",
                     payment.refundable()

@@ -3,6 +3,7 @@
 //! Every function runs inside the caller's database transaction, so money,
 //! state, event log and queued operation commit together or not at all.
 
+pub mod operations;
 pub mod runner;
 
 use chrono::{DateTime, Utc};
@@ -131,8 +132,8 @@ pub async fn place_order(
     }
     let plan = plans_repo::get(c.reborrow(), &req.plan_id).await?;
     if plan.status == PlanStatus::Archived {
-        return Err(Error::Unprocessable {
-            kind: "plan-archived",
+        return Err(Error::Refused {
+            refusal: crate::error::Refusal::PlanArchived,
             message: format!("plan {} is archived and sells no more", plan.id),
         });
     }
@@ -466,8 +467,8 @@ async fn extend(
     if period.unit() != service.period.unit()
         || !period.units().is_multiple_of(service.period.units())
     {
-        return Err(Error::Unprocessable {
-            kind: "invalid-period",
+        return Err(Error::Refused {
+            refusal: crate::error::Refusal::InvalidPeriod,
             message: format!(
                 "a {} service is prolonged by whole multiples of its period, not by {}",
                 service.period.as_str(),
@@ -654,8 +655,8 @@ fn price_change(service: &Service, plan: &Plan, now: DateTime<Utc>) -> Result<(P
 /// staff migration): `to` is in `from`'s change list, sells, and is
 /// provisioned by the same module instance for the same product type.
 fn check_change(from: &Plan, to: &Plan) -> Result<()> {
-    let refuse = |message: String| Error::Unprocessable {
-        kind: "plan-change-not-allowed",
+    let refuse = |message: String| Error::Refused {
+        refusal: crate::error::Refusal::PlanChangeNotAllowed,
         message,
     };
     if from.id == to.id {
@@ -665,8 +666,8 @@ fn check_change(from: &Plan, to: &Plan) -> Result<()> {
         )));
     }
     if to.status == PlanStatus::Archived {
-        return Err(Error::Unprocessable {
-            kind: "plan-archived",
+        return Err(Error::Refused {
+            refusal: crate::error::Refusal::PlanArchived,
             message: format!("plan {} is archived", to.id),
         });
     }
@@ -985,7 +986,12 @@ pub async fn record_sync(
 
 /// Queues a `sync` of a service whose module lists it: staff on demand,
 /// automation on its interval.
-pub async fn request_sync(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<Operation> {
+pub async fn request_sync(
+    mut c: Conn<'_>,
+    modules: &crate::services::module::ModuleRegistry,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Operation> {
     let service = repo::get_for_update(c.reborrow(), id).await?;
     let state = match service.status {
         ServiceStatus::Active => "active",
@@ -1002,6 +1008,12 @@ pub async fn request_sync(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Resu
         .await?
         .spec
         .module;
+    if !modules.syncs(&module) {
+        return Err(Error::Refused {
+            refusal: crate::error::Refusal::SyncUnsupported,
+            message: format!("module `{module}` does not check its services' state"),
+        });
+    }
     repo::enqueue(
         c,
         id,
@@ -1011,6 +1023,33 @@ pub async fn request_sync(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Resu
         now,
     )
     .await
+}
+
+/// A service's credentials (what its module returned as secret), for its
+/// owner or staff; the reveal is recorded in the service's events (who,
+/// never what).
+pub async fn reveal_credentials(
+    mut c: Conn<'_>,
+    id: &str,
+    secrets: &crate::secrets::Secrets,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let service = repo::get(c.reborrow(), id).await?;
+    let credentials = repo::secret_params(c.reborrow(), id, secrets).await?;
+    record_event(
+        c,
+        id,
+        "credentials_read",
+        service.status,
+        service.status,
+        None,
+        actor,
+        Some(&format!("{} value(s) revealed", credentials.len())),
+        now,
+    )
+    .await?;
+    Ok(credentials)
 }
 
 /// Who the engine is in the event log when it acts on a module's answer.
@@ -1049,8 +1088,8 @@ pub async fn migrate(
         )));
     }
     if plan.status == PlanStatus::Archived {
-        return Err(Error::Unprocessable {
-            kind: "plan-archived",
+        return Err(Error::Refused {
+            refusal: crate::error::Refusal::PlanArchived,
             message: format!("plan {} is archived", plan.id),
         });
     }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::clock::SharedClock;
 use crate::error::Result;
+use crate::lifecycle::operations::{self, ACCOUNT_PARAM, Done};
 use crate::secrets::Secrets;
 use crate::services::module::{
     ModuleError, ModuleOutcome, ModuleRegistry, ModuleRequest, ServiceContext,
@@ -283,63 +284,21 @@ impl OperationRunner {
                 return Ok(false);
             }
             if let Some((params, secret)) = &done_params {
-                if op.kind == crate::services::OperationKind::Sync {
-                    let changed = params
-                        .iter()
-                        .find(|(k, _)| k == SYNC_CHANGED)
-                        .map(|(_, v)| v.as_str());
-                    crate::lifecycle::record_sync(tx.conn(), op, changed, now).await?;
-                } else {
-                    record_params(tx.conn(), op, params, secret, &self.secrets, now).await?;
-                    crate::lifecycle::complete_effects(tx.conn(), op, RUNNER_ACTOR, now).await?;
-                }
+                let result = Done {
+                    params,
+                    secret_params: secret,
+                };
+                operations::finish(tx.conn(), op, result, &self.secrets, RUNNER_ACTOR, now).await?;
             }
             if update.status == OperationStatus::Canceled {
                 let kind = update.error_kind.as_deref().unwrap_or_default();
-                crate::lifecycle::refuse_plan_change(tx.conn(), op, kind, now).await?;
+                operations::cancel(tx.conn(), op, kind, now).await?;
             }
             Ok::<_, crate::error::Error>(true)
         }
         .await;
         tx.keep_if(written).await
     }
-}
-
-/// Params a module returns under this prefix belong to the customer, not
-/// the service: the module gets them back on every call for any of the
-/// customer's services (e.g. the remote user it created at the first
-/// `open`), so it never has to find the customer by an e-mail address
-/// the customer can change.
-pub const ACCOUNT_PARAM: &str = "account.";
-
-/// What a module repaired when it brought the remote side back to the
-/// service's state (a `sync`); never stored as a param.
-pub const SYNC_CHANGED: &str = "sync.changed";
-
-/// Stores what a module returned: the service's params and secrets, and
-/// the customer's `account.` params.
-pub async fn record_params(
-    mut c: crate::store::Conn<'_>,
-    op: &crate::services::Operation,
-    params: &[(String, String)],
-    secret: &[(String, String)],
-    secrets: &Secrets,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let (account, service): (Vec<_>, Vec<_>) = params
-        .iter()
-        .filter(|(k, _)| !k.starts_with("sync."))
-        .cloned()
-        .partition(|(k, _)| k.starts_with(ACCOUNT_PARAM));
-    if !account.is_empty() {
-        let owner = repo::get(c.reborrow(), &op.service_id).await?.account_id;
-        let account: Vec<(String, String)> = account
-            .into_iter()
-            .map(|(k, v)| (k[ACCOUNT_PARAM.len()..].to_owned(), v))
-            .collect();
-        accounts_repo::set_module_params(c.reborrow(), &owner, &op.module, &account, now).await?;
-    }
-    repo::merge_params(c, &op.service_id, &service, secret, secrets, now).await
 }
 
 type DoneParams = (Vec<(String, String)>, Vec<(String, String)>);

@@ -220,6 +220,13 @@ impl ModuleRegistry {
         self.modules.contains_key(name)
     }
 
+    /// Whether the named instance checks and repairs its services' state
+    /// (lists the `sync` feature).
+    pub fn syncs(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|m| m.features().iter().any(|f| f == "sync"))
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.modules.keys().cloned().collect();
         v.sort();
