@@ -38,6 +38,9 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Print the HTTP API's OpenAPI 3.1 document (as served at
+    /// `/api/v1/openapi.json`), e.g. to generate a client.
+    Openapi,
     /// Manage staff API keys (admin, support, accountant).
     AdminKey {
         #[command(subcommand)]
@@ -288,6 +291,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = server::open_store(&config).await?;
             store.close().await;
             println!("database schema is up to date");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", bursar::api::openapi_json());
             Ok(())
         }
         Command::AdminKey { command } => admin_key(command, &config).await,

@@ -444,7 +444,7 @@ async fn no_free_server_is_a_clear_error_the_charge_is_held_and_the_order_opens_
     );
     let held = lab.app.service(&second).await;
     assert_eq!(held["status"], "opening");
-    assert_eq!(held["anchor_at"], Value::Null, "paid time has not started");
+    assert_eq!(held["paid_until"], Value::Null, "paid time has not started");
     assert_eq!(
         lab.app.balance(&lab.account).await,
         before - 9900,

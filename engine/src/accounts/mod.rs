@@ -37,14 +37,13 @@ impl AccountStatus {
 }
 
 /// A customer of the hosting company.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Account {
     pub id: String,
     /// Unique, stored lower-cased.
     pub email: String,
     pub name: String,
     /// The one currency the account is billed in.
-    #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
     /// How far below zero the balance may go, in minor units (0 = prepaid).
     pub credit_limit: i64,
@@ -53,7 +52,6 @@ pub struct Account {
     pub country: Option<String>,
     /// IANA time zone its services count their periods in; none: the
     /// deployment's `[billing] time_zone`.
-    #[schema(value_type = Option<String>, example = "Europe/Berlin")]
     pub time_zone: Option<crate::calendar::Zone>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -158,7 +156,7 @@ impl Role {
 }
 
 /// An API key as stored: never the secret itself, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiKey {
     pub id: String,
     pub role: Role,

@@ -7,17 +7,18 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::{Account, AccountStatus, ApiKey, Role};
+use crate::accounts::{Account, AccountStatus, Role};
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::policy::Action;
+use crate::api::views::*;
 use crate::api::{AppState, ListQuery, PageBody};
 use crate::directory;
 use crate::ledger::{LedgerAccountId, TransactionKind};
 use crate::money::{Currency, Money};
 use crate::store::accounts::{self as repo};
-use crate::store::ledger::{self as ledger_repo, LedgerTransaction, StatementLine};
+use crate::store::ledger::{self as ledger_repo};
 
 /// A new customer account.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -40,10 +41,10 @@ pub struct CreateAccount {
     pub time_zone: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts",
+#[utoipa::path(post, path = "/api/v1/accounts", operation_id = "createAccount", tag = "accounts",
     request_body = CreateAccount,
     params(("Idempotency-Key" = Option<String>, Header, description = "replays return the first response")),
-    responses((status = 201, body = Account), (status = 409, description = "e-mail taken"), (status = 422, description = "invalid field")),
+    responses((status = 201, body = AccountView), (status = 409, description = "e-mail taken"), (status = 422, description = "invalid field")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -70,36 +71,36 @@ pub async fn create(
     idem.run(&state, |tx| {
         Box::pin(async move {
             let account = directory::create_account(tx.conn(), new, now).await?;
-            Reply::new(StatusCode::CREATED, account)
+            Reply::new(StatusCode::CREATED, AccountView::from(account))
         })
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", operation_id = "getAccount", tag = "accounts",
     params(("id" = String, Path)),
-    responses((status = 200, body = Account), (status = 403), (status = 404)),
+    responses((status = 200, body = AccountView), (status = 403), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Account>, Problem> {
+) -> Result<Json<AccountView>, Problem> {
     principal.require_account(&id)?;
     let mut r = state.store.reader().await?;
-    Ok(Json(repo::get(r.conn(), &id).await?))
+    Ok(Json(repo::get(r.conn(), &id).await?.into()))
 }
 
-#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/accounts", operation_id = "listAccounts", tag = "accounts",
     params(ListQuery),
-    responses((status = 200, body = PageBody<Account>)),
+    responses((status = 200, body = PageBody<AccountView>)),
     security(("bearer" = [])))]
 /// Admins list all accounts; a customer key lists its own.
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<PageBody<Account>>, Problem> {
+) -> Result<Json<PageBody<AccountView>>, Problem> {
     let limit = q.limit(&state)?;
     let mut r = state.store.reader().await?;
     if let Some(own) = principal.scope(None)? {
@@ -109,10 +110,7 @@ pub async fn list(
         } else {
             vec![account]
         };
-        return Ok(Json(PageBody {
-            data,
-            next_cursor: None,
-        }));
+        return Ok(Json(PageBody::all(data)));
     }
     let page = repo::list(r.conn(), q.after.as_deref(), limit).await?;
     Ok(Json(page.into()))
@@ -149,16 +147,16 @@ impl UpdateAccount {
     }
 }
 
-#[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts",
+#[utoipa::path(patch, path = "/api/v1/accounts/{id}", operation_id = "updateAccount", tag = "accounts",
     params(("id" = String, Path)), request_body = UpdateAccount,
-    responses((status = 200, body = Account), (status = 403, description = "a billing field changed by a customer"), (status = 409), (status = 422)),
+    responses((status = 200, body = AccountView), (status = 403, description = "a billing field changed by a customer"), (status = 409), (status = 422)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     body: ApiJson<UpdateAccount>,
-) -> Result<Json<Account>, Problem> {
+) -> Result<Json<AccountView>, Problem> {
     principal.require_account(&id)?;
     let req = body.value;
     let edit = req.edit();
@@ -179,7 +177,7 @@ pub async fn update(
         directory::update_account(tx.conn(), &id, edit, &principal.actor(), state.clock.now())
             .await?;
     tx.commit().await?;
-    Ok(Json(account))
+    Ok(Json(account.into()))
 }
 
 /// A customer's balance in minor units.
@@ -215,7 +213,7 @@ async fn balance_view(
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/accounts/{id}/balance", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/balance", operation_id = "getBalance", tag = "accounts",
     params(("id" = String, Path)),
     responses((status = 200, body = BalanceView)),
     security(("bearer" = [])))]
@@ -230,9 +228,9 @@ pub async fn balance(
     Ok(Json(balance_view(r.conn(), &account).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/accounts/{id}/ledger", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "accounts",
     params(("id" = String, Path), ListQuery),
-    responses((status = 200, body = PageBody<StatementLine>)),
+    responses((status = 200, body = PageBody<StatementLineView>)),
     security(("bearer" = [])))]
 /// The account's ledger entries, oldest first.
 pub async fn ledger(
@@ -240,7 +238,7 @@ pub async fn ledger(
     principal: Principal,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<PageBody<StatementLine>>, Problem> {
+) -> Result<Json<PageBody<StatementLineView>>, Problem> {
     principal.require_account(&id)?;
     let limit = q.limit(&state)?;
     let after = q.after_id()?;
@@ -276,11 +274,11 @@ pub struct CreateCredit {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreditResult {
-    pub transaction: LedgerTransaction,
+    pub transaction: TransactionView,
     pub balance: BalanceView,
 }
 
-#[utoipa::path(post, path = "/api/v1/accounts/{id}/credits", tag = "accounts",
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/credits", operation_id = "adjustBalance", tag = "accounts",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateCredit,
     responses((status = 201, body = CreditResult), (status = 402, description = "insufficient funds"), (status = 422)),
@@ -335,7 +333,7 @@ pub async fn credit(
             Reply::new(
                 StatusCode::CREATED,
                 CreditResult {
-                    transaction,
+                    transaction: transaction.into(),
                     balance,
                 },
             )
@@ -357,13 +355,13 @@ pub struct CreateApiKey {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedApiKey {
-    pub key: ApiKey,
+    pub key: ApiKeyView,
     /// The secret, shown only in this response. A replay of the request
     /// returns `null` here: the secret is never stored.
     pub secret: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/accounts/{id}/api-keys", tag = "accounts",
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/api-keys", operation_id = "createApiKey", tag = "accounts",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey), (status = 409, description = "the account has as many keys as it may")),
@@ -394,15 +392,15 @@ pub async fn create_key(
                 expires_at: req.expires_at,
             };
             let (key, secret) = directory::create_key(tx.conn(), form, quota, &actor, now).await?;
-            CreatedApiKey::reply(key, &secret)
+            CreatedApiKey::reply(key.into(), &secret)
         })
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/accounts/{id}/api-keys", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/api-keys", operation_id = "listApiKeys", tag = "accounts",
     params(("id" = String, Path)),
-    responses((status = 200, body = PageBody<ApiKey>)),
+    responses((status = 200, body = PageBody<ApiKeyView>)),
     security(("bearer" = [])))]
 /// The account's keys that still work (revoked and expired ones are not
 /// listed).
@@ -410,30 +408,27 @@ pub async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<PageBody<ApiKey>>, Problem> {
+) -> Result<Json<PageBody<ApiKeyView>>, Problem> {
     principal.require_account(&id)?;
     let mut r = state.store.reader().await?;
     repo::get(r.conn(), &id).await?;
     let data = repo::list_keys(r.conn(), &id, state.clock.now()).await?;
-    Ok(Json(PageBody {
-        data,
-        next_cursor: None,
-    }))
+    Ok(Json(PageBody::all(data)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/accounts/{id}/api-keys/{key_id}", tag = "accounts",
+#[utoipa::path(delete, path = "/api/v1/accounts/{id}/api-keys/{key_id}", operation_id = "revokeApiKey", tag = "accounts",
     params(("id" = String, Path), ("key_id" = String, Path)),
-    responses((status = 200, body = ApiKey)),
+    responses((status = 200, body = ApiKeyView)),
     security(("bearer" = [])))]
 /// Revokes a key; it stops working at once.
 pub async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
     Path((id, key_id)): Path<(String, String)>,
-) -> Result<Json<ApiKey>, Problem> {
+) -> Result<Json<ApiKeyView>, Problem> {
     principal.require_account(&id)?;
     let mut tx = state.store.begin().await?;
     let key = directory::revoke_key(tx.conn(), &id, &key_id, state.clock.now()).await?;
     tx.commit().await?;
-    Ok(Json(key))
+    Ok(Json(key.into()))
 }

@@ -30,7 +30,12 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(status: StatusCode, body: impl serde::Serialize) -> Result<Reply, Problem> {
+    /// `body` is one of the API's own response types (see `api::views`),
+    /// never a domain struct.
+    pub fn new(
+        status: StatusCode,
+        body: impl serde::Serialize + utoipa::ToSchema,
+    ) -> Result<Reply, Problem> {
         Ok(Reply {
             status,
             body: serde_json::to_value(body).map_err(|_| Problem::internal())?,

@@ -9,14 +9,15 @@ use utoipa::ToSchema;
 
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, Principal};
+use crate::api::views::*;
 use crate::api::{AccountListQuery, AppState, PageBody};
 use crate::catalog::ProductType;
-use crate::invoices::{Invoice, TaxRule, render_html};
+use crate::invoices::{Invoice, render_html};
 use crate::store::{accounts as accounts_repo, invoices as repo};
 
-#[utoipa::path(get, path = "/api/v1/invoices", tag = "invoices",
+#[utoipa::path(get, path = "/api/v1/invoices", operation_id = "listInvoices", tag = "invoices",
     params(AccountListQuery),
-    responses((status = 200, body = PageBody<Invoice>)),
+    responses((status = 200, body = PageBody<InvoiceView>)),
     security(("bearer" = [])))]
 /// Invoices, receipts and credit notes, oldest first: all for staff, the
 /// customer's own for a customer key.
@@ -24,7 +25,7 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<AccountListQuery>,
-) -> Result<Json<PageBody<Invoice>>, Problem> {
+) -> Result<Json<PageBody<InvoiceView>>, Problem> {
     let (account, after, limit) = q.resolve(&state, &principal)?;
     let mut r = state.store.reader().await?;
     let page = repo::list(r.conn(), account.as_deref(), after.as_deref(), limit).await?;
@@ -42,19 +43,19 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Invoi
     Ok(invoice)
 }
 
-#[utoipa::path(get, path = "/api/v1/invoices/{id}", tag = "invoices",
+#[utoipa::path(get, path = "/api/v1/invoices/{id}", operation_id = "getInvoice", tag = "invoices",
     params(("id" = String, Path)),
-    responses((status = 200, body = Invoice), (status = 404)),
+    responses((status = 200, body = InvoiceView), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Invoice>, Problem> {
-    Ok(Json(load(&state, &principal, &id).await?))
+) -> Result<Json<InvoiceView>, Problem> {
+    Ok(Json(load(&state, &principal, &id).await?.into()))
 }
 
-#[utoipa::path(get, path = "/api/v1/invoices/{id}/html", tag = "invoices",
+#[utoipa::path(get, path = "/api/v1/invoices/{id}/html", operation_id = "getInvoiceHtml", tag = "invoices",
     params(("id" = String, Path)),
     responses((status = 200, content_type = "text/html", description = "printable"), (status = 404)),
     security(("bearer" = [])))]
@@ -93,9 +94,9 @@ pub struct CreateTaxRule {
     pub inclusive: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/tax-rules", tag = "invoices",
+#[utoipa::path(post, path = "/api/v1/tax-rules", operation_id = "createTaxRule", tag = "invoices",
     request_body = CreateTaxRule,
-    responses((status = 201, body = TaxRule), (status = 409), (status = 422)),
+    responses((status = 201, body = TaxRuleView), (status = 409), (status = 422)),
     security(("bearer" = [])))]
 /// Adds a tax rule (staff). It applies to charges from now on.
 pub async fn create_rule(
@@ -139,13 +140,10 @@ pub async fn create_rule(
     Ok((StatusCode::CREATED, Json(rule)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/tax-rules", tag = "invoices",
-    responses((status = 200, body = PageBody<TaxRule>)),
+#[utoipa::path(get, path = "/api/v1/tax-rules", operation_id = "listTaxRules", tag = "invoices",
+    responses((status = 200, body = PageBody<TaxRuleView>)),
     security(("bearer" = [])))]
-pub async fn rules(State(state): State<AppState>) -> Result<Json<PageBody<TaxRule>>, Problem> {
+pub async fn rules(State(state): State<AppState>) -> Result<Json<PageBody<TaxRuleView>>, Problem> {
     let mut r = state.store.reader().await?;
-    Ok(Json(PageBody {
-        data: repo::rules(r.conn()).await?,
-        next_cursor: None,
-    }))
+    Ok(Json(PageBody::all(repo::rules(r.conn()).await?)))
 }

@@ -17,6 +17,7 @@ use crate::api::accounts::CreatedApiKey;
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::views::*;
 use crate::api::{AppState, PageBody};
 use crate::directory;
 use crate::store::Store;
@@ -89,19 +90,16 @@ impl From<StaffRole> for Role {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/staff-keys", tag = "accounts",
-    responses((status = 200, body = PageBody<ApiKey>)),
+#[utoipa::path(get, path = "/api/v1/staff-keys", operation_id = "listStaffKeys", tag = "accounts",
+    responses((status = 200, body = PageBody<ApiKeyView>)),
     security(("bearer" = [])))]
 /// Every staff key, revoked ones included, with when each was last used.
-pub async fn list(State(state): State<AppState>) -> Result<Json<PageBody<ApiKey>>, Problem> {
+pub async fn list(State(state): State<AppState>) -> Result<Json<PageBody<ApiKeyView>>, Problem> {
     let mut r = state.store.reader().await?;
-    Ok(Json(PageBody {
-        data: repo::list_staff_keys(r.conn()).await?,
-        next_cursor: None,
-    }))
+    Ok(Json(PageBody::all(repo::list_staff_keys(r.conn()).await?)))
 }
 
-#[utoipa::path(post, path = "/api/v1/staff-keys", tag = "accounts",
+#[utoipa::path(post, path = "/api/v1/staff-keys", operation_id = "createStaffKey", tag = "accounts",
     params(("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateStaffKey,
     responses((status = 201, body = CreatedApiKey)),
@@ -131,33 +129,33 @@ pub async fn create(
                 expires_at: req.expires_at,
             };
             let (key, secret) = directory::create_key(tx.conn(), form, 0, &actor, now).await?;
-            CreatedApiKey::reply(key, &secret)
+            CreatedApiKey::reply(key.into(), &secret)
         })
     })
     .await
 }
 
-#[utoipa::path(delete, path = "/api/v1/staff-keys/{id}", tag = "accounts",
+#[utoipa::path(delete, path = "/api/v1/staff-keys/{id}", operation_id = "revokeStaffKey", tag = "accounts",
     params(("id" = String, Path)),
-    responses((status = 200, body = ApiKey), (status = 404), (status = 409, description = "the last admin key")),
+    responses((status = 200, body = ApiKeyView), (status = 404), (status = 409, description = "the last admin key")),
     security(("bearer" = [])))]
 /// Revokes a staff key; it stops working at once.
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<ApiKey>, Problem> {
+) -> Result<Json<ApiKeyView>, Problem> {
     let mut tx = state.store.begin().await?;
     let key =
         directory::revoke_staff_key(tx.conn(), &id, &principal.actor(), state.clock.now()).await?;
     tx.commit().await?;
-    Ok(Json(key))
+    Ok(Json(key.into()))
 }
 
 /// `Reply` of a key creation: the secret in the answer, never in the
 /// stored replay.
 impl CreatedApiKey {
-    pub fn reply(key: ApiKey, secret: &ApiKeySecret) -> Result<Reply, Problem> {
+    pub fn reply(key: ApiKeyView, secret: &ApiKeySecret) -> Result<Reply, Problem> {
         let stored = serde_json::to_value(CreatedApiKey {
             key: key.clone(),
             secret: None,

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod public;
 pub mod services;
 mod system;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -237,10 +238,23 @@ pub struct PageBody<T> {
     pub next_cursor: Option<String>,
 }
 
-impl<T> From<Page<T>> for PageBody<T> {
+impl<V> PageBody<V> {
+    /// A list that is never paged: everything on one page.
+    pub fn all<T>(items: Vec<T>) -> Self
+    where
+        V: From<T>,
+    {
+        PageBody {
+            data: items.into_iter().map(V::from).collect(),
+            next_cursor: None,
+        }
+    }
+}
+
+impl<T, V: From<T>> From<Page<T>> for PageBody<V> {
     fn from(p: Page<T>) -> Self {
         PageBody {
-            data: p.items,
+            data: p.items.into_iter().map(V::from).collect(),
             next_cursor: p.next_cursor,
         }
     }
@@ -278,6 +292,13 @@ impl<T> From<Page<T>> for PageBody<T> {
     )
 )]
 pub struct ApiDoc;
+
+/// The OpenAPI document, pretty-printed.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
 
 struct BearerAuth;
 

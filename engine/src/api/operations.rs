@@ -13,9 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::error::Problem;
 use crate::api::extract::{ApiQuery, IdempotencyKey, OptionalJson, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::views::*;
 use crate::api::{AppState, PageBody, page_limit};
 use crate::lifecycle::operations as service;
-use crate::services::{Operation, OperationStatus};
+use crate::services::OperationStatus;
 use crate::store::services as repo;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -30,14 +31,14 @@ pub struct OperationQuery {
     pub after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/operations", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/operations", operation_id = "listOperations", tag = "operations",
     params(OperationQuery),
-    responses((status = 200, body = PageBody<Operation>)),
+    responses((status = 200, body = PageBody<OperationView>)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<OperationQuery>,
-) -> Result<Json<PageBody<Operation>>, Problem> {
+) -> Result<Json<PageBody<OperationView>>, Problem> {
     let limit = page_limit(&state, q.limit)?;
     let mut r = state.store.reader().await?;
     let page = repo::list_operations(
@@ -51,21 +52,21 @@ pub async fn list(
     Ok(Json(page.into()))
 }
 
-#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/operations/{id}", operation_id = "getOperation", tag = "operations",
     params(("id" = String, Path)),
-    responses((status = 200, body = Operation)),
+    responses((status = 200, body = OperationView)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Operation>, Problem> {
+) -> Result<Json<OperationView>, Problem> {
     let mut r = state.store.reader().await?;
-    Ok(Json(repo::get_operation(r.conn(), &id).await?))
+    Ok(Json(repo::get_operation(r.conn(), &id).await?.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/operations/{id}/retry", tag = "operations",
+#[utoipa::path(post, path = "/api/v1/operations/{id}/retry", operation_id = "retryOperation", tag = "operations",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = Operation), (status = 409, description = "not in the manual queue")),
+    responses((status = 200, body = OperationView), (status = 409, description = "not in the manual queue")),
     security(("bearer" = [])))]
 /// Puts an operation from the manual queue back in the queue, due now,
 /// with a fresh set of attempts.
@@ -86,7 +87,7 @@ pub async fn retry(
         Box::pin(async move {
             Reply::new(
                 StatusCode::OK,
-                service::retry_manual(tx.conn(), &id, now).await?,
+                OperationView::from(service::retry_manual(tx.conn(), &id, now).await?),
             )
         })
     })
@@ -102,10 +103,10 @@ pub struct CompleteRequest {
     pub params: BTreeMap<String, String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/operations/{id}/complete", tag = "operations",
+#[utoipa::path(post, path = "/api/v1/operations/{id}/complete", operation_id = "completeOperation", tag = "operations",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CompleteRequest,
-    responses((status = 200, body = Operation), (status = 409)),
+    responses((status = 200, body = OperationView), (status = 409)),
     security(("bearer" = [])))]
 /// Marks an operation from the manual queue done, with what it would have
 /// returned; the service moves on as if the module had done it.
@@ -129,7 +130,7 @@ pub async fn complete(
         Box::pin(async move {
             let op =
                 service::complete_manual(tx.conn(), &id, &params, &secrets, &actor, now).await?;
-            Reply::new(StatusCode::OK, op)
+            Reply::new(StatusCode::OK, OperationView::from(op))
         })
     })
     .await

@@ -7,14 +7,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::api::error::{Problem, ProblemKind};
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Principal};
+use crate::api::views::*;
 use crate::api::{AccountListQuery, AppState, PageBody};
 use crate::billing::{self, NewPaymentRequest, RefundRequest};
-use crate::payments::{Payment, Reconciled, Refund};
+use crate::payments::{Payment, Reconciled};
 use crate::store::payments as repo;
 
 /// Top up a balance, or pay an unpaid order.
@@ -34,14 +35,6 @@ pub struct CreatePayment {
     pub return_url: Option<String>,
 }
 
-/// A payment with its refunds.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PaymentView {
-    #[serde(flatten)]
-    pub payment: Payment,
-    pub refunds: Vec<Refund>,
-}
-
 fn request_key(principal: &Principal, key: &IdempotencyKey) -> Option<String> {
     key.0.as_ref().map(|k| format!("{}:{k}", principal.key_id))
 }
@@ -58,10 +51,10 @@ fn gateway_problem(gateway: &str, what: &str, kind: &str) -> Problem {
 async fn view(state: &AppState, payment: Payment) -> Result<PaymentView, Problem> {
     let mut r = state.store.reader().await?;
     let refunds = repo::refunds_of(r.conn(), &payment).await?;
-    Ok(PaymentView { payment, refunds })
+    Ok(PaymentView::new(payment, Some(refunds)))
 }
 
-#[utoipa::path(post, path = "/api/v1/payments", tag = "payments",
+#[utoipa::path(post, path = "/api/v1/payments", operation_id = "createPayment", tag = "payments",
     params(("Idempotency-Key" = Option<String>, Header)),
     request_body = CreatePayment,
     responses((status = 201, body = PaymentView), (status = 200, description = "a repeated request"),
@@ -114,9 +107,9 @@ pub async fn create(
     Ok((status, Json(view(&state, outcome.payment).await?)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/payments", tag = "payments",
+#[utoipa::path(get, path = "/api/v1/payments", operation_id = "listPayments", tag = "payments",
     params(AccountListQuery),
-    responses((status = 200, body = PageBody<Payment>)),
+    responses((status = 200, body = PageBody<PaymentView>)),
     security(("bearer" = [])))]
 /// Payments, oldest first: all of them for staff, the customer's own for
 /// a customer key.
@@ -124,14 +117,14 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<AccountListQuery>,
-) -> Result<Json<PageBody<Payment>>, Problem> {
+) -> Result<Json<PageBody<PaymentView>>, Problem> {
     let (account, after, limit) = q.resolve(&state, &principal)?;
     let mut r = state.store.reader().await?;
     let page = repo::list(r.conn(), account.as_deref(), after.as_deref(), limit).await?;
     Ok(Json(page.into()))
 }
 
-#[utoipa::path(get, path = "/api/v1/payments/{id}", tag = "payments",
+#[utoipa::path(get, path = "/api/v1/payments/{id}", operation_id = "getPayment", tag = "payments",
     params(("id" = String, Path)),
     responses((status = 200, body = PaymentView), (status = 404)),
     security(("bearer" = [])))]
@@ -157,7 +150,7 @@ pub struct MarkPaid {
     pub reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/payments/{id}/mark-paid", tag = "payments",
+#[utoipa::path(post, path = "/api/v1/payments/{id}/mark-paid", operation_id = "markPaymentPaid", tag = "payments",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = MarkPaid,
     responses((status = 200, body = PaymentView), (status = 409)),
@@ -195,11 +188,11 @@ pub struct CreateRefund {
     pub force: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/payments/{id}/refunds", tag = "payments",
+#[utoipa::path(post, path = "/api/v1/payments/{id}/refunds", operation_id = "refundPayment", tag = "payments",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateRefund,
-    responses((status = 201, body = Refund), (status = 200, description = "a repeated request"),
-        (status = 202, body = Refund, description = "the gateway could not answer now: the refund stays pending and is asked for again"),
+    responses((status = 201, body = RefundView), (status = 200, description = "a repeated request"),
+        (status = 202, body = RefundView, description = "the gateway could not answer now: the refund stays pending and is asked for again"),
         (status = 409), (status = 422), (status = 502, description = "the gateway refused it; the money went back")),
     security(("bearer" = [])))]
 /// Refunds a paid payment, in part or whole: the balance is debited (not
@@ -251,7 +244,7 @@ pub async fn refund(
     Ok((status, Json(outcome.refund)).into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/payments/reconcile", tag = "payments",
+#[utoipa::path(post, path = "/api/v1/payments/reconcile", operation_id = "reconcilePayments", tag = "payments",
     responses((status = 200, body = Reconciled)),
     security(("bearer" = [])))]
 /// Runs a reconciliation pass now (staff).

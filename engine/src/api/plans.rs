@@ -10,15 +10,16 @@ use utoipa::IntoParams;
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
+use crate::api::views::*;
 use crate::api::{AppState, PageBody};
 use crate::catalog::{Plan, PlanSpec, PlanStatus};
 use crate::plans;
 use crate::store::catalog as repo;
 
-#[utoipa::path(post, path = "/api/v1/plans", tag = "plans",
+#[utoipa::path(post, path = "/api/v1/plans", operation_id = "createPlan", tag = "plans",
     request_body = PlanSpec,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = Plan), (status = 422)),
+    responses((status = 201, body = PlanView), (status = 422)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -38,32 +39,32 @@ pub async fn create(
         Box::pin(async move {
             Reply::new(
                 StatusCode::CREATED,
-                plans::create(tx.conn(), &modules, spec, now).await?,
+                PlanView::from(plans::create(tx.conn(), &modules, spec, now).await?),
             )
         })
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/plans/{id}", tag = "plans",
+#[utoipa::path(get, path = "/api/v1/plans/{id}", operation_id = "getPlan", tag = "plans",
     params(("id" = String, Path)),
-    responses((status = 200, body = Plan), (status = 404)),
+    responses((status = 200, body = PlanView), (status = 404)),
     security(("bearer" = [])))]
 /// A customer sees active plans only, without their module settings.
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Plan>, Problem> {
+) -> Result<Json<PlanView>, Problem> {
     let mut r = state.store.reader().await?;
     let plan = repo::get(r.conn(), &id).await?;
     if principal.is_staff() {
-        return Ok(Json(plan));
+        return Ok(Json(plan.into()));
     }
     if plan.status != PlanStatus::Active {
         return Err(Problem::not_found(format!("plan {id} not found")));
     }
-    Ok(Json(plan.for_customers()))
+    Ok(Json(plan.for_customers().into()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -76,15 +77,15 @@ pub struct PlanQuery {
     pub after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/plans", tag = "plans",
+#[utoipa::path(get, path = "/api/v1/plans", operation_id = "listPlans", tag = "plans",
     params(PlanQuery),
-    responses((status = 200, body = PageBody<Plan>)),
+    responses((status = 200, body = PageBody<PlanView>)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<PlanQuery>,
-) -> Result<Json<PageBody<Plan>>, Problem> {
+) -> Result<Json<PageBody<PlanView>>, Problem> {
     let limit = crate::api::page_limit(&state, q.limit)?;
     let staff = principal.is_staff();
     let status = if staff {
@@ -93,18 +94,17 @@ pub async fn list(
         Some(PlanStatus::Active)
     };
     let mut r = state.store.reader().await?;
-    let mut page: PageBody<Plan> = repo::list(r.conn(), status, q.after.as_deref(), limit)
-        .await?
-        .into();
+    let mut page = repo::list(r.conn(), status, q.after.as_deref(), limit).await?;
     if !staff {
-        page.data = page.data.into_iter().map(Plan::for_customers).collect();
+        page.items = page.items.into_iter().map(Plan::for_customers).collect();
     }
+    let page: PageBody<PlanView> = page.into();
     Ok(Json(page))
 }
 
-#[utoipa::path(put, path = "/api/v1/plans/{id}", tag = "plans",
+#[utoipa::path(put, path = "/api/v1/plans/{id}", operation_id = "updatePlan", tag = "plans",
     params(("id" = String, Path)), request_body = PlanSpec,
-    responses((status = 200, body = Plan), (status = 422)),
+    responses((status = 200, body = PlanView), (status = 422)),
     security(("bearer" = [])))]
 /// Replaces a plan's definition. Services already sold keep their price
 /// until they renew.
@@ -112,7 +112,7 @@ pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: ApiJson<PlanSpec>,
-) -> Result<Json<Plan>, Problem> {
+) -> Result<Json<PlanView>, Problem> {
     let mut tx = state.store.begin().await?;
     let plan = plans::update(
         tx.conn(),
@@ -123,20 +123,20 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(plan))
+    Ok(Json(plan.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/plans/{id}/archive", tag = "plans",
+#[utoipa::path(post, path = "/api/v1/plans/{id}/archive", operation_id = "archivePlan", tag = "plans",
     params(("id" = String, Path)),
-    responses((status = 200, body = Plan)),
+    responses((status = 200, body = PlanView)),
     security(("bearer" = [])))]
 /// Stops selling a plan. Plans are never deleted: services keep using them.
 pub async fn archive(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Plan>, Problem> {
+) -> Result<Json<PlanView>, Problem> {
     let mut tx = state.store.begin().await?;
     let plan = plans::archive(tx.conn(), &id, state.clock.now()).await?;
     tx.commit().await?;
-    Ok(Json(plan))
+    Ok(Json(plan.into()))
 }

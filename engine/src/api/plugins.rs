@@ -10,7 +10,7 @@ use crate::api::{AppState, PageBody};
 use crate::plugins::instances::{CatalogEntry, PluginView};
 use crate::services::module::ModuleError;
 
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+#[utoipa::path(get, path = "/api/v1/plugins", operation_id = "listPlugins", tag = "plugins",
     responses((status = 200, body = PageBody<PluginView>)),
     security(("bearer" = [])))]
 /// Instances with kind, version, features and health (staff only).
@@ -29,7 +29,7 @@ pub struct CheckResult {
     pub plugin: PluginView,
 }
 
-#[utoipa::path(post, path = "/api/v1/plugins/{name}/check", tag = "plugins",
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/check", operation_id = "checkPlugin", tag = "plugins",
     params(("name" = String, Path)),
     responses((status = 200, body = CheckResult), (status = 404)),
     security(("bearer" = [])))]
@@ -50,7 +50,7 @@ pub async fn check(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/plugins/{name}/catalog", tag = "plugins",
+#[utoipa::path(get, path = "/api/v1/plugins/{name}/catalog", operation_id = "getPluginCatalog", tag = "plugins",
     params(("name" = String, Path)),
     responses((status = 200, body = PageBody<CatalogEntry>), (status = 404), (status = 502)),
     security(("bearer" = [])))]

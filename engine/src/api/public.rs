@@ -79,7 +79,7 @@ fn refused(kind: ProblemKind, detail: &str) -> Problem {
     Problem::new(kind, detail)
 }
 
-#[utoipa::path(post, path = "/api/v1/gateways/{instance}/callback", tag = "payments",
+#[utoipa::path(post, path = "/api/v1/gateways/{instance}/callback", operation_id = "gatewayCallback", tag = "payments",
     params(("instance" = String, Path)),
     request_body(content = String, content_type = "application/octet-stream",
         description = "the gateway's request, byte for byte"),

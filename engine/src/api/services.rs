@@ -12,11 +12,11 @@ use crate::api::error::{Problem, ProblemKind};
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::policy::Reach;
+use crate::api::views::*;
 use crate::api::{AppState, ListQuery, PageBody, page_limit};
 use crate::calendar::Period;
 use crate::catalog::{AddonValues, CustomerAction};
 use crate::lifecycle::{self, OrderRequest};
-use crate::services::ServiceEvent;
 use crate::services::proration::Proration;
 use crate::services::{Operation, Service, ServiceStatus, SuspendReason};
 use crate::store::Conn;
@@ -40,11 +40,11 @@ pub struct CreateOrder {
     pub auto_renew: Option<bool>,
 }
 
-#[utoipa::path(post, path = "/api/v1/orders", tag = "services",
+#[utoipa::path(post, path = "/api/v1/orders", operation_id = "createOrder", tag = "services",
     request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses(
-        (status = 201, body = Service, description = "`opening` when paid from the balance, else `ordered` with `amount_due`"),
+        (status = 201, body = ServiceView, description = "`opening` when paid from the balance, else `ordered` with `amount_due`"),
         (status = 422, description = "archived plan, unsold period or currency, add-on out of range")),
     security(("bearer" = [])))]
 pub async fn order(
@@ -85,7 +85,7 @@ pub async fn order(
             let service = lifecycle::place_order(tx.conn(), order, &billing, &actor, now).await?;
             metrics::counter!("bursar_orders_total", "status" => service.status.as_str())
                 .increment(1);
-            Reply::new(StatusCode::CREATED, service)
+            Reply::new(StatusCode::CREATED, ServiceView::from(service))
         })
     })
     .await
@@ -116,17 +116,19 @@ async fn authorize(
     Ok(service)
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
+#[utoipa::path(get, path = "/api/v1/services/{id}", operation_id = "getService", tag = "services",
     params(("id" = String, Path)),
-    responses((status = 200, body = Service)),
+    responses((status = 200, body = ServiceView)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Service>, Problem> {
+) -> Result<Json<ServiceView>, Problem> {
     let mut r = state.store.reader().await?;
-    Ok(Json(authorize(r.conn(), &principal, &id, None).await?))
+    Ok(Json(
+        authorize(r.conn(), &principal, &id, None).await?.into(),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -140,16 +142,16 @@ pub struct ServiceQuery {
     pub after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+#[utoipa::path(get, path = "/api/v1/services", operation_id = "listServices", tag = "services",
     params(ServiceQuery),
-    responses((status = 200, body = PageBody<Service>)),
+    responses((status = 200, body = PageBody<ServiceView>)),
     security(("bearer" = [])))]
 /// Services by account and status; a customer key sees its own.
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<ServiceQuery>,
-) -> Result<Json<PageBody<Service>>, Problem> {
+) -> Result<Json<PageBody<ServiceView>>, Problem> {
     let limit = page_limit(&state, q.limit)?;
     let account = principal.scope(q.account_id.as_deref())?;
     let mut r = state.store.reader().await?;
@@ -171,10 +173,10 @@ pub struct SuspendRequest {
     pub reason: SuspendReason,
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{id}/suspend", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services/{id}/suspend", operation_id = "suspendService", tag = "services",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = SuspendRequest,
-    responses((status = 200, body = Service), (status = 409, description = "not possible in the current state")),
+    responses((status = 200, body = ServiceView), (status = 409, description = "not possible in the current state")),
     security(("bearer" = [])))]
 pub async fn suspend(
     State(state): State<AppState>,
@@ -195,7 +197,7 @@ pub async fn suspend(
         Box::pin(async move {
             Reply::new(
                 StatusCode::OK,
-                lifecycle::suspend(tx.conn(), &id, reason, &actor, now).await?,
+                ServiceView::from(lifecycle::suspend(tx.conn(), &id, reason, &actor, now).await?),
             )
         })
     })
@@ -207,9 +209,9 @@ pub async fn suspend(
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-#[utoipa::path(post, path = "/api/v1/services/{id}/resume", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services/{id}/resume", operation_id = "resumeService", tag = "services",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = Service), (status = 409)),
+    responses((status = 200, body = ServiceView), (status = 409)),
     security(("bearer" = [])))]
 /// Lifts any suspension (staff only).
 pub async fn resume(
@@ -230,16 +232,16 @@ pub async fn resume(
         Box::pin(async move {
             Reply::new(
                 StatusCode::OK,
-                lifecycle::resume(tx.conn(), &id, &actor, now).await?,
+                ServiceView::from(lifecycle::resume(tx.conn(), &id, &actor, now).await?),
             )
         })
     })
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{id}/close", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services/{id}/close", operation_id = "closeService", tag = "services",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = Service), (status = 409)),
+    responses((status = 200, body = ServiceView), (status = 409)),
     security(("bearer" = [])))]
 /// Closes a service (an unpaid order is canceled at once).
 pub async fn close(
@@ -262,7 +264,7 @@ pub async fn close(
             authorize(tx.conn(), &p, &id, Some(CustomerAction::Close)).await?;
             Reply::new(
                 StatusCode::OK,
-                lifecycle::close(tx.conn(), &id, &actor, now).await?,
+                ServiceView::from(lifecycle::close(tx.conn(), &id, &actor, now).await?),
             )
         })
     })
@@ -276,10 +278,10 @@ pub struct ProlongRequest {
     pub period: Period,
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{id}/prolong", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services/{id}/prolong", operation_id = "prolongService", tag = "services",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = ProlongRequest,
-    responses((status = 200, body = Service), (status = 402, description = "the balance does not cover it; nothing written")),
+    responses((status = 200, body = ServiceView), (status = 402, description = "the balance does not cover it; nothing written")),
     security(("bearer" = [])))]
 /// Extends the paid time, charged from the balance.
 pub async fn prolong(
@@ -304,7 +306,9 @@ pub async fn prolong(
             authorize(tx.conn(), &p, &id, Some(CustomerAction::Prolong)).await?;
             Reply::new(
                 StatusCode::OK,
-                lifecycle::prolong(tx.conn(), &id, period, &actor, ledger_key, now).await?,
+                ServiceView::from(
+                    lifecycle::prolong(tx.conn(), &id, period, &actor, ledger_key, now).await?,
+                ),
             )
         })
     })
@@ -323,7 +327,7 @@ pub struct ChangePlanRequest {
 pub struct ChangePlanResult {
     /// The service as it is: still on its plan until the module has made
     /// the change.
-    pub service: Service,
+    pub service: ServiceView,
     /// What the change gives back and charges, worked out now; the money
     /// moves when the module has made the change, worked out again then.
     pub proration: Proration,
@@ -331,10 +335,10 @@ pub struct ChangePlanResult {
     /// change costs beyond what comes back); given back either way.
     pub hold: i64,
     /// The `change_plan` operation sent to the service's module.
-    pub operation: Operation,
+    pub operation: OperationView,
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{id}/change-plan", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services/{id}/change-plan", operation_id = "changeServicePlan", tag = "services",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = ChangePlanRequest,
     responses((status = 202, body = ChangePlanResult),
@@ -372,10 +376,10 @@ pub async fn change_plan(
             Reply::new(
                 StatusCode::ACCEPTED,
                 ChangePlanResult {
-                    service: r.service,
+                    service: r.service.into(),
                     proration: r.proration,
                     hold: r.hold,
-                    operation: r.operation,
+                    operation: r.operation.into(),
                 },
             )
         })
@@ -397,11 +401,11 @@ pub struct MigrateRequest {
 pub struct MigrateResult {
     /// The service on its new plan; the old module closes it and the new
     /// one opens it, in that order.
-    pub service: Service,
+    pub service: ServiceView,
     pub proration: Proration,
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{id}/migrate", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services/{id}/migrate", operation_id = "migrateService", tag = "services",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = MigrateRequest,
     responses((status = 200, body = MigrateResult), (status = 402), (status = 409), (status = 422)),
@@ -441,15 +445,21 @@ pub async fn migrate(
                 now,
             )
             .await?;
-            Reply::new(StatusCode::OK, MigrateResult { service, proration })
+            Reply::new(
+                StatusCode::OK,
+                MigrateResult {
+                    service: service.into(),
+                    proration,
+                },
+            )
         })
     })
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{id}/sync", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services/{id}/sync", operation_id = "syncService", tag = "services",
     params(("id" = String, Path)),
-    responses((status = 202, body = Operation), (status = 409, description = "not active or suspended"),
+    responses((status = 202, body = OperationView), (status = 409, description = "not active or suspended"),
         (status = 422, description = "the service's module does not check state")),
     security(("bearer" = [])))]
 /// Staff: has the service's module compare the remote side (power, switch
@@ -487,7 +497,7 @@ pub struct Credentials {
     pub credentials: std::collections::BTreeMap<String, String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{id}/credentials", tag = "services",
+#[utoipa::path(get, path = "/api/v1/services/{id}/credentials", operation_id = "getServiceCredentials", tag = "services",
     params(("id" = String, Path)),
     responses((status = 200, body = Credentials), (status = 403), (status = 404),
         (status = 429, description = "revealed too often; try again later")),
@@ -524,34 +534,32 @@ pub async fn credentials(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{id}/operations", tag = "services",
+#[utoipa::path(get, path = "/api/v1/services/{id}/operations", operation_id = "listServiceOperations", tag = "services",
     params(("id" = String, Path), ListQuery),
-    responses((status = 200, body = PageBody<Operation>)),
+    responses((status = 200, body = PageBody<OperationView>)),
     security(("bearer" = [])))]
 pub async fn operations(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<PageBody<Operation>>, Problem> {
+) -> Result<Json<PageBody<OperationView>>, Problem> {
     let limit = q.limit(&state)?;
     let mut r = state.store.reader().await?;
     authorize(r.conn(), &principal, &id, None).await?;
-    let mut page: PageBody<Operation> =
-        repo::list_operations(r.conn(), Some(&id), None, q.after.as_deref(), limit)
-            .await?
-            .into();
+    let mut page =
+        repo::list_operations(r.conn(), Some(&id), None, q.after.as_deref(), limit).await?;
     if principal.reach == Reach::Own {
-        page.data
+        page.items
             .iter_mut()
             .for_each(Operation::summarize_for_customer);
     }
-    Ok(Json(page))
+    Ok(Json(page.into()))
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{id}/events", tag = "services",
+#[utoipa::path(get, path = "/api/v1/services/{id}/events", operation_id = "listServiceEvents", tag = "services",
     params(("id" = String, Path), ListQuery),
-    responses((status = 200, body = PageBody<ServiceEvent>)),
+    responses((status = 200, body = PageBody<ServiceEventView>)),
     security(("bearer" = [])))]
 /// The service's history: every transition, who made it and why.
 pub async fn events(
@@ -559,7 +567,7 @@ pub async fn events(
     principal: Principal,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<PageBody<ServiceEvent>>, Problem> {
+) -> Result<Json<PageBody<ServiceEventView>>, Problem> {
     let limit = q.limit(&state)?;
     let after = q.after_id()?;
     let mut r = state.store.reader().await?;

@@ -31,7 +31,7 @@ pub async fn metrics() -> impl IntoResponse {
     )
 }
 
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system",
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "getOpenApi", tag = "system",
     responses((status = 200, description = "this document", content_type = "application/json")))]
 /// Public: the OpenAPI document of this API.
 pub async fn openapi() -> impl IntoResponse {

@@ -209,7 +209,7 @@ fn default_customer_actions() -> BTreeSet<CustomerAction> {
 }
 
 /// A tariff plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub id: String,
     #[serde(flatten)]

@@ -90,7 +90,7 @@ impl InvoiceKind {
 }
 
 /// A tax rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaxRule {
     pub id: String,
     /// ISO 3166-1 alpha-2.
@@ -164,14 +164,13 @@ pub struct TaxLine {
     pub tax: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Invoice {
     pub id: String,
     /// `PREFIX-YEAR-NNNNNN`, gap-free per prefix and year.
     pub number: String,
     pub kind: InvoiceKind,
     pub account_id: String,
-    #[schema(value_type = String)]
     pub currency: Currency,
     pub net: i64,
     pub tax: i64,

@@ -83,7 +83,7 @@ pub enum Checkout {
     Instructions { text: String },
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Payment {
     pub id: String,
     pub account_id: String,
@@ -91,7 +91,6 @@ pub struct Payment {
     pub gateway: String,
     /// Minor units of `currency`.
     pub amount: i64,
-    #[schema(value_type = String)]
     pub currency: Currency,
     pub status: PaymentStatus,
     pub gateway_ref: Option<String>,
@@ -142,12 +141,11 @@ impl RefundStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Refund {
     pub id: String,
     pub payment_id: String,
     pub amount: i64,
-    #[schema(value_type = String)]
     pub currency: Currency,
     pub status: RefundStatus,
     pub gateway_ref: Option<String>,

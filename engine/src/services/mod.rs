@@ -269,16 +269,14 @@ impl OperationStatus {
 }
 
 /// A service a customer bought.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
     pub id: String,
     pub account_id: String,
     pub plan_id: String,
     pub status: ServiceStatus,
     pub suspend_reason: Option<SuspendReason>,
-    #[schema(value_type = String, example = "1m")]
     pub period: Period,
-    #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
     /// What one period costs (plan price plus add-ons), minor units,
     /// before any tax added on top.
@@ -287,14 +285,12 @@ pub struct Service {
     pub setup_fee: i64,
     /// For an unpaid order: what it costs to open it.
     pub amount_due: i64,
-    #[schema(value_type = Object)]
     pub addons: AddonValues,
     /// What the module reported (server id, IPs…). Secret values are kept
     /// apart and never listed.
     pub params: BTreeMap<String, String>,
     pub auto_renew: bool,
     /// The IANA time zone its periods are counted in.
-    #[schema(value_type = String, example = "Europe/Berlin")]
     pub time_zone: Zone,
     /// When it was first activated: periods are counted from here.
     pub anchor_at: Option<DateTime<Utc>>,
@@ -323,7 +319,7 @@ pub struct Service {
 }
 
 /// One line of a service's history.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceEvent {
     pub id: i64,
     pub service_id: String,
@@ -368,7 +364,7 @@ impl NewEvent<'_> {
 }
 
 /// A unit of provisioning work for a service, run by the operation runner.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Operation {
     pub id: String,
     pub service_id: String,
@@ -386,7 +382,6 @@ pub struct Operation {
     pub last_error: Option<String>,
     /// `unavailable`, `rejected`, `timeout`, `trap`… of the last failure.
     pub error_kind: Option<String>,
-    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -25,20 +25,19 @@ use crate::sql;
 use crate::store::{Conn, Page, bulk};
 
 /// One stored entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
     pub id: i64,
     pub transaction_id: String,
     pub ledger_account_id: String,
     /// Signed minor units: positive adds to the account.
     pub amount: i64,
-    #[schema(value_type = String)]
     pub currency: Currency,
     pub created_at: DateTime<Utc>,
 }
 
 /// A stored transaction with its entries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LedgerTransaction {
     pub id: String,
     pub idempotency_key: String,
@@ -516,7 +515,7 @@ pub async fn sum_of_entries(mut c: Conn<'_>, id: &LedgerAccountId) -> Result<i64
 }
 
 /// An entry as a customer statement shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatementLine {
     pub entry_id: i64,
     pub transaction_id: String,
@@ -524,7 +523,6 @@ pub struct StatementLine {
     pub description: String,
     /// Signed minor units: positive adds to the balance.
     pub amount: i64,
-    #[schema(value_type = String)]
     pub currency: Currency,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
