@@ -36,6 +36,13 @@ impl Zone {
         self.0.name()
     }
 
+    /// Every name [`Zone::parse`] accepts, sorted.
+    pub fn all_names() -> Vec<&'static str> {
+        let mut names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The calendar date of `at` in this zone.
     pub fn date_of(self, at: DateTime<Utc>) -> NaiveDate {
         at.with_timezone(&self.0).date_naive()

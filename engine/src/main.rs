@@ -294,7 +294,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Openapi => {
-            println!("{}", bursar::api::openapi_json());
+            println!(
+                "{}",
+                bursar::api::openapi_json(&config.api, config.payments.max_amount)
+            );
             Ok(())
         }
         Command::AdminKey { command } => admin_key(command, &config).await,

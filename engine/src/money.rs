@@ -56,6 +56,17 @@ impl Currency {
         self.0.code()
     }
 
+    /// Every code [`Currency::from_code`] accepts, sorted.
+    pub fn all_codes() -> Vec<&'static str> {
+        use iso_currency::IntoEnumIterator;
+        let mut codes: Vec<&str> = iso_currency::Currency::iter()
+            .filter(|c| c.exponent().is_some())
+            .map(|c| c.code())
+            .collect();
+        codes.sort_unstable();
+        codes
+    }
+
     /// Number of decimal places of the minor unit: JPY 0, EUR 2, KWD 3.
     pub fn exponent(self) -> u32 {
         // `from_code` only admits currencies that have an exponent.

@@ -131,7 +131,7 @@ pub async fn serve(
     let runner_task = runner.spawn(stopped);
     let state = AppState::from_config(
         store.clone(),
-        clock,
+        clock.clone(),
         &config,
         modules.clone(),
         plugins,
@@ -141,8 +141,11 @@ pub async fn serve(
     let webhooks = match config.webhooks.is_empty() {
         true => None,
         false => Some(
-            crate::notify::Deliverer::new(store.clone(), &config.webhooks)?
-                .spawn(std::time::Duration::from_secs(1), stop.subscribe()),
+            crate::notify::Deliverer::new(store.clone(), &config.webhooks)?.spawn(
+                clock.clone(),
+                std::time::Duration::from_secs(1),
+                stop.subscribe(),
+            ),
         ),
     };
     let automation = spawn_automation(

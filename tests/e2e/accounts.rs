@@ -9,7 +9,7 @@ async fn account_is_created_read_and_updated() {
         .post(
             "/api/v1/accounts",
             ADMIN_KEY,
-            json!({"email": " Ann@Example.com ", "name": "Ann", "currency": "KWD", "credit_limit": 1500}),
+            json!({"email": "Ann@Example.com", "name": "Ann", "currency": "KWD", "credit_limit": 1500}),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);

@@ -52,7 +52,7 @@ async fn a_tax_added_on_top_is_charged_posted_and_shown_on_the_invoice() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let acc = account_in(&app, "de@example.com", "de").await;
+    let acc = account_in(&app, "de@example.com", "DE").await;
     app.credit(&acc, 2000, "EUR").await;
     let plan = app.simple_plan(1000).await;
     let order = app.order(&acc, &plan, "1m").await;

@@ -340,12 +340,12 @@ async fn orders_that_cannot_be_sold_are_problems_and_write_nothing() {
         (
             json!({"account_id": acc, "plan_id": plan, "period": "12m"}),
             422,
-            "invalid-field",
+            "invalid-period",
         ),
         (
             json!({"account_id": usd, "plan_id": plan, "period": "1m"}),
             422,
-            "invalid-field",
+            "invalid-period",
         ),
         (
             json!({"account_id": acc, "plan_id": plan, "period": "1m", "addons": {"os": "windows"}}),

@@ -81,7 +81,11 @@ async fn customers_edit_their_profile_but_never_what_they_owe() {
     let r = patch(&app, &path, &accountant, json!({"country": "ZZ"})).await;
     assert_eq!(r.problem(422), "urn:bursar:problem:invalid-field");
     assert_eq!(r.json["field"], "country");
+    // Codes are capitals, as ISO 3166-1 writes them and the API document
+    // states.
     let r = patch(&app, &path, &accountant, json!({"country": "de"})).await;
+    assert_eq!(r.problem(422), "urn:bursar:problem:invalid-field");
+    let r = patch(&app, &path, &accountant, json!({"country": "DE"})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["country"], "DE");
 }

@@ -78,9 +78,8 @@ impl FieldError {
 /// with text on both sides and a dot in the domain, no spaces, at most 254
 /// characters.
 pub fn normalize_email(email: &str) -> Result<String, FieldError> {
-    let email = email.trim().to_lowercase();
-    let ok = email.len() <= 254
-        && !email.chars().any(char::is_whitespace)
+    let ok = email.chars().count() <= 254
+        && !email.chars().any(blank)
         && match email.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()
@@ -92,19 +91,43 @@ pub fn normalize_email(email: &str) -> Result<String, FieldError> {
             None => false,
         };
     if ok {
-        Ok(email)
+        Ok(email.to_lowercase())
     } else {
         Err(FieldError::new("email", "is not a valid e-mail address"))
     }
 }
 
-/// Checks a display name: 1 to 200 characters after trimming.
-pub fn normalize_name(name: &str) -> Result<String, FieldError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(FieldError::new("name", "must be 1 to 200 characters"));
+/// The pattern of an address [`normalize_email`] accepts, for the API
+/// document (besides at most 254 characters).
+pub const EMAIL_PATTERN: &str = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f.][^@\x00-\x20\x7f]*\.[^@\x00-\x20\x7f]*[^@\x00-\x20\x7f.]$";
+
+/// A space or an ASCII control character: what a name may not consist of
+/// only, and an address may not hold at all. (One definition, so that the
+/// document's patterns say exactly the same.)
+fn blank(c: char) -> bool {
+    c == ' ' || c.is_ascii_control()
+}
+
+/// The pattern of a free text [`check_text`] accepts (besides its length).
+pub const TEXT_PATTERN: &str = r"[^\x00-\x20\x7f]";
+
+/// Checks a free text such as a name or a reason: 1 to `max` characters,
+/// not only spaces and control characters. Returns it without leading and
+/// trailing ones.
+pub fn check_text(field: &'static str, text: &str, max: usize) -> Result<String, FieldError> {
+    let trimmed = text.trim_matches(blank);
+    if trimmed.is_empty() || text.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be 1 to {max} characters, not only spaces"),
+        ));
     }
-    Ok(name.to_owned())
+    Ok(trimmed.to_owned())
+}
+
+/// Checks a display name: 1 to 200 characters, not only spaces.
+pub fn normalize_name(name: &str) -> Result<String, FieldError> {
+    check_text("name", name, 200)
 }
 
 pub fn check_credit_limit(limit: i64) -> Result<i64, FieldError> {
@@ -228,10 +251,8 @@ pub fn hash_key(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Checks an ISO 3166-1 alpha-2 country code (`DE`, `us`): an assigned
-/// code, upper-cased. `ZZ`, `XX` and other user-assigned codes are not
-/// countries.
-/// Checks an ISO 3166-1 alpha-2 country code (upper-cased).
+/// Checks an ISO 3166-1 alpha-2 country code (`DE`): an assigned code, in
+/// capitals. `ZZ`, `XX` and other user-assigned codes are not countries.
 pub fn check_country(code: &str) -> Result<String, FieldError> {
     valid_country(code).ok_or_else(|| {
         FieldError::new(
@@ -258,10 +279,7 @@ pub fn check_key_label(
     expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<String, FieldError> {
-    let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(FieldError::new("name", "must be 1 to 100 characters"));
-    }
+    let name = check_text("name", name, 100)?;
     if expires_at.is_some_and(|at| at <= now) {
         return Err(FieldError::new("expires_at", "must be in the future"));
     }
@@ -269,9 +287,21 @@ pub fn check_key_label(
 }
 
 pub fn valid_country(code: &str) -> Option<String> {
-    let upper = code.trim().to_ascii_uppercase();
-    isocountry::CountryCode::for_alpha2(&upper).ok()?;
-    Some(upper)
+    if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    isocountry::CountryCode::for_alpha2(code).ok()?;
+    Some(code.to_owned())
+}
+
+/// Every code [`valid_country`] accepts.
+pub fn country_codes() -> Vec<&'static str> {
+    let mut codes: Vec<&str> = isocountry::CountryCode::iter()
+        .map(|c| c.alpha2())
+        .filter(|c| valid_country(c).is_some())
+        .collect();
+    codes.sort_unstable();
+    codes
 }
 
 #[cfg(test)]
@@ -281,10 +311,19 @@ mod tests {
     #[test]
     fn emails_are_normalised_and_checked() {
         assert_eq!(
-            normalize_email("  Ann@Example.COM ").unwrap(),
+            normalize_email("Ann@Example.COM").unwrap(),
             "ann@example.com"
         );
+        let pattern = regex::Regex::new(EMAIL_PATTERN).unwrap();
+        for good in ["ann@example.com", "a@b.c", "Ann.Lee+x@mail.example.org"] {
+            assert!(normalize_email(good).is_ok(), "{good} refused");
+            assert!(pattern.is_match(good), "{good} does not match the pattern");
+        }
         for bad in [
+            "a\u{7f}@example.com",
+            "a\tb@example.com",
+            " ann@example.com",
+            "ann@example.com ",
             "",
             "ann",
             "ann@",
@@ -295,14 +334,30 @@ mod tests {
             "a@.com",
         ] {
             assert!(normalize_email(bad).is_err(), "{bad} accepted");
+            assert!(!pattern.is_match(bad), "{bad} matches the pattern");
         }
     }
 
     #[test]
+    fn a_text_is_refused_when_only_spaces_and_controls() {
+        let pattern = regex::Regex::new(TEXT_PATTERN).unwrap();
+        for good in ["Ann", " Ann ", "\u{a0}", "\u{85}x"] {
+            assert!(check_text("name", good, 10).is_ok(), "{good:?} refused");
+            assert!(pattern.is_match(good), "{good:?} does not match");
+        }
+        assert_eq!(check_text("name", " Ann\t", 10).unwrap(), "Ann");
+        for bad in ["", " ", "\t\n", "\u{7f}"] {
+            assert!(check_text("name", bad, 10).is_err(), "{bad:?} accepted");
+            assert!(!pattern.is_match(bad), "{bad:?} matches");
+        }
+        assert!(check_text("name", &"x".repeat(11), 10).is_err());
+    }
+
+    #[test]
     fn only_assigned_country_codes_are_countries() {
-        assert_eq!(valid_country(" de ").as_deref(), Some("DE"));
+        assert_eq!(valid_country("DE").as_deref(), Some("DE"));
         assert_eq!(valid_country("RU").as_deref(), Some("RU"));
-        for bad in ["ZZ", "XX", "AA", "QM", "D", "DEU", "", "1A"] {
+        for bad in ["ZZ", "XX", "AA", "QM", "D", "DEU", "", "1A", "de", " DE"] {
             assert_eq!(valid_country(bad), None, "{bad} accepted");
         }
     }

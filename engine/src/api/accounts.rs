@@ -13,7 +13,7 @@ use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::policy::Action;
 use crate::api::views::*;
-use crate::api::{AppState, ListQuery, PageBody};
+use crate::api::{AppState, ListQuery, PageBody, SeqListQuery, page_limit};
 use crate::directory;
 use crate::ledger::{LedgerAccountId, TransactionKind};
 use crate::money::{Currency, Money};
@@ -101,7 +101,7 @@ pub async fn list(
     principal: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<PageBody<AccountView>>, Problem> {
-    let limit = q.limit(&state)?;
+    let limit = page_limit(&state, q.limit)?;
     let mut r = state.store.reader().await?;
     if let Some(own) = principal.scope(None)? {
         let account = repo::get(r.conn(), &own).await?;
@@ -229,7 +229,7 @@ pub async fn balance(
 }
 
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "accounts",
-    params(("id" = String, Path), ListQuery),
+    params(("id" = String, Path), SeqListQuery),
     responses((status = 200, body = PageBody<StatementLineView>)),
     security(("bearer" = [])))]
 /// The account's ledger entries, oldest first.
@@ -237,11 +237,11 @@ pub async fn ledger(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<SeqListQuery>,
 ) -> Result<Json<PageBody<StatementLineView>>, Problem> {
     principal.require_account(&id)?;
-    let limit = q.limit(&state)?;
-    let after = q.after_id()?;
+    let limit = page_limit(&state, q.limit)?;
+    let after = q.after.map(|c| c.0);
     let mut r = state.store.reader().await?;
     repo::get(r.conn(), &id).await?;
     let page =
@@ -301,10 +301,7 @@ pub async fn credit(
     }
     let amount =
         Money::new(req.amount, currency).map_err(|e| Problem::invalid("amount", e.to_string()))?;
-    let reason = req.reason.trim().to_owned();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(Problem::invalid("reason", "must be 1 to 500 characters"));
-    }
+    let reason = crate::accounts::check_text("reason", &req.reason, 500)?;
     let kind = match req.kind {
         CreditKind::Credit => TransactionKind::Credit,
         CreditKind::Debit => TransactionKind::Debit,

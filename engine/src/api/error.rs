@@ -15,7 +15,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// and its title. The same condition is the same kind on every endpoint.
 macro_rules! problem_kinds {
     ($($variant:ident = $slug:literal, $status:ident, $title:literal;)*) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum ProblemKind {
             $($variant,)*
         }

@@ -151,6 +151,13 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
         Ok(v.into())
     }
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // JSON has one number type: `27840.0` is the integer 27840 (as
+        // JSON Schema's `integer` says), as long as a double holds it
+        // exactly.
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        if v.fract() == 0.0 && v.abs() <= EXACT {
+            return Ok((v as i64).into());
+        }
         Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
@@ -366,5 +373,25 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                 )
             })?;
         Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_unique;
+    use serde_json::json;
+
+    #[test]
+    fn an_integral_number_written_with_a_point_is_an_integer() {
+        let v = parse_unique(br#"{"amount": 27840.0, "rate": 1.5, "big": 1e300}"#).unwrap();
+        assert_eq!(v["amount"], json!(27840));
+        assert!(v["amount"].is_i64());
+        assert_eq!(v["rate"], json!(1.5));
+        assert!(v["big"].is_f64(), "beyond 2^53 a double is not exact");
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused() {
+        assert!(parse_unique(br#"{"a": 1, "a": 2}"#).is_err());
     }
 }

@@ -85,7 +85,6 @@ pub struct CreateTaxRule {
     /// ISO 3166-1 alpha-2.
     pub country: String,
     /// Only this product type (default: every type without its own rule).
-    #[schema(value_type = Option<String>)]
     pub product_type: Option<ProductType>,
     pub name: String,
     /// Basis points, 1 to 10000 (1900 = 19 %).
@@ -119,17 +118,14 @@ pub async fn create_rule(
             "must be 1 to 10000 basis points",
         ));
     }
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(Problem::invalid("name", "1 to 100 characters"));
-    }
+    let name = crate::accounts::check_text("name", &req.name, 100)?;
     let mut tx = state.store.begin().await?;
     let rule = repo::create_rule(
         tx.conn(),
         repo::NewRule {
             country: &country,
             product_type: req.product_type.map(|p| p.as_str()),
-            name,
+            name: &name,
             rate_bp: req.rate_bp,
             inclusive: req.inclusive,
         },

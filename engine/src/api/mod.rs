@@ -2,6 +2,7 @@
 //! OpenAPI document generated from the handlers.
 
 pub mod accounts;
+pub mod contract;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -155,14 +156,69 @@ impl AppInner {
     }
 }
 
+/// The `after` of a list ordered by id: the `next_cursor` of the previous
+/// page (an id such as `acc_0192…`). Anything else is a 400.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct IdCursor(String);
+
+/// The pattern of [`IdCursor`], as the OpenAPI document states it.
+pub const ID_CURSOR_PATTERN: &str = "^[a-z]{1,8}_[0-9a-f]{32}$";
+
+impl TryFrom<String> for IdCursor {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let valid = s.split_once('_').is_some_and(|(prefix, rest)| {
+            (1..=8).contains(&prefix.len())
+                && prefix.bytes().all(|b| b.is_ascii_lowercase())
+                && rest.len() == 32
+                && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if valid {
+            Ok(IdCursor(s))
+        } else {
+            Err("`after` must be a `next_cursor` of this list".into())
+        }
+    }
+}
+
+impl std::ops::Deref for IdCursor {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The `after` of a list ordered by sequence number (ledger entries,
+/// service events).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SeqCursor(pub i64);
+
+impl TryFrom<String> for SeqCursor {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().map(SeqCursor).map_err(|e| e.to_string())
+        } else {
+            Err("`after` must be a `next_cursor` of this list".into())
+        }
+    }
+}
+
 /// `?account_id=` besides the paging parameters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AccountListQuery {
+    /// Staff: the account to list (all when absent). Customers: their own.
     pub account_id: Option<String>,
+    /// Page size (default and maximum set in the configuration).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    pub after: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[a-z]{1,8}_[0-9a-f]{32}$")]
+    pub after: Option<IdCursor>,
 }
 
 impl AccountListQuery {
@@ -172,61 +228,52 @@ impl AccountListQuery {
         self,
         state: &AppState,
         principal: &extract::Principal,
-    ) -> Result<(Option<String>, Option<String>, usize), Problem> {
+    ) -> Result<(Option<String>, Option<IdCursor>, usize), Problem> {
         let account = principal.scope(self.account_id.as_deref())?;
         let limit = page_limit(state, self.limit)?;
         Ok((account, self.after, limit))
     }
 }
 
-/// `?limit=&after=` of every list.
+/// `?limit=&after=` of a list ordered by id.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size (default and maximum set in the configuration).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
-    pub after: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[a-z]{1,8}_[0-9a-f]{32}$")]
+    pub after: Option<IdCursor>,
 }
 
-impl ListQuery {
-    pub fn limit(&self, state: &AppState) -> Result<usize, Problem> {
-        page_limit(state, self.limit)
-    }
-
-    /// `after` for lists whose cursor is a numeric id (ledger entries,
-    /// service events).
-    pub fn after_id(&self) -> Result<Option<i64>, Problem> {
-        self.after
-            .as_deref()
-            .map(|a| {
-                a.parse::<i64>().map_err(|_| {
-                    Problem::new(
-                        crate::api::error::ProblemKind::InvalidQuery,
-                        "`after` must be a cursor from `next_cursor`",
-                    )
-                })
-            })
-            .transpose()
-    }
+/// `?limit=&after=` of a list ordered by sequence number.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeqListQuery {
+    /// Page size (default and maximum set in the configuration).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$")]
+    pub after: Option<SeqCursor>,
 }
 
 /// The page size a list request asked for, within the configured bounds.
 pub fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize, Problem> {
-    {
-        match limit {
-            None => Ok(state.api.default_page_limit),
-            Some(0) => Err(Problem::new(
-                crate::api::error::ProblemKind::InvalidQuery,
-                "`limit` must be at least 1",
-            )),
-            Some(l) if l > state.api.max_page_limit => Err(Problem::new(
-                crate::api::error::ProblemKind::InvalidQuery,
-                format!("`limit` must be at most {}", state.api.max_page_limit),
-            )),
-            Some(l) => Ok(l),
-        }
+    match limit {
+        None => Ok(state.api.default_page_limit),
+        Some(0) => Err(Problem::new(
+            crate::api::error::ProblemKind::InvalidQuery,
+            "`limit` must be at least 1",
+        )),
+        Some(l) if l > state.api.max_page_limit => Err(Problem::new(
+            crate::api::error::ProblemKind::InvalidQuery,
+            format!("`limit` must be at most {}", state.api.max_page_limit),
+        )),
+        Some(l) => Ok(l),
     }
 }
 
@@ -293,11 +340,9 @@ impl<T, V: From<T>> From<Page<T>> for PageBody<V> {
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document, pretty-printed.
-pub fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+/// The OpenAPI document for this API configuration, pretty-printed.
+pub fn openapi_json(api: &ApiConfig, max_payment: i64) -> String {
+    serde_json::to_string_pretty(&contract::document(api, max_payment)).expect("JSON serializes")
 }
 
 struct BearerAuth;

@@ -24,11 +24,12 @@ use crate::store::services as repo;
 #[into_params(parameter_in = Query)]
 pub struct OperationQuery {
     /// e.g. `manual` for the operations waiting for staff.
-    #[param(value_type = Option<String>)]
     pub status: Option<OperationStatus>,
     pub service_id: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    pub after: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[a-z]{1,8}_[0-9a-f]{32}$")]
+    pub after: Option<crate::api::IdCursor>,
 }
 
 #[utoipa::path(get, path = "/api/v1/operations", operation_id = "listOperations", tag = "operations",

@@ -73,8 +73,10 @@ pub async fn get(
 pub struct PlanQuery {
     /// `active` or `archived`; customers always see active plans only.
     pub status: Option<PlanStatus>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    pub after: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[a-z]{1,8}_[0-9a-f]{32}$")]
+    pub after: Option<crate::api::IdCursor>,
 }
 
 #[utoipa::path(get, path = "/api/v1/plans", operation_id = "listPlans", tag = "plans",

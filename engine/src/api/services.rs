@@ -13,7 +13,7 @@ use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, Princ
 use crate::api::idempotency::{Idempotency, Reply};
 use crate::api::policy::Reach;
 use crate::api::views::*;
-use crate::api::{AppState, ListQuery, PageBody, page_limit};
+use crate::api::{AppState, ListQuery, PageBody, SeqListQuery, page_limit};
 use crate::calendar::Period;
 use crate::catalog::{AddonValues, CustomerAction};
 use crate::lifecycle::{self, OrderRequest};
@@ -30,7 +30,7 @@ pub struct CreateOrder {
     /// The ordering account; a customer key may leave it out.
     pub account_id: Option<String>,
     pub plan_id: String,
-    #[schema(value_type = String, example = "1m")]
+    #[schema(example = "1m")]
     pub period: Period,
     /// Add-on code → value (`true`, a number, or a choice).
     #[serde(default)]
@@ -136,10 +136,11 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct ServiceQuery {
     pub account_id: Option<String>,
-    #[param(value_type = Option<String>)]
     pub status: Option<ServiceStatus>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    pub after: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[a-z]{1,8}_[0-9a-f]{32}$")]
+    pub after: Option<crate::api::IdCursor>,
 }
 
 #[utoipa::path(get, path = "/api/v1/services", operation_id = "listServices", tag = "services",
@@ -169,7 +170,7 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspendRequest {
-    #[schema(value_type = String, example = "admin")]
+    #[schema(example = "admin")]
     pub reason: SuspendReason,
 }
 
@@ -274,7 +275,7 @@ pub async fn close(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProlongRequest {
-    #[schema(value_type = String, example = "1m")]
+    #[schema(example = "1m")]
     pub period: Period,
 }
 
@@ -421,10 +422,7 @@ pub async fn migrate(
     body: ApiJson<MigrateRequest>,
 ) -> Result<Response, Problem> {
     let req = body.value;
-    let reason = req.reason.trim().to_owned();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(Problem::invalid("reason", "must be 1 to 500 characters"));
-    }
+    let reason = crate::accounts::check_text("reason", &req.reason, 500)?;
     let now = state.clock.now();
     let actor = principal.actor();
     let idem = Idempotency {
@@ -544,7 +542,7 @@ pub async fn operations(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<PageBody<OperationView>>, Problem> {
-    let limit = q.limit(&state)?;
+    let limit = page_limit(&state, q.limit)?;
     let mut r = state.store.reader().await?;
     authorize(r.conn(), &principal, &id, None).await?;
     let mut page =
@@ -558,7 +556,7 @@ pub async fn operations(
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{id}/events", operation_id = "listServiceEvents", tag = "services",
-    params(("id" = String, Path), ListQuery),
+    params(("id" = String, Path), SeqListQuery),
     responses((status = 200, body = PageBody<ServiceEventView>)),
     security(("bearer" = [])))]
 /// The service's history: every transition, who made it and why.
@@ -566,10 +564,10 @@ pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<SeqListQuery>,
 ) -> Result<Json<PageBody<ServiceEventView>>, Problem> {
-    let limit = q.limit(&state)?;
-    let after = q.after_id()?;
+    let limit = page_limit(&state, q.limit)?;
+    let after = q.after.map(|c| c.0);
     let mut r = state.store.reader().await?;
     authorize(r.conn(), &principal, &id, None).await?;
     Ok(Json(

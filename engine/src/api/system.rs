@@ -4,10 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use utoipa::OpenApi;
 
+use crate::api::AppState;
 use crate::api::error::{Problem, ProblemKind};
-use crate::api::{ApiDoc, AppState};
 
 /// The process is up.
 pub async fn healthz() -> impl IntoResponse {
@@ -34,8 +33,11 @@ pub async fn metrics() -> impl IntoResponse {
 #[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "getOpenApi", tag = "system",
     responses((status = 200, description = "this document", content_type = "application/json")))]
 /// Public: the OpenAPI document of this API.
-pub async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
+    Json(crate::api::contract::document(
+        &state.api,
+        state.payments.max_amount,
+    ))
 }
 
 pub async fn not_found() -> Problem {

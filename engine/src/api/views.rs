@@ -158,7 +158,7 @@ pub struct ServiceView {
     pub plan_id: String,
     pub status: ServiceStatus,
     pub suspend_reason: Option<SuspendReason>,
-    #[schema(example = "1m")]
+    #[schema(value_type = crate::calendar::Period, example = "1m")]
     pub period: String,
     #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     pub currency: String,

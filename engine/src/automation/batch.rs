@@ -27,7 +27,7 @@ use crate::catalog::Plan;
 use crate::error::Result;
 use crate::invoices::{self, InvoiceKind, InvoiceLine, TaxLine, Taxed, charge_parts, pick_rule};
 use crate::ledger::{LedgerAccountId, MAX_BALANCE, TransactionDraft, TransactionKind};
-use crate::lifecycle::{charge_description, extended, renewal_key, renewal_quote};
+use crate::lifecycle::renewal::{Rule, charge_description, extended, renewal_key, renewal_quote};
 use crate::money::Money;
 use crate::services::NewEvent;
 use crate::services::{Action, OperationKind, Service, ServiceStatus};
@@ -84,7 +84,8 @@ async fn renew_in(mut c: Conn<'_>, ids: &[String], at: At) -> Result<Outcome> {
     let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
         return Ok(Outcome::default());
     };
-    let due = repo::lock_due_renewals(c.reborrow(), first, last, now + at.renew_ahead).await?;
+    let due = repo::lock_due_renewals(c.reborrow(), first, last, Rule::STATUS, at.rule.cutoff(now))
+        .await?;
     let mut plans: HashMap<String, Plan> = HashMap::new();
     for s in &due {
         if !plans.contains_key(&s.plan_id) {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::{PeriodUnit, add_units};
 use crate::error::Result;
+use crate::lifecycle::renewal::Rule;
 use crate::services::{ServiceStatus, SuspendReason};
 use crate::store::{Conn, Store, catalog as plans_repo, services as repo};
 
@@ -148,15 +149,13 @@ pub async fn run_once(
     now: DateTime<Utc>,
 ) -> Result<Report> {
     let mut report = Report::default();
-    let ahead = now + Duration::days(i64::from(config.renew_ahead_days));
-    let at = At {
-        now,
-        renew_ahead: Duration::days(i64::from(config.renew_ahead_days)),
-    };
+    let rule = Rule::days_ahead(config.renew_ahead_days);
+    let ahead = rule.cutoff(now);
+    let at = At { now, rule };
     // Suspended services are looked at whatever their paid period.
     let any = now + Duration::days(36_500);
     let steps: [(&'static str, ServiceStatus, DateTime<Utc>, StepFn); 4] = [
-        ("renewed", ServiceStatus::Active, ahead, |c, id, at| {
+        ("renewed", Rule::STATUS, ahead, |c, id, at| {
             Box::pin(renew(c, id, at))
         }),
         ("suspended", ServiceStatus::Active, now, |c, id, at| {
@@ -241,7 +240,7 @@ fn finish(report: Report) -> Report {
 #[derive(Debug, Clone, Copy)]
 struct At {
     now: DateTime<Utc>,
-    renew_ahead: Duration,
+    rule: Rule,
 }
 
 type StepFn = fn(Conn<'_>, String, At) -> futures::future::BoxFuture<'_, Result<bool>>;
@@ -286,12 +285,7 @@ async fn item(store: &Store, id: &str, at: At, step: StepFn) -> Result<bool> {
 async fn renew(mut c: Conn<'_>, id: String, at: At) -> Result<bool> {
     let now = at.now;
     let service = repo::get(c.reborrow(), &id).await?;
-    let due = service.status == ServiceStatus::Active
-        && service.auto_renew
-        && service
-            .paid_until
-            .is_some_and(|p| p <= now + at.renew_ahead);
-    if !due {
+    if !at.rule.is_due(&service, now) {
         return Ok(false);
     }
     // Without the money it is suspended when the period (and grace) ends.

@@ -45,12 +45,8 @@ pub async fn refund(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<RefundOutcome> {
-    let reason = req.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(
-            crate::accounts::FieldError::new("reason", "must be 1 to 500 characters").into(),
-        );
-    }
+    let reason = crate::accounts::check_text("reason", req.reason, 500)?;
+    let reason = reason.as_str();
     let (payment, refund) = {
         let mut tx = store.begin().await?;
         let payment = repo::get_for_update(tx.conn(), payment_id).await?;

@@ -48,7 +48,7 @@ impl ProductType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
-    #[schema(value_type = String, example = "1m")]
+    #[schema(example = "1m")]
     pub period: Period,
     #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
@@ -232,11 +232,8 @@ impl PlanSpec {
     /// amounts, one price per (period, currency), add-on codes unique and
     /// their ranges sensible.
     pub fn validate(&self) -> Result<(), FieldError> {
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(FieldError::new("name", "must be 1 to 200 characters"));
-        }
-        if self.module.trim().is_empty() {
+        crate::accounts::check_text("name", &self.name, 200)?;
+        if crate::accounts::check_text("module", &self.module, usize::MAX).is_err() {
             return Err(FieldError::new(
                 "module",
                 "must name a module instance or `manual`",
@@ -322,7 +319,7 @@ impl PlanSpec {
             || self
                 .change_to
                 .iter()
-                .any(|id| id.is_empty() || id.len() > 64)
+                .any(|id| id.is_empty() || id.chars().count() > 64)
         {
             return Err(FieldError::new(
                 "change_to",
@@ -399,18 +396,38 @@ pub struct Quote {
     pub addons: AddonValues,
 }
 
-/// Why an order cannot be priced; each names the field at fault.
-pub type QuoteError = FieldError;
-
 /// Prices `period` of `plan` in `currency` with the given add-ons.
-/// `include_setup` is false for renewals.
+/// `include_setup` is false for renewals. A period the plan does not sell
+/// in that currency is an `invalid-period` refusal (as it is for a
+/// prolongation); bad add-on values name the field at fault.
 pub fn quote(
     plan: &PlanSpec,
     period: Period,
     currency: Currency,
     addons: &AddonValues,
     include_setup: bool,
-) -> Result<Quote, QuoteError> {
+) -> Result<Quote, crate::error::Error> {
+    if !plan.sells(period, currency) {
+        return Err(crate::error::Error::Refused {
+            refusal: crate::error::Refusal::InvalidPeriod,
+            message: format!(
+                "plan `{}` is not sold for {} in {}",
+                plan.name,
+                period.as_str(),
+                currency
+            ),
+        });
+    }
+    Ok(quote_addons(plan, period, currency, addons, include_setup)?)
+}
+
+fn quote_addons(
+    plan: &PlanSpec,
+    period: Period,
+    currency: Currency,
+    addons: &AddonValues,
+    include_setup: bool,
+) -> Result<Quote, FieldError> {
     let base = price_for(&plan.prices, period, currency).ok_or_else(|| {
         FieldError::new(
             "period",

@@ -4,7 +4,10 @@
 //! state, event log and queued operation commit together or not at all.
 
 pub mod operations;
+pub mod renewal;
 pub mod runner;
+
+use renewal::{charge_description, extended, renewal_key, renewal_quote};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -524,73 +527,6 @@ async fn extend(
         resume_locked(c, &mut service, actor, now).await?;
     }
     Ok(service)
-}
-
-/// `service` once `period` more is paid with `charged` (its gross and
-/// tax): the paid end counted from the anchor on the calendar, and the paid
-/// range (a new one if the old had ended by `now`); with the event log's
-/// detail.
-pub(crate) fn extended(
-    service: &Service,
-    period: Period,
-    charged: invoices::Taxed,
-    now: DateTime<Utc>,
-) -> Result<(Service, String)> {
-    let (Some(anchor), Some(paid_until)) = (service.anchor_at, service.paid_until) else {
-        return Err(Error::Conflict(format!(
-            "service {} has no paid period yet",
-            service.id
-        )));
-    };
-    let mut s = service.clone();
-    let periods = i64::from(period.units() / service.period.units());
-    s.paid_units += i64::from(period.units());
-    let units = u32::try_from(s.paid_units)
-        .map_err(|_| Error::Conflict("paid time beyond the calendar".into()))?;
-    let new_end = add_units(anchor, period.unit(), units, service.time_zone)
-        .ok_or_else(|| Error::Conflict("paid time beyond the calendar".into()))?;
-    if paid_until <= now {
-        s.period_start = Some(paid_until);
-        s.range_from = Some(paid_until);
-        s.range_gross = charged.total;
-        s.range_tax = charged.tax;
-        s.range_periods = periods;
-    } else {
-        s.range_gross += charged.total;
-        s.range_tax += charged.tax;
-        s.range_periods += periods;
-    }
-    s.paid_until = Some(new_end);
-    s.updated_at = now;
-    let detail = format!(
-        "+{} until {}, charged {}",
-        period.as_str(),
-        new_end.to_rfc3339(),
-        charged.total
-    );
-    Ok((s, detail))
-}
-
-/// What `period` more of `service` costs on `plan` now: its price and
-/// add-ons, no setup fee.
-pub(crate) fn renewal_quote(plan: &Plan, service: &Service, period: Period) -> Result<Quote> {
-    Ok(quote(
-        &plan.spec,
-        period,
-        service.currency,
-        &service.addons,
-        false,
-    )?)
-}
-
-/// What a renewal's ledger transaction and invoice line say.
-pub(crate) fn charge_description(plan_name: &str, service_id: &str, period: Period) -> String {
-    format!("{plan_name}: service {service_id} for {}", period.as_str())
-}
-
-/// The ledger key a renewal of `service` is charged under.
-pub(crate) fn renewal_key(service: &Service) -> String {
-    format!("renewal:{}:{}", service.id, service.paid_units)
 }
 
 /// Renews `service` for one more of its periods from the balance, charged

@@ -377,7 +377,9 @@ fn plan_update(
         }
         Err(e) => {
             let give_up = !e.retryable() || attempts >= i64::from(retry.max_attempts);
-            let delay = retry.delay(attempts.max(1) as u32, e.retry_after(), &mut rand::rng());
+            let delay = crate::ids::with_rng(|mut rng| {
+                retry.delay(attempts.max(1) as u32, e.retry_after(), &mut rng)
+            });
             (
                 OperationUpdate {
                     status: if give_up {

@@ -132,7 +132,7 @@ impl Deliverer {
                 .iter()
                 .filter(|(e, _)| e.wants(&event.event_type))
             {
-                let sig = signature(secret, Utc::now().timestamp(), &body);
+                let sig = signature(secret, now.timestamp(), &body);
                 let sent = self
                     .http
                     .post(&endpoint.url)
@@ -150,7 +150,7 @@ impl Deliverer {
             let mut tx = self.store.begin().await?;
             match failure {
                 None => {
-                    repo::delivered(tx.conn(), event.id, Utc::now()).await?;
+                    repo::delivered(tx.conn(), event.id, now).await?;
                     delivered += 1;
                 }
                 Some(error) => {
@@ -172,15 +172,16 @@ impl Deliverer {
         Ok(delivered)
     }
 
-    /// Runs until shutdown, every `every`.
+    /// Runs until shutdown, every `every`, at the times `clock` tells.
     pub fn spawn(
         self,
+        clock: crate::clock::SharedClock,
         every: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
-                if let Err(e) = self.run_once(Utc::now()).await {
+                if let Err(e) = self.run_once(clock.now()).await {
                     tracing::warn!(error = %e, "webhook delivery pass failed");
                 }
                 tokio::select! {

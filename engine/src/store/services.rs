@@ -261,6 +261,7 @@ pub async fn lock_due_renewals(
     mut c: Conn<'_>,
     first: &str,
     last: &str,
+    status: ServiceStatus,
     until: DateTime<Utc>,
 ) -> Result<Vec<Service>> {
     let lock = if matches!(c, Conn::Postgres(_)) {
@@ -270,11 +271,12 @@ pub async fn lock_due_renewals(
     };
     let q = format!(
         "SELECT {SERVICE_COLUMNS} FROM services
-         WHERE id >= $1 AND id <= $2 AND status = 'active' AND auto_renew AND paid_until <= $3
+         WHERE id >= $1 AND id <= $2 AND status = $3 AND auto_renew AND paid_until <= $4
          ORDER BY id{lock}"
     );
     let rows: Vec<ServiceRow> = sql!(&mut c, c => sqlx::query_as(&q)
-        .bind(first).bind(last).bind(to_micros(until)).fetch_all(&mut **c).await)?;
+        .bind(first).bind(last).bind(status.as_str()).bind(to_micros(until))
+        .fetch_all(&mut **c).await)?;
     rows.into_iter().map(ServiceRow::into_service).collect()
 }
 
