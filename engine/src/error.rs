@@ -110,6 +110,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 8] = [
+        Refusal::PlanArchived,
+        Refusal::InvalidPeriod,
+        Refusal::PlanChangeNotAllowed,
+        Refusal::NotAnUnpaidOrder,
+        Refusal::AmountMismatch,
+        Refusal::RefundExceedsPayment,
+        Refusal::PlanInUse,
+        Refusal::SyncUnsupported,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::PlanArchived => "plan-archived",

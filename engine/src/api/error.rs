@@ -293,17 +293,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_the_problem_kind_of_its_name() {
-        use crate::error::Refusal::*;
-        for r in [
-            PlanArchived,
-            InvalidPeriod,
-            PlanChangeNotAllowed,
-            NotAnUnpaidOrder,
-            AmountMismatch,
-            RefundExceedsPayment,
-            PlanInUse,
-            SyncUnsupported,
-        ] {
+        for r in crate::error::Refusal::ALL {
             assert_eq!(ProblemKind::from(r).slug(), r.as_str());
         }
     }
