@@ -154,6 +154,8 @@ pub async fn seed(store: &Store, clock: &SharedClock) -> anyhow::Result<Seeded> 
             credit_limit: 0,
             country: None,
             time_zone: None,
+            language: None,
+            email_opt_out: vec![],
         },
         now,
     )

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 
 use crate::accounts::{
     Account, AccountStatus, ApiKey, ApiKeySecret, Role, check_country, check_credit_limit,
-    check_key_label, check_time_zone, normalize_email, normalize_name,
+    check_key_label, check_language, check_opt_out, check_time_zone, normalize_email,
+    normalize_name,
 };
 use crate::error::{Error, Result};
 use crate::money::Currency;
@@ -25,6 +26,10 @@ pub struct AccountForm<'a> {
     pub country: Option<&'a str>,
     /// IANA name.
     pub time_zone: Option<&'a str>,
+    /// ISO 639-1: the language of its mail.
+    pub language: Option<&'a str>,
+    /// Optional mail turned off.
+    pub email_opt_out: &'a [String],
 }
 
 impl AccountForm<'_> {
@@ -38,14 +43,23 @@ impl AccountForm<'_> {
             credit_limit: check_credit_limit(self.credit_limit)?,
             country: self.country.map(check_country).transpose()?,
             time_zone: self.time_zone.map(check_time_zone).transpose()?,
+            language: self.language.map(check_language).transpose()?,
+            email_opt_out: check_opt_out(self.email_opt_out)?,
         })
     }
 }
 
 /// Opens a customer account with its balance. A taken e-mail is a
 /// conflict.
-pub async fn create_account(c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Result<Account> {
-    repo::create(c, new, now).await
+pub async fn create_account(
+    mut c: Conn<'_>,
+    new: NewAccount,
+    now: DateTime<Utc>,
+) -> Result<Account> {
+    let account = repo::create(c.reborrow(), new, now).await?;
+    let data = serde_json::json!({"account_id": account.id});
+    crate::notify::record(c, "account.created", data, now).await?;
+    Ok(account)
 }
 
 /// Changes to an account as typed. `email` and `name` are the profile;
@@ -58,6 +72,8 @@ pub struct AccountEdit<'a> {
     pub status: Option<AccountStatus>,
     pub country: Option<&'a str>,
     pub time_zone: Option<&'a str>,
+    pub language: Option<&'a str>,
+    pub email_opt_out: Option<&'a [String]>,
 }
 
 impl AccountEdit<'_> {
@@ -69,9 +85,13 @@ impl AccountEdit<'_> {
             || self.time_zone.is_some()
     }
 
-    /// Whether the change touches the profile (name, e-mail).
+    /// Whether the change touches the profile (name, e-mail, the
+    /// language and choice of mail).
     pub fn touches_profile(&self) -> bool {
-        self.email.is_some() || self.name.is_some()
+        self.email.is_some()
+            || self.name.is_some()
+            || self.language.is_some()
+            || self.email_opt_out.is_some()
     }
 
     pub fn check(&self) -> Result<AccountChanges> {
@@ -82,6 +102,8 @@ impl AccountEdit<'_> {
             status: self.status,
             country: self.country.map(check_country).transpose()?,
             time_zone: self.time_zone.map(check_time_zone).transpose()?,
+            language: self.language.map(check_language).transpose()?,
+            email_opt_out: self.email_opt_out.map(check_opt_out).transpose()?,
         })
     }
 }

@@ -78,6 +78,8 @@ pub async fn due_renewals(
                     credit_limit: 0,
                     country: Some(SEED_COUNTRY.to_owned()),
                     time_zone: None,
+                    language: None,
+                    email_opt_out: vec![],
                 },
                 anchor,
             )

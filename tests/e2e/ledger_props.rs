@@ -61,6 +61,8 @@ async fn run(customers: Vec<(Currency, i64)>, ops: Vec<Op>) -> Result<(), TestCa
                 credit_limit: *limit,
                 country: None,
                 time_zone: None,
+                language: None,
+                email_opt_out: vec![],
             },
             now,
         )
@@ -183,6 +185,8 @@ async fn posting_the_same_key_twice_posts_once() {
             credit_limit: 0,
             country: None,
             time_zone: None,
+            language: None,
+            email_opt_out: vec![],
         },
         now,
     )
@@ -233,6 +237,8 @@ async fn the_ledger_refuses_edits_to_posted_entries() {
             credit_limit: 0,
             country: None,
             time_zone: None,
+            language: None,
+            email_opt_out: vec![],
         },
         now,
     )

@@ -53,6 +53,10 @@ pub struct Account {
     /// IANA time zone its services count their periods in; none: the
     /// deployment's `[billing] time_zone`.
     pub time_zone: Option<crate::calendar::Zone>,
+    /// The language its mail is written in (ISO 639-1, e.g. `en`, `ru`).
+    pub language: String,
+    /// Optional mail it turned off (only reminders can be).
+    pub email_opt_out: Vec<crate::messages::Kind>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -270,6 +274,45 @@ pub fn check_time_zone(name: &str) -> Result<crate::calendar::Zone, FieldError> 
             format!("`{name}` is not an IANA time zone (e.g. `UTC`, `Europe/Berlin`)"),
         )
     })
+}
+
+/// Pattern of a language code: ISO 639-1, lower case.
+pub const LANGUAGE_PATTERN: &str = "^[a-z]{2}$";
+
+/// Checks a language code (two lower-case letters, ISO 639-1).
+pub fn check_language(code: &str) -> Result<String, FieldError> {
+    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Ok(code.to_owned());
+    }
+    Err(FieldError::new(
+        "language",
+        format!("`{code}` is not an ISO 639-1 language code (e.g. `en`, `ru`)"),
+    ))
+}
+
+/// Checks the mail a customer turns off: only the optional kinds
+/// ([`crate::messages::Kind::OPTIONAL`]); the rest always goes out.
+pub fn check_opt_out(kinds: &[String]) -> Result<Vec<crate::messages::Kind>, FieldError> {
+    let mut out = Vec::new();
+    for name in kinds {
+        match crate::messages::Kind::parse(name).filter(|k| k.is_optional()) {
+            Some(k) if !out.contains(&k) => out.push(k),
+            Some(_) => {}
+            None => {
+                return Err(FieldError::new(
+                    "email_opt_out",
+                    format!(
+                        "`{name}` cannot be turned off; only {} can",
+                        crate::messages::Kind::OPTIONAL
+                            .map(|k| k.as_str())
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Checks an API key's label (1 to 100 characters after trimming) and

@@ -39,6 +39,12 @@ pub struct CreateAccount {
     /// deployment's `[billing] time_zone`).
     #[schema(example = "Europe/Berlin")]
     pub time_zone: Option<String>,
+    /// ISO 639-1: the language of its mail (default `en`).
+    #[schema(example = "en")]
+    pub language: Option<String>,
+    /// Optional mail to turn off: `renewal_due`, `balance_low`.
+    #[serde(default)]
+    pub email_opt_out: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/accounts", operation_id = "createAccount", tag = "accounts",
@@ -60,6 +66,8 @@ pub async fn create(
         credit_limit: req.credit_limit,
         country: req.country.as_deref(),
         time_zone: req.time_zone.as_deref(),
+        language: req.language.as_deref(),
+        email_opt_out: &req.email_opt_out,
     }
     .check()?;
     let now = state.clock.now();
@@ -132,6 +140,11 @@ pub struct UpdateAccount {
     pub country: Option<String>,
     /// Staff only. For services ordered from now on; existing ones keep theirs.
     pub time_zone: Option<String>,
+    /// ISO 639-1: the language of its mail.
+    pub language: Option<String>,
+    /// Optional mail turned off (replaces the list): `renewal_due`,
+    /// `balance_low`. What the service depends on always goes out.
+    pub email_opt_out: Option<Vec<String>>,
 }
 
 impl UpdateAccount {
@@ -143,6 +156,8 @@ impl UpdateAccount {
             status: self.status,
             country: self.country.as_deref(),
             time_zone: self.time_zone.as_deref(),
+            language: self.language.as_deref(),
+            email_opt_out: self.email_opt_out.as_deref(),
         }
     }
 }
@@ -169,7 +184,7 @@ pub async fn update(
     }
     if edit.touches_profile() && !principal.may(Action::AccountEditProfile) {
         return Err(Problem::forbidden(
-            "name and email are changed by the customer or support",
+            "name, email, language and email_opt_out are changed by the customer or support",
         ));
     }
     let mut tx = state.store.begin().await?;

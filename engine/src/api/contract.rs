@@ -193,6 +193,11 @@ fn constrain(schemas: &mut Value, max_payment: i64) {
     let countries = || one_of(crate::accounts::country_codes());
     let zones = || one_of(crate::calendar::Zone::all_names());
     let email = || json!({"maxLength": 254, "pattern": crate::accounts::EMAIL_PATTERN});
+    let language = || json!({"pattern": crate::accounts::LANGUAGE_PATTERN});
+    let opt_out = || {
+        let optional = crate::messages::Kind::OPTIONAL.map(|k| k.as_str()).to_vec();
+        json!({"items": {"type": "string", "enum": optional}})
+    };
     let fields: Vec<(&str, &str, Value)> = vec![
         ("CreateAccount", "email", email()),
         ("CreateAccount", "name", text(200)),
@@ -200,11 +205,15 @@ fn constrain(schemas: &mut Value, max_payment: i64) {
         ("CreateAccount", "credit_limit", amount(0, MAX_AMOUNT)),
         ("CreateAccount", "country", countries()),
         ("CreateAccount", "time_zone", zones()),
+        ("CreateAccount", "language", language()),
+        ("CreateAccount", "email_opt_out", opt_out()),
         ("UpdateAccount", "email", email()),
         ("UpdateAccount", "name", text(200)),
         ("UpdateAccount", "credit_limit", amount(0, MAX_AMOUNT)),
         ("UpdateAccount", "country", countries()),
         ("UpdateAccount", "time_zone", zones()),
+        ("UpdateAccount", "language", language()),
+        ("UpdateAccount", "email_opt_out", opt_out()),
         ("CreateCredit", "amount", amount(1, MAX_AMOUNT)),
         ("CreateCredit", "currency", currencies()),
         ("CreateCredit", "reason", text(500)),

@@ -40,6 +40,11 @@ pub struct AccountView {
     /// deployment's.
     #[schema(example = "Europe/Berlin")]
     pub time_zone: Option<String>,
+    /// ISO 639-1: the language of its mail.
+    #[schema(example = "en")]
+    pub language: String,
+    /// Optional mail it turned off.
+    pub email_opt_out: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -55,6 +60,12 @@ impl From<Account> for AccountView {
             status: a.status,
             country: a.country,
             time_zone: a.time_zone.map(|z| z.to_string()),
+            language: a.language,
+            email_opt_out: a
+                .email_opt_out
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
             created_at: a.created_at,
             updated_at: a.updated_at,
         }

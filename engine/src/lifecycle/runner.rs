@@ -294,11 +294,34 @@ impl OperationRunner {
                 let kind = update.error_kind.as_deref().unwrap_or_default();
                 operations::cancel(tx.conn(), op, kind, now).await?;
             }
+            if let Some(event) = staff_event(op, &update) {
+                let data = serde_json::json!({
+                    "operation_id": op.id,
+                    "service_id": op.service_id,
+                    "kind": op.kind.as_str(),
+                    "module": op.module,
+                    "attempts": op.attempts,
+                    "error": update.last_error,
+                });
+                crate::notify::record(tx.conn(), event, data, now).await?;
+            }
             Ok::<_, crate::error::Error>(true)
         }
         .await;
         tx.keep_if(written).await
     }
+}
+
+/// What staff are told about an outcome: an operation now waiting in the
+/// manual queue, or one whose module failed the same call several times
+/// in a row.
+fn staff_event(op: &crate::services::Operation, update: &OperationUpdate) -> Option<&'static str> {
+    if update.status == OperationStatus::Manual && op.status != OperationStatus::Manual {
+        return Some("operation.manual");
+    }
+    let failed = update.status == OperationStatus::Queued && update.last_error.is_some();
+    (failed && op.attempts == crate::messages::FAILING_AFTER_ATTEMPTS)
+        .then_some("operation.failing")
 }
 
 type DoneParams = (Vec<(String, String)>, Vec<(String, String)>);

@@ -23,6 +23,8 @@ struct AccountRow {
     status: String,
     country: Option<String>,
     time_zone: Option<String>,
+    language: String,
+    email_opt_out: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -47,14 +49,31 @@ impl AccountRow {
             credit_limit: self.credit_limit,
             country: self.country,
             time_zone,
+            email_opt_out: decode_opt_out(&self.email_opt_out),
+            language: self.language,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
         })
     }
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "id, email, name, currency, credit_limit, status, country, time_zone, created_at, updated_at";
+const ACCOUNT_COLUMNS: &str = "id, email, name, currency, credit_limit, status, country, time_zone, \
+     language, email_opt_out, created_at, updated_at";
+
+/// Kinds stored comma-separated; one this version does not know is left out.
+fn decode_opt_out(text: &str) -> Vec<crate::messages::Kind> {
+    text.split(',')
+        .filter_map(crate::messages::Kind::parse)
+        .collect()
+}
+
+fn encode_opt_out(kinds: &[crate::messages::Kind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// A new customer, already validated.
 pub struct NewAccount {
@@ -66,6 +85,9 @@ pub struct NewAccount {
     pub country: Option<String>,
     /// Its own billing time zone, if not the deployment's.
     pub time_zone: Option<Zone>,
+    /// ISO 639-1; `en` when not given.
+    pub language: Option<String>,
+    pub email_opt_out: Vec<crate::messages::Kind>,
 }
 
 /// Creates a customer and its balance account. A taken e-mail is a
@@ -73,11 +95,14 @@ pub struct NewAccount {
 pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Result<Account> {
     let id = new_id("acc");
     let at = to_micros(now);
+    let language = new.language.unwrap_or_else(|| "en".to_owned());
     let inserted = sql!(&mut c, c => sqlx::query(
-        "INSERT INTO accounts (id, email, name, currency, credit_limit, status, country, time_zone, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $8, $7, $7)")
+        "INSERT INTO accounts (id, email, name, currency, credit_limit, status, country, time_zone,
+             language, email_opt_out, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $8, $9, $10, $7, $7)")
         .bind(&id).bind(&new.email).bind(&new.name).bind(new.currency.code())
         .bind(new.credit_limit).bind(new.country.as_deref()).bind(at).bind(new.time_zone.map(Zone::name))
+        .bind(&language).bind(encode_opt_out(&new.email_opt_out))
         .execute(&mut **c).await.map(|r| r.rows_affected()));
     if let Err(e) = inserted {
         if is_unique_violation(&e) {
@@ -103,6 +128,8 @@ pub async fn create(mut c: Conn<'_>, new: NewAccount, now: DateTime<Utc>) -> Res
         credit_limit: new.credit_limit,
         country: new.country,
         time_zone: new.time_zone,
+        language,
+        email_opt_out: new.email_opt_out,
         status: AccountStatus::Active,
         created_at: now,
         updated_at: now,
@@ -144,6 +171,8 @@ pub struct AccountChanges {
     pub status: Option<AccountStatus>,
     pub country: Option<String>,
     pub time_zone: Option<Zone>,
+    pub language: Option<String>,
+    pub email_opt_out: Option<Vec<crate::messages::Kind>>,
 }
 
 pub async fn update(
@@ -177,11 +206,14 @@ pub async fn update(
     let status = changes.status.unwrap_or(current.status);
     let country = changes.country.or(current.country);
     let time_zone = changes.time_zone.or(current.time_zone);
+    let language = changes.language.unwrap_or(current.language);
+    let opt_out = changes.email_opt_out.unwrap_or(current.email_opt_out);
     let updated = sql!(&mut c, c => sqlx::query(
         "UPDATE accounts SET email = $2, name = $3, credit_limit = $4, status = $5, updated_at = $6,
-             country = $7, time_zone = $8 WHERE id = $1")
+             country = $7, time_zone = $8, language = $9, email_opt_out = $10 WHERE id = $1")
         .bind(id).bind(&email).bind(&name).bind(credit_limit).bind(status.as_str()).bind(to_micros(now))
         .bind(country.as_deref()).bind(time_zone.map(Zone::name))
+        .bind(&language).bind(encode_opt_out(&opt_out))
         .execute(&mut **c).await.map(|r| r.rows_affected()));
     if let Err(e) = updated {
         if is_unique_violation(&e) {

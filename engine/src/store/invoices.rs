@@ -216,13 +216,32 @@ pub async fn create_many(
         ids.push(id);
     }
     bulk::execute(
-        c,
+        c.reborrow(),
         "INSERT INTO invoices (id, number, prefix, year, seq, kind, account_id, currency, net, tax,
              total, lines, tax_lines, transaction_id, payment_id, created_at)
          {rows}",
         &rows,
     )
     .await?;
+    // Announced (webhooks, e-mail) in the same transaction.
+    let events: Vec<(String, serde_json::Value)> = docs
+        .iter()
+        .zip(&ids)
+        .map(|(d, id)| {
+            (
+                "invoice.issued".to_owned(),
+                serde_json::json!({
+                    "invoice_id": id,
+                    "account_id": d.account_id,
+                    "kind": d.kind.as_str(),
+                    "total": d.taxed.total,
+                    "currency": d.currency.code(),
+                    "payment_id": d.payment_id,
+                }),
+            )
+        })
+        .collect();
+    super::outbox::insert(c, &events, now).await?;
     Ok(ids)
 }
 

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod idempotency;
 pub mod invoices;
 pub mod ledger;
+pub mod notifications;
 pub mod outbox;
 pub mod payments;
 pub mod services;

@@ -30,8 +30,9 @@ struct Row {
     created_at: i64,
 }
 
-/// Adds events (type and data each) to the outbox, pending delivery.
-pub async fn insert(c: Conn<'_>, events: &[(String, Value)], now: DateTime<Utc>) -> Result<()> {
+/// Adds events (type and data each) to the outbox, pending delivery, and
+/// the e-mail notifications they make (see [`crate::messages::from_event`]).
+pub async fn insert(mut c: Conn<'_>, events: &[(String, Value)], now: DateTime<Utc>) -> Result<()> {
     let at = to_micros(now);
     let mut rows = bulk::Rows::new(6);
     for (event_type, data) in events {
@@ -45,11 +46,16 @@ pub async fn insert(c: Conn<'_>, events: &[(String, Value)], now: DateTime<Utc>)
         ]);
     }
     bulk::execute(
-        c,
+        c.reborrow(),
         "INSERT INTO outbox (event_id, type, payload, next_attempt_at, created_at, status) {rows}",
         &rows,
     )
     .await?;
+    let messages: Vec<_> = events
+        .iter()
+        .filter_map(|(t, data)| crate::messages::from_event(t, data, now))
+        .collect();
+    super::notifications::insert(c, &messages, now).await?;
     Ok(())
 }
 
