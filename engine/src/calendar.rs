@@ -43,6 +43,13 @@ impl Zone {
         names
     }
 
+    /// `at` as people read it here: `2026-12-31 00:00 CET`.
+    pub fn format(self, at: DateTime<Utc>) -> String {
+        at.with_timezone(&self.0)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    }
+
     /// The calendar date of `at` in this zone.
     pub fn date_of(self, at: DateTime<Utc>) -> NaiveDate {
         at.with_timezone(&self.0).date_naive()

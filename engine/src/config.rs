@@ -34,6 +34,9 @@ const SECTIONS: &[&str] = &[
     "automation",
     "billing",
     "secrets",
+    "email_smtp",
+    "email",
+    "company",
 ];
 
 /// Environment variables with the `BURSAR_` prefix that are not
@@ -70,6 +73,12 @@ pub struct Config {
     /// Plugin instances: `[[plugin]]` entries.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    /// E-mail to customers and staff.
+    #[serde(default)]
+    pub email: crate::notify::email::EmailConfig,
+    /// Who the mail and the invoices are from.
+    #[serde(default)]
+    pub company: crate::templates::CompanyConfig,
     /// Endpoints told about service and payment events: `[[webhook]]`.
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<crate::notify::WebhookConfig>,
@@ -169,6 +178,8 @@ impl Default for Config {
             operations: RunnerConfig::default(),
             plugin_host: PluginHostConfig::default(),
             payments: PaymentsConfig::default(),
+            email: Default::default(),
+            company: Default::default(),
             webhooks: vec![],
             invoices: crate::invoices::InvoiceConfig::default(),
             automation: crate::automation::AutomationConfig::default(),
@@ -239,6 +250,25 @@ impl Config {
         positive("api.default_page_limit", self.api.default_page_limit)?;
         positive("api.max_page_limit", self.api.max_page_limit)?;
         positive("api.max_keys_per_account", self.api.max_keys_per_account)?;
+        positive("email.per_minute", self.email.per_minute as usize)?;
+        let mailbox = |key, v: &str| {
+            v.parse::<lettre::message::Mailbox>()
+                .map(drop)
+                .map_err(|e| ConfigError::Value {
+                    key,
+                    message: format!("`{v}` is not an e-mail address ({e})"),
+                })
+        };
+        mailbox("email.from", &self.email.from)?;
+        if let Some(to) = &self.email.staff_to {
+            mailbox("email.staff_to", to)?;
+        }
+        crate::accounts::check_language(&self.email.default_language).map_err(|e| {
+            ConfigError::Value {
+                key: "email.default_language",
+                message: e.message,
+            }
+        })?;
         let cb = &self.api.callbacks;
         positive("api.callbacks.max_body_bytes", cb.max_body_bytes)?;
         positive("api.callbacks.max_header_bytes", cb.max_header_bytes)?;
@@ -339,7 +369,12 @@ impl Config {
 fn section_key(key: &str) -> String {
     for section in SECTIONS {
         if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
-            return format!("{section}.{rest}");
+            // `[email.smtp]` is a table inside `[email]`.
+            let path = match *section {
+                "email_smtp" => "email.smtp",
+                s => s,
+            };
+            return format!("{path}.{rest}");
         }
     }
     key.to_owned()

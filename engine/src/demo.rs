@@ -28,6 +28,13 @@ pub struct Demo {
     pub simulator: Running,
 }
 
+impl Demo {
+    /// Where the demo's mail is written.
+    pub fn mail_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("mail")
+    }
+}
+
 /// What `seed` made, to print.
 pub struct Seeded {
     pub customer_key: ApiKeySecret,
@@ -45,6 +52,9 @@ pub async fn prepare(config: &mut Config) -> anyhow::Result<Demo> {
         ..Default::default()
     };
     config.plugin_host.cache_dir = Some(dir.path().join("plugin-cache"));
+    config.email.transport = crate::notify::email::TransportKind::File;
+    config.email.dir = dir.path().join("mail");
+    config.email.staff_to = Some("staff@demo.invalid".into());
     let fixture = Fixture::demo();
     let admin = fixture.admin.clone();
     let simulator = dcimanager6_sim::spawn(fixture, SocketAddr::from(([127, 0, 0, 1], 0))).await?;

@@ -95,6 +95,7 @@ pub async fn serve(
         true => Some(crate::demo::prepare(&mut config).await?),
         false => None,
     };
+    let templates = load_templates(&config)?;
     let store = open_store(&config).await?;
     match bootstrap_admin_key(&store, supplied_admin_key, &clock).await? {
         AdminKeyBootstrap::Generated(secret) => {
@@ -137,6 +138,31 @@ pub async fn serve(
         plugins,
         secrets,
     );
+    let state = state.with_documents(templates.clone(), config.company.clone());
+    let mailer = match crate::notify::email::transport(&config.email)? {
+        None => {
+            tracing::info!("e-mail is off ([email] transport = \"off\"): notifications are recorded, not sent");
+            None
+        }
+        Some(transport) => {
+            match config.email.transport {
+                crate::notify::email::TransportKind::File => tracing::info!(
+                    dir = %config.email.dir.display(),
+                    "e-mail is written as .eml files (set [email] transport = \"smtp\" to send)"
+                ),
+                _ => tracing::info!(host = %config.email.smtp.host, "e-mail is sent over SMTP"),
+            }
+            let mailer = crate::notify::email::Mailer::new(
+                store.clone(),
+                templates,
+                config.email.clone(),
+                config.company.clone(),
+                transport,
+                Some(state.secrets.clone()),
+            )?;
+            Some(mailer.spawn(clock.clone(), stop.subscribe()))
+        }
+    };
     let reconciler = spawn_reconciler(state.clone(), stop.subscribe());
     let webhooks = match config.webhooks.is_empty() {
         true => None,
@@ -176,9 +202,23 @@ pub async fn serve(
     if let Some(w) = webhooks {
         let _ = w.await;
     }
+    if let Some(m) = mailer {
+        let _ = m.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The templates, with `[email] templates_dir` over the shipped ones, each
+/// rendered once: a broken one stops the start, naming its file and line.
+pub fn load_templates(config: &Config) -> anyhow::Result<Arc<crate::templates::Templates>> {
+    let templates = crate::templates::Templates::load(
+        config.email.templates_dir.as_deref(),
+        &config.email.default_language,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(templates))
 }
 
 /// Reads the secrets key (creating the key file on first start) and seals
@@ -358,6 +398,10 @@ fn print_demo(addr: std::net::SocketAddr, demo: &crate::demo::Demo, seeded: &cra
     for (id, name) in &seeded.plans {
         println!("Plan {id}: {name}");
     }
+    println!(
+        "E-mail to customers and staff is written as .eml files into {}",
+        demo.mail_dir().display()
+    );
     if let Some((plan, _)) = seeded.plans.first() {
         println!("Order a server:");
         println!(

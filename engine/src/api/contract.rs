@@ -44,6 +44,7 @@ pub const REFUSALS: &[(&str, &[ProblemKind])] = &[
     ("listInvoices", &[]),
     ("getInvoice", &[]),
     ("getInvoiceHtml", &[]),
+    ("getInvoicePdf", &[]),
     ("getOpenApi", &[]),
     ("listOperations", &[]),
     ("getOperation", &[]),

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -12,7 +12,7 @@ use crate::api::extract::{ApiJson, ApiQuery, Principal};
 use crate::api::views::*;
 use crate::api::{AccountListQuery, AppState, PageBody};
 use crate::catalog::ProductType;
-use crate::invoices::{Invoice, render_html};
+use crate::invoices::Invoice;
 use crate::store::{accounts as accounts_repo, invoices as repo};
 
 #[utoipa::path(get, path = "/api/v1/invoices", operation_id = "listInvoices", tag = "invoices",
@@ -45,37 +45,104 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Invoi
 
 #[utoipa::path(get, path = "/api/v1/invoices/{id}", operation_id = "getInvoice", tag = "invoices",
     params(("id" = String, Path)),
-    responses((status = 200, body = InvoiceView), (status = 404)),
+    responses((status = 200, description = "the document; as PDF when the request accepts `application/pdf`",
+        content((InvoiceView = "application/json"), (Vec<u8> = "application/pdf"))), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<InvoiceView>, Problem> {
-    Ok(Json(load(&state, &principal, &id).await?.into()))
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let invoice = load(&state, &principal, &id).await?;
+    if wants_pdf(&headers) {
+        return pdf_response(&state, invoice).await;
+    }
+    Ok(Json(InvoiceView::from(invoice)).into_response())
+}
+
+/// Whether the request prefers a PDF to JSON (`Accept: application/pdf`
+/// without JSON before it).
+fn wants_pdf(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    for media in accept.split(',') {
+        let media = media.split(';').next().unwrap_or_default().trim();
+        match media.to_ascii_lowercase().as_str() {
+            "application/pdf" => return true,
+            "application/json" | "application/*" | "*/*" => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The document's HTML (the invoice template) with its customer.
+async fn render(state: &AppState, invoice: &Invoice) -> Result<String, Problem> {
+    let account = {
+        let mut r = state.store.reader().await?;
+        accounts_repo::get(r.conn(), &invoice.account_id).await?
+    };
+    let zone = account.time_zone.unwrap_or(state.billing.time_zone);
+    let ctx = crate::templates::invoice_context(invoice, &account, &state.company, zone);
+    state
+        .templates
+        .invoice_html(&account.language, &ctx)
+        .map_err(|e| {
+            tracing::error!(invoice = %invoice.id, error = %e, "invoice template failed");
+            Problem::internal()
+        })
+}
+
+async fn pdf_response(state: &AppState, invoice: Invoice) -> Result<Response, Problem> {
+    let html = render(state, &invoice).await?;
+    let pdf = tokio::task::spawn_blocking(move || crate::templates::pdf::from_html(&html))
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|e| {
+            tracing::error!(invoice = %invoice.id, error = %e, "invoice PDF failed");
+            Problem::internal()
+        })?;
+    let disposition = format!("inline; filename=\"{}.pdf\"", invoice.number);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        pdf,
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/invoices/{id}/html", operation_id = "getInvoiceHtml", tag = "invoices",
     params(("id" = String, Path)),
     responses((status = 200, content_type = "text/html", description = "printable"), (status = 404)),
     security(("bearer" = [])))]
-/// The document as a printable HTML page.
+/// The document as a printable HTML page (the invoice template; the PDF
+/// is laid out from the same page).
 pub async fn html(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let invoice = load(&state, &principal, &id).await?;
-    let account = {
-        let mut r = state.store.reader().await?;
-        accounts_repo::get(r.conn(), &invoice.account_id).await?
-    };
-    let customer = format!("{} <{}>", account.name, account.email);
-    Ok((
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        render_html(&invoice, &customer),
-    )
-        .into_response())
+    let page = render(&state, &invoice).await?;
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices/{id}/pdf", operation_id = "getInvoicePdf", tag = "invoices",
+    params(("id" = String, Path)),
+    responses((status = 200, content_type = "application/pdf", body = Vec<u8>, description = "the document as an A4 PDF"), (status = 404)),
+    security(("bearer" = [])))]
+/// The document as a PDF, laid out from its HTML page.
+pub async fn pdf(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let invoice = load(&state, &principal, &id).await?;
+    pdf_response(&state, invoice).await
 }
 
 /// A tax rule for a country, and optionally one product type.

@@ -58,6 +58,10 @@ pub struct AppInner {
     pub secrets: Arc<crate::secrets::Secrets>,
     /// How often credentials may be revealed.
     pub reveals: services::RevealLimit,
+    /// The templates documents (invoice HTML and PDF) are rendered from.
+    pub templates: Arc<crate::templates::Templates>,
+    /// Who the documents are from.
+    pub company: crate::templates::CompanyConfig,
 }
 
 impl std::ops::Deref for AppState {
@@ -97,6 +101,8 @@ impl AppState {
                     .expect("a generated key is valid"),
             ),
             reveals: Default::default(),
+            templates: crate::templates::Templates::shared_builtin(),
+            company: Default::default(),
         }))
     }
 
@@ -113,6 +119,18 @@ impl AppState {
         AppState::with_plugins(store, clock, config.api.clone(), modules, plugins)
             .with_settings(config.payments.clone(), config.billing.clone())
             .with_secrets(secrets)
+    }
+
+    /// The same state rendering documents from `templates` for `company`.
+    pub fn with_documents(
+        self,
+        templates: Arc<crate::templates::Templates>,
+        company: crate::templates::CompanyConfig,
+    ) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| shared.copy());
+        inner.templates = templates;
+        inner.company = company;
+        AppState(Arc::new(inner))
     }
 
     /// The same state sealing credentials with `secrets`.
@@ -152,6 +170,8 @@ impl AppInner {
             callbacks: public::CallbackGuard::new(&self.api.callbacks, &self.plugins),
             secrets: self.secrets.clone(),
             reveals: Default::default(),
+            templates: self.templates.clone(),
+            company: self.company.clone(),
         }
     }
 }
@@ -323,7 +343,7 @@ impl<T, V: From<T>> From<Page<T>> for PageBody<V> {
         plugins::list, plugins::check, plugins::catalog,
         payments::create, payments::list, payments::get, payments::mark_paid, payments::refund,
         public::callback, payments::reconcile_now,
-        invoices::list, invoices::get, invoices::html, invoices::create_rule, invoices::rules,
+        invoices::list, invoices::get, invoices::html, invoices::pdf, invoices::create_rule, invoices::rules,
         system::openapi,
     ),
     modifiers(&BearerAuth),
@@ -409,6 +429,7 @@ pub fn router(state: AppState) -> Router {
         .route("/invoices", get(invoices::list))
         .route("/invoices/{id}", get(invoices::get))
         .route("/invoices/{id}/html", get(invoices::html))
+        .route("/invoices/{id}/pdf", get(invoices::pdf))
         .route(
             "/tax-rules",
             get(invoices::rules).post(invoices::create_rule),

@@ -216,6 +216,7 @@ pub const ROUTES: &[(&str, &str, Action)] = {
         ("GET", "/api/v1/invoices", A::InvoiceRead),
         ("GET", "/api/v1/invoices/{id}", A::InvoiceRead),
         ("GET", "/api/v1/invoices/{id}/html", A::InvoiceRead),
+        ("GET", "/api/v1/invoices/{id}/pdf", A::InvoiceRead),
         ("GET", "/api/v1/tax-rules", A::TaxRuleRead),
         ("POST", "/api/v1/tax-rules", A::TaxRuleWrite),
     ]

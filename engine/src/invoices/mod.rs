@@ -321,64 +321,6 @@ pub fn year_of(now: DateTime<Utc>) -> i32 {
     now.year()
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A printable HTML rendering.
-pub fn render_html(invoice: &Invoice, customer: &str) -> String {
-    let money = |v: i64| {
-        Money::new(v, invoice.currency)
-            .map(|m| m.to_string())
-            .unwrap_or_else(|_| v.to_string())
-    };
-    let title = match invoice.kind {
-        InvoiceKind::Invoice => "Invoice",
-        InvoiceKind::Receipt => "Receipt",
-        InvoiceKind::CreditNote => "Credit note",
-    };
-    let mut rows = String::new();
-    for l in &invoice.lines {
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>\n",
-            escape(&l.description),
-            money(l.net),
-            money(l.tax),
-            money(l.total)
-        ));
-    }
-    let mut taxes = String::new();
-    for t in &invoice.tax_lines {
-        taxes.push_str(&format!(
-            "<tr><td colspan=3>{} {}.{:02} %{} on {}</td><td class=n>{}</td></tr>\n",
-            escape(&t.name),
-            t.rate_bp / 100,
-            t.rate_bp % 100,
-            if t.inclusive { " (included)" } else { "" },
-            money(t.net),
-            money(t.tax)
-        ));
-    }
-    format!(
-        "<!doctype html>\n<html><head><meta charset=utf-8><title>{title} {number}</title>\n\
-         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}\
-         td,th{{border-bottom:1px solid #ccc;padding:.3em;text-align:left}}.n{{text-align:right}}</style>\n\
-         </head><body>\n<h1>{title} {number}</h1>\n<p>Date: {date}<br>Customer: {customer}</p>\n\
-         <table><tr><th>Description</th><th class=n>Net</th><th class=n>Tax</th><th class=n>Total</th></tr>\n\
-         {rows}{taxes}<tr><th>Total</th><th class=n>{net}</th><th class=n>{tax}</th><th class=n>{total}</th></tr>\n\
-         </table>\n</body></html>\n",
-        number = escape(&invoice.number),
-        date = invoice.created_at.format("%Y-%m-%d"),
-        customer = escape(customer),
-        net = money(invoice.net),
-        tax = money(invoice.tax),
-        total = money(invoice.total),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

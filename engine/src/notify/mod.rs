@@ -10,6 +10,8 @@
 //! HMAC-SHA256 of `"{t}.{body}"` with the endpoint's secret — the scheme
 //! Stripe uses, so the same verification code serves both.
 
+pub mod email;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -113,6 +113,14 @@ impl Templates {
         Templates::load(None, "en").expect("the shipped templates render")
     }
 
+    /// The shipped templates, loaded once per process.
+    pub fn shared_builtin() -> std::sync::Arc<Templates> {
+        static BUILTIN: std::sync::OnceLock<std::sync::Arc<Templates>> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| std::sync::Arc::new(Templates::builtin()))
+            .clone()
+    }
+
     /// The shipped templates with the files under `dir` (if any) taking
     /// their place, checked by rendering each with sample data. The error
     /// names the file and line.
@@ -382,6 +390,89 @@ fn linkify(text: &str) -> Value {
         }
     }
     Value::from_safe_string(out)
+}
+
+/// `[company]`: who the mail and the invoices are from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompanyConfig {
+    pub name: String,
+    /// Postal address, printed on invoices.
+    pub address: String,
+    /// VAT or tax id, printed on invoices.
+    pub tax_id: String,
+    /// Where customers write to.
+    pub email: String,
+    /// The customer portal; links in mail point under it.
+    pub portal_url: String,
+}
+
+impl Default for CompanyConfig {
+    fn default() -> Self {
+        CompanyConfig {
+            name: "Bursar".into(),
+            address: String::new(),
+            tax_id: String::new(),
+            email: String::new(),
+            portal_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl CompanyConfig {
+    /// `path` under the portal.
+    pub fn link(&self, path: &str) -> String {
+        format!("{}/{}", self.portal_url.trim_end_matches('/'), path)
+    }
+}
+
+/// A document as the invoice template sees it: amounts formatted with the
+/// currency, the date in `zone`.
+pub fn invoice_context(
+    invoice: &crate::invoices::Invoice,
+    customer: &crate::accounts::Account,
+    company: &CompanyConfig,
+    zone: crate::calendar::Zone,
+) -> serde_json::Value {
+    let money = |v: i64| format_money(v, invoice.currency);
+    let lines: Vec<_> = invoice
+        .lines
+        .iter()
+        .map(|l| {
+            serde_json::json!({"description": l.description, "net": money(l.net), "tax": money(l.tax), "total": money(l.total)})
+        })
+        .collect();
+    let taxes: Vec<_> = invoice
+        .tax_lines
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "rate": format!("{}.{:02} %", t.rate_bp / 100, t.rate_bp % 100),
+                "inclusive": t.inclusive,
+                "net": money(t.net),
+                "tax": money(t.tax),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "company": company,
+        "customer": {"name": customer.name, "email": customer.email, "country": customer.country},
+        "invoice": {
+            "id": invoice.id, "number": invoice.number, "kind": invoice.kind.as_str(),
+            "date": zone.date_of(invoice.created_at).to_string(),
+            "payment_id": invoice.payment_id, "currency": invoice.currency.code(),
+            "lines": lines, "tax_lines": taxes,
+            "net": money(invoice.net), "tax": money(invoice.tax), "total": money(invoice.total),
+        }
+    })
+}
+
+/// Minor units as people read them: `49.00 EUR`.
+pub fn format_money(minor: i64, currency: crate::money::Currency) -> String {
+    crate::money::Money::new(minor, currency)
+        .map(|m| m.to_string())
+        .unwrap_or_else(|_| format!("{minor} {}", currency.code()))
 }
 
 /// An invoice as the invoice template sees it, with sample data.

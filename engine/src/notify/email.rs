@@ -1,0 +1,616 @@
+//! E-mail: notifications recorded with their events (see
+//! [`crate::messages`]) rendered from the templates and sent at least
+//! once — over SMTP, or written as `.eml` files.
+//!
+//! A notification is claimed (so two mailers never send it at once),
+//! rendered with what the store says now, sent, and marked sent. A send
+//! that fails is tried again with backoff; one the server refuses for good
+//! (5xx) is marked failed. Its `Message-ID` is the notification's id, so if
+//! the process dies between sending and marking, the mail sent again is
+//! the same message to the customer's client. Sends are spread to at most
+//! `per_minute`.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::Result;
+use crate::messages::Kind;
+use crate::secrets::{Secrets, SettingValue};
+use crate::store::notifications::{self as repo, Notification, Outcome};
+use crate::store::{
+    Conn, Store, accounts as accounts_repo, catalog as plans_repo, invoices as invoices_repo,
+    ledger as ledger_repo, payments as payments_repo, services as services_repo,
+};
+use crate::templates::{CompanyConfig, Templates, format_money};
+
+/// `[email]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `file` (write `.eml` files into `dir`), `smtp`, or `off`.
+    pub transport: TransportKind,
+    /// The sender, `Name <address>`.
+    pub from: String,
+    /// Where staff notifications go (manual queue, failed refunds,
+    /// failing plugins); none: they are recorded, not sent.
+    pub staff_to: Option<String>,
+    /// The `file` transport's directory.
+    pub dir: PathBuf,
+    /// A directory whose files replace the shipped templates of the same
+    /// name (`email/ru/welcome.txt`, `invoice/en/invoice.html`, …).
+    pub templates_dir: Option<PathBuf>,
+    /// The language of accounts whose own has no templates.
+    pub default_language: String,
+    /// Put the service's credentials (root password) into the "service
+    /// active" mail itself; otherwise it links to the portal.
+    pub include_credentials: bool,
+    /// Mails sent per minute at most.
+    pub per_minute: u32,
+    /// Milliseconds between passes over what is due.
+    pub poll_interval_ms: u64,
+    pub smtp: SmtpConfig,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            transport: TransportKind::File,
+            from: "Bursar <billing@localhost>".into(),
+            staff_to: None,
+            dir: PathBuf::from("data/mail"),
+            templates_dir: None,
+            default_language: "en".into(),
+            include_credentials: false,
+            per_minute: 120,
+            poll_interval_ms: 1000,
+            smtp: SmtpConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    File,
+    Smtp,
+    /// Nothing is sent; notifications stay recorded.
+    Off,
+}
+
+/// `[email.smtp]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 587 for `starttls`, 465 for `implicit`, 25 for `none`.
+    pub port: Option<u16>,
+    /// `starttls`, `implicit` (TLS from the first byte) or `none`
+    /// (plain text: only for a relay on the same host).
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Text, `{ env = "…" }` or `{ file = "…" }`.
+    pub password: Option<SettingValue>,
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "localhost".into(),
+            port: None,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Implicit,
+    None,
+}
+
+/// A mail ready to go.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// `<id@domain>`, the same on every attempt.
+    pub message_id: String,
+    pub notification_id: String,
+    pub message: Message,
+}
+
+/// Why a send failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Try again later (connection refused or dropped, 4xx).
+    Transient(String),
+    /// The server refused it for good (5xx).
+    Permanent(String),
+}
+
+/// Where mail goes.
+pub trait Transport: Send + Sync {
+    fn send<'a>(&'a self, mail: &'a Mail) -> BoxFuture<'a, std::result::Result<(), SendError>>;
+}
+
+/// SMTP with lettre.
+pub struct Smtp(AsyncSmtpTransport<Tokio1Executor>);
+
+impl Smtp {
+    pub fn new(config: &SmtpConfig) -> anyhow::Result<Smtp> {
+        let builder = match config.tls {
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)?,
+            SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)?,
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+        };
+        let mut builder = builder.timeout(Some(Duration::from_secs(config.timeout_secs.max(1))));
+        if let Some(port) = config.port {
+            builder = builder.port(port);
+        }
+        if let Some(user) = &config.username {
+            let password = match &config.password {
+                Some(p) => p
+                    .resolve()
+                    .map_err(|m| anyhow::anyhow!("[email.smtp] password: {m}"))?,
+                None => anyhow::bail!("[email.smtp] username is set without a password"),
+            };
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+        }
+        Ok(Smtp(builder.build()))
+    }
+}
+
+impl Transport for Smtp {
+    fn send<'a>(&'a self, mail: &'a Mail) -> BoxFuture<'a, std::result::Result<(), SendError>> {
+        Box::pin(async move {
+            match self.0.send(mail.message.clone()).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                Err(e) => Err(SendError::Transient(e.to_string())),
+            }
+        })
+    }
+}
+
+/// Writes each mail as `{notification id}.eml` into a directory (written
+/// whole, then renamed into place: a retry replaces, never doubles).
+pub struct FileTransport(pub PathBuf);
+
+impl Transport for FileTransport {
+    fn send<'a>(&'a self, mail: &'a Mail) -> BoxFuture<'a, std::result::Result<(), SendError>> {
+        Box::pin(async move {
+            let bytes = mail.message.formatted();
+            let dir = self.0.clone();
+            let name = format!("{}.eml", mail.notification_id);
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                let tmp = dir.join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, dir.join(name))
+            })
+            .await
+            .map_err(|e| SendError::Transient(e.to_string()))?
+            .map_err(|e| SendError::Transient(format!("{}: {e}", self.0.display())))
+        })
+    }
+}
+
+/// Retries double from this, up to an hour.
+const FIRST_RETRY_SECS: i64 = 30;
+const MAX_RETRY_SECS: i64 = 3600;
+/// A notification claimed by a mailer is left alone by others this long.
+pub const CLAIM_SECS: i64 = 120;
+/// Claimed per pass.
+const BATCH: usize = 50;
+
+/// Renders and sends what is due.
+pub struct Mailer {
+    store: Store,
+    templates: Arc<Templates>,
+    config: EmailConfig,
+    company: CompanyConfig,
+    from: Mailbox,
+    staff_to: Option<Mailbox>,
+    transport: Arc<dyn Transport>,
+    secrets: Option<Arc<Secrets>>,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
+/// The transport `[email]` asks for (none when `off`).
+pub fn transport(config: &EmailConfig) -> anyhow::Result<Option<Arc<dyn Transport>>> {
+    Ok(match config.transport {
+        TransportKind::Off => None,
+        TransportKind::File => Some(Arc::new(FileTransport(config.dir.clone()))),
+        TransportKind::Smtp => Some(Arc::new(Smtp::new(&config.smtp)?)),
+    })
+}
+
+impl Mailer {
+    pub fn new(
+        store: Store,
+        templates: Arc<Templates>,
+        config: EmailConfig,
+        company: CompanyConfig,
+        transport: Arc<dyn Transport>,
+        secrets: Option<Arc<Secrets>>,
+    ) -> anyhow::Result<Mailer> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("[email] from `{}`: {e}", config.from))?;
+        let staff_to = match &config.staff_to {
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|e| anyhow::anyhow!("[email] staff_to `{s}`: {e}"))?,
+            ),
+            None => None,
+        };
+        let per_minute = NonZeroU32::new(config.per_minute.max(1)).expect("at least one");
+        let limiter = governor::RateLimiter::direct(governor::Quota::per_minute(per_minute));
+        Ok(Mailer {
+            store,
+            templates,
+            config,
+            company,
+            from,
+            staff_to,
+            transport,
+            secrets,
+            limiter,
+        })
+    }
+
+    /// Sends what is due at `now`; returns how many went out.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
+        let claimed = {
+            let mut tx = self.store.begin().await?;
+            let due = repo::claim_due(
+                tx.conn(),
+                now,
+                now + chrono::Duration::seconds(CLAIM_SECS),
+                BATCH,
+            )
+            .await?;
+            tx.commit().await?;
+            due
+        };
+        let mut sent = 0;
+        for n in claimed {
+            let outcome = self.deliver(&n, now).await;
+            let (outcome, to) = match &outcome {
+                Delivery::Sent(to) => (Outcome::Sent { recipient: to }, Some(to)),
+                Delivery::Skipped(why) => (Outcome::Skipped { why }, None),
+                Delivery::Failed(error) => {
+                    tracing::warn!(notification = %n.notification_id, kind = n.kind.as_str(), %error, "e-mail cannot be sent");
+                    (Outcome::Failed { error }, None)
+                }
+                Delivery::Retry(error) => {
+                    let backoff = (FIRST_RETRY_SECS << n.attempts.clamp(0, 20)).min(MAX_RETRY_SECS);
+                    tracing::warn!(notification = %n.notification_id, kind = n.kind.as_str(), %error, "e-mail not sent; will retry");
+                    metrics::counter!("bursar_email_failures_total").increment(1);
+                    let retry_at = now + chrono::Duration::seconds(backoff);
+                    (Outcome::Retry { error, retry_at }, None)
+                }
+            };
+            if to.is_some() {
+                sent += 1;
+                metrics::counter!("bursar_emails_sent_total", "kind" => n.kind.as_str()).increment(1);
+            }
+            let mut tx = self.store.begin().await?;
+            repo::finish(tx.conn(), n.id, outcome, now).await?;
+            tx.commit().await?;
+        }
+        Ok(sent)
+    }
+
+    async fn deliver(&self, n: &Notification, now: DateTime<Utc>) -> Delivery {
+        let mail = match self.compose(n, now).await {
+            Ok(Composed::Mail(mail)) => mail,
+            Ok(Composed::Skip(why)) => return Delivery::Skipped(why),
+            Err(Compose::Gone(e)) => return Delivery::Failed(e),
+            Err(Compose::Later(e)) => return Delivery::Retry(e),
+        };
+        let to = mail
+            .message
+            .envelope()
+            .to()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.limiter.until_ready().await;
+        match self.transport.send(&mail).await {
+            Ok(()) => Delivery::Sent(to),
+            Err(SendError::Transient(e)) => Delivery::Retry(e),
+            Err(SendError::Permanent(e)) => Delivery::Failed(e),
+        }
+    }
+
+    /// The mail a notification makes now, or why none.
+    pub async fn compose(
+        &self,
+        n: &Notification,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Composed, Compose> {
+        let mut r = self.store.reader().await.map_err(later)?;
+        let facts = Facts::load(r.conn(), &n.data).await?;
+        let (to, lang) = match (n.kind.is_staff(), &facts.account) {
+            (true, _) => match &self.staff_to {
+                Some(to) => (to.clone(), self.config.default_language.clone()),
+                None => return Ok(Composed::Skip("no [email] staff_to".into())),
+            },
+            (false, Some(account)) => {
+                if n.kind.is_optional() && account.email_opt_out.contains(&n.kind) {
+                    return Ok(Composed::Skip("turned off by the customer".into()));
+                }
+                let to = Mailbox::new(Some(account.name.clone()), account.email.parse().map_err(
+                    |e| Compose::Gone(format!("account {}: e-mail {}: {e}", account.id, account.email)),
+                )?);
+                (to, account.language.clone())
+            }
+            (false, None) => {
+                return Err(Compose::Gone(format!(
+                    "{}: no account to write to in {}",
+                    n.kind.as_str(),
+                    n.data
+                )));
+            }
+        };
+        let ctx = self.context(r.conn(), n, &facts, now).await?;
+        let rendered = self
+            .templates
+            .message(n.kind, &lang, &ctx)
+            .map_err(Compose::Later)?;
+        let mut attachments = Vec::new();
+        if n.kind == Kind::InvoiceIssued
+            && let (Some(invoice), Some(account)) = (&facts.invoice, &facts.account)
+        {
+            let zone = account.time_zone.unwrap_or(crate::calendar::Zone::UTC);
+            let doc = crate::templates::invoice_context(invoice, account, &self.company, zone);
+            let html = self
+                .templates
+                .invoice_html(&account.language, &doc)
+                .map_err(Compose::Later)?;
+            let pdf = crate::templates::pdf::from_html(&html).map_err(Compose::Later)?;
+            attachments.push((format!("{}.pdf", invoice.number), pdf));
+        }
+        drop(r);
+        let domain = self.from.email.domain().to_owned();
+        let message_id = format!("<{}@{domain}>", n.notification_id);
+        let body = MultiPart::alternative_plain_html(rendered.text, rendered.html);
+        let builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(rendered.subject)
+            .message_id(Some(message_id.clone()))
+            .date(n.created_at.into());
+        let message = match attachments.is_empty() {
+            true => builder.multipart(body),
+            false => {
+                let mut mixed = MultiPart::mixed().multipart(body);
+                for (name, bytes) in attachments {
+                    let pdf = ContentType::parse("application/pdf").expect("a valid content type");
+                    mixed = mixed.singlepart(Attachment::new(name).body(bytes, pdf));
+                }
+                builder.multipart(mixed)
+            }
+        }
+        .map_err(|e| Compose::Gone(format!("building the message: {e}")))?;
+        Ok(Composed::Mail(Mail {
+            message_id,
+            notification_id: n.notification_id.clone(),
+            message,
+        }))
+    }
+
+    /// What the templates are told: the sample context's fields, filled
+    /// from the store.
+    async fn context(
+        &self,
+        mut c: Conn<'_>,
+        n: &Notification,
+        facts: &Facts,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Value, Compose> {
+        let data = &n.data;
+        let mut ctx = json!({
+            "kind": n.kind.as_str(),
+            "company": self.company,
+            "portal_url": self.company.portal_url,
+            "topup_url": self.company.link("payments/new"),
+        });
+        let zone = facts
+            .account
+            .as_ref()
+            .and_then(|a| a.time_zone)
+            .unwrap_or(crate::calendar::Zone::UTC);
+        if let Some(a) = &facts.account {
+            let balance = ledger_repo::balance(
+                c.reborrow(),
+                &crate::ledger::LedgerAccountId::customer(&a.id),
+            )
+            .await
+            .map_err(later)?;
+            ctx["account"] = json!({
+                "id": a.id, "name": a.name, "email": a.email, "currency": a.currency.code(),
+                "balance": format_money(balance.balance, a.currency),
+                "time_zone": zone.name(),
+            });
+        }
+        if let Some(s) = &facts.service {
+            let plan = plans_repo::get(c.reborrow(), &s.plan_id).await.map_err(later)?;
+            let deletion = match (s.status, s.suspend_reason, s.suspended_at) {
+                (
+                    crate::services::ServiceStatus::Suspended,
+                    Some(crate::services::SuspendReason::NonPayment),
+                    Some(at),
+                ) => crate::calendar::add_units(
+                    at,
+                    crate::calendar::PeriodUnit::Day,
+                    plan.spec.deletion_days,
+                    s.time_zone,
+                ),
+                _ => None,
+            };
+            let mut service = json!({
+                "id": s.id, "plan": plan.spec.name, "status": s.status.as_str(),
+                "params": s.params,
+                "paid_until": s.paid_until.map(|t| s.time_zone.format(t)),
+                "suspend_reason": s.suspend_reason.map(|r| r.as_str()),
+                "deletion_date": deletion.map(|t| s.time_zone.format(t)),
+                "url": self.company.link(&format!("services/{}", s.id)),
+                "credentials_url": self.company.link(&format!("services/{}#credentials", s.id)),
+            });
+            if n.kind == Kind::ServiceActive
+                && self.config.include_credentials
+                && let Some(secrets) = &self.secrets
+            {
+                let creds = services_repo::secret_params(c.reborrow(), &s.id, secrets)
+                    .await
+                    .map_err(later)?;
+                if !creds.is_empty() {
+                    service["credentials"] = json!(creds);
+                }
+            }
+            ctx["service"] = service;
+            ctx["order"] = json!({
+                "awaiting_payment": data.get("to").and_then(Value::as_str) == Some("ordered"),
+                "amount_due": format_money(s.amount_due, s.currency),
+            });
+        }
+        if let Some(p) = &facts.payment {
+            ctx["payment"] = json!({
+                "id": p.id, "amount": format_money(p.amount, p.currency), "gateway": p.gateway,
+            });
+        }
+        if let Some(i) = &facts.invoice {
+            ctx["invoice"] = json!({
+                "id": i.id, "number": i.number, "kind": i.kind.as_str(),
+                "total": format_money(i.total, i.currency),
+                "url": self.company.link(&format!("invoices/{}", i.id)),
+            });
+        }
+        if data.get("operation_id").is_some() {
+            ctx["operation"] = json!({
+                "id": data["operation_id"], "kind": data["kind"], "module": data["module"],
+                "attempts": data["attempts"], "error": data["error"],
+                "service_id": data["service_id"],
+                "url": self.company.link("staff/operations"),
+            });
+        }
+        // What a reminder worked out when it was recorded.
+        for key in ["renewal", "threshold", "reset"] {
+            if let Some(v) = data.get(key) {
+                ctx[key] = v.clone();
+            }
+        }
+        let _ = now;
+        Ok(ctx)
+    }
+
+    /// Runs until shutdown, every `poll_interval_ms`, at the times `clock`
+    /// tells.
+    pub fn spawn(
+        self,
+        clock: crate::clock::SharedClock,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let every = Duration::from_millis(self.config.poll_interval_ms.max(10));
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = self.run_once(clock.now()).await {
+                    tracing::warn!(error = %e, "e-mail pass failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+/// What a notification's data points at, as stored now.
+#[derive(Default)]
+struct Facts {
+    account: Option<crate::accounts::Account>,
+    service: Option<crate::services::Service>,
+    payment: Option<crate::payments::Payment>,
+    invoice: Option<crate::invoices::Invoice>,
+}
+
+impl Facts {
+    async fn load(mut c: Conn<'_>, data: &Value) -> std::result::Result<Facts, Compose> {
+        let id = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_owned);
+        let mut f = Facts::default();
+        if let Some(s) = id("service_id") {
+            f.service = Some(services_repo::get(c.reborrow(), &s).await.map_err(gone)?);
+        }
+        if let Some(p) = id("payment_id") {
+            f.payment = Some(payments_repo::get(c.reborrow(), &p).await.map_err(gone)?);
+        }
+        if let Some(i) = id("invoice_id") {
+            f.invoice = Some(invoices_repo::get(c.reborrow(), &i).await.map_err(gone)?);
+        }
+        let account = id("account_id")
+            .or_else(|| f.service.as_ref().map(|s| s.account_id.clone()))
+            .or_else(|| f.payment.as_ref().map(|p| p.account_id.clone()))
+            .or_else(|| f.invoice.as_ref().map(|i| i.account_id.clone()));
+        if let Some(a) = account {
+            f.account = Some(accounts_repo::get(c.reborrow(), &a).await.map_err(gone)?);
+        }
+        Ok(f)
+    }
+}
+
+/// What a notification makes.
+pub enum Composed {
+    Mail(Mail),
+    /// Nothing to send, and why.
+    Skip(String),
+}
+
+/// Why a notification could not be composed.
+#[derive(Debug)]
+pub enum Compose {
+    /// What it is about is gone: never.
+    Gone(String),
+    /// The store or a template failed: later.
+    Later(String),
+}
+
+fn later(e: crate::error::Error) -> Compose {
+    Compose::Later(e.to_string())
+}
+
+fn gone(e: crate::error::Error) -> Compose {
+    match e {
+        crate::error::Error::NotFound { .. } => Compose::Gone(e.to_string()),
+        e => Compose::Later(e.to_string()),
+    }
+}
+
+enum Delivery {
+    Sent(String),
+    Skipped(String),
+    Retry(String),
+    Failed(String),
+}
