@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: AutomationCommand,
     },
+    /// E-mail notifications.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Tools for plugin authors: inspect, validate and run a component.
     Plugin {
         #[command(subcommand)]
@@ -96,6 +101,26 @@ enum PluginCommand {
         timeout_ms: u64,
         #[arg(long, default_value_t = 64)]
         memory_mb: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Render one message with sample data, from the templates `serve`
+    /// would use (`[email] templates_dir` over the shipped ones).
+    Preview {
+        /// welcome, order_received, service_active, invoice_issued,
+        /// payment_received, refund_issued, renewal_due, balance_low,
+        /// service_suspended, service_resumed, deletion_warning,
+        /// service_closed, password_reset, staff_manual_queue,
+        /// staff_refund_failed, staff_plugin_failing.
+        event: String,
+        /// The language (default: `[email] default_language`).
+        #[arg(long)]
+        lang: Option<String>,
+        /// Print the HTML part instead of the subject and plain text.
+        #[arg(long)]
+        html: bool,
     },
 }
 
@@ -285,6 +310,27 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             let report = server::automation_pass(&config).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Notify {
+            command: NotifyCommand::Preview { event, lang, html },
+        } => {
+            let kind = bursar::messages::Kind::parse(&event).ok_or_else(|| {
+                let known: Vec<&str> = bursar::messages::Kind::ALL.iter().map(|k| k.as_str()).collect();
+                anyhow::anyhow!("no message `{event}`; there are: {}", known.join(", "))
+            })?;
+            let templates = server::load_templates(&config)?;
+            let lang = lang.unwrap_or_else(|| config.email.default_language.clone());
+            let mut ctx = bursar::messages::sample_context(kind);
+            ctx["company"] = serde_json::to_value(&config.company)?;
+            ctx["portal_url"] = config.company.portal_url.clone().into();
+            let r = templates
+                .message(kind, &lang, &ctx)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match html {
+                true => print!("{}", r.html),
+                false => print!("Subject: {}\n\n{}", r.subject, r.text),
+            }
             Ok(())
         }
         Command::Migrate => {

@@ -13,6 +13,7 @@
 //! renews a suspended service: whichever gets there first renews, once.
 
 mod batch;
+pub mod reminders;
 
 use std::collections::BTreeMap;
 
@@ -44,6 +45,15 @@ pub struct AutomationConfig {
     /// side (power, switch ports) compared with its state and repaired
     /// (0: never).
     pub sync_interval_secs: u64,
+    /// Tell a customer this many days before an auto-renewal their
+    /// balance does not cover (0: never).
+    pub remind_renewal_days: u32,
+    /// Tell a customer this many days before a service suspended for
+    /// non-payment is deleted (0: never).
+    pub warn_deletion_days: u32,
+    /// Tell a customer when their balance falls below this, per currency
+    /// (minor units; none: never).
+    pub low_balance: BTreeMap<String, i64>,
 }
 
 impl Default for AutomationConfig {
@@ -55,6 +65,9 @@ impl Default for AutomationConfig {
             batch: 500,
             max_items: 0,
             sync_interval_secs: 86_400,
+            remind_renewal_days: 7,
+            warn_deletion_days: 3,
+            low_balance: BTreeMap::new(),
         }
     }
 }
@@ -220,6 +233,9 @@ pub async fn run_once(
             report.count("canceled", result, &id);
         }
         after = last;
+    }
+    if let Err(e) = reminders::run(store, config, now).await {
+        tracing::warn!(error = %e, "recording reminders failed");
     }
     Ok(finish(report))
 }

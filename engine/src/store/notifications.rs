@@ -189,3 +189,52 @@ pub async fn recent(
         .filter_map(Row::into_notification)
         .collect())
 }
+
+const CUSTOMER: &str = "customer";
+
+/// Accounts in `currency` told their balance was low whose balance is
+/// back at `threshold` or above: told again next time it falls.
+pub async fn rearm_low_balance(
+    mut c: Conn<'_>,
+    currency: crate::money::Currency,
+    threshold: i64,
+) -> Result<()> {
+    sql!(&mut c, c => sqlx::query(
+        "UPDATE accounts SET balance_low_at = NULL
+         WHERE currency = $1 AND balance_low_at IS NOT NULL
+           AND id IN (SELECT account_id FROM ledger_accounts
+                      WHERE kind = $3 AND currency = $1 AND balance >= $2)")
+        .bind(currency.code()).bind(threshold).bind(CUSTOMER)
+        .execute(&mut **c).await.map(drop))?;
+    Ok(())
+}
+
+/// Active accounts in `currency` with a running (or suspended) service
+/// whose balance is below `threshold` and who were not told yet: id and
+/// balance.
+pub async fn newly_low_balance(
+    mut c: Conn<'_>,
+    currency: crate::money::Currency,
+    threshold: i64,
+    limit: usize,
+) -> Result<Vec<(String, i64)>> {
+    Ok(sql!(&mut c, c => sqlx::query_as(
+        "SELECT a.id, l.balance FROM accounts a
+         JOIN ledger_accounts l ON l.account_id = a.id AND l.kind = $3
+         WHERE a.currency = $1 AND a.status = 'active' AND a.balance_low_at IS NULL
+           AND l.balance < $2
+           AND EXISTS (SELECT 1 FROM services s WHERE s.account_id = a.id
+                       AND s.status IN ('active', 'suspended'))
+         ORDER BY a.id LIMIT $4")
+        .bind(currency.code()).bind(threshold).bind(CUSTOMER).bind(limit as i64)
+        .fetch_all(&mut **c).await)?)
+}
+
+/// Notes that these accounts were told their balance is low.
+pub async fn mark_low_balance(mut c: Conn<'_>, ids: &[&str], now: DateTime<Utc>) -> Result<()> {
+    for id in ids {
+        sql!(&mut c, c => sqlx::query("UPDATE accounts SET balance_low_at = $2 WHERE id = $1")
+            .bind(*id).bind(to_micros(now)).execute(&mut **c).await.map(drop))?;
+    }
+    Ok(())
+}

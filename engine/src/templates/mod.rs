@@ -126,8 +126,6 @@ impl Templates {
     /// names the file and line.
     pub fn load(dir: Option<&Path>, default_language: &str) -> Result<Templates, String> {
         let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
         env.add_filter("linkify", linkify);
         let root = dir.map(Path::to_path_buf);
         let loader_root = root.clone();
