@@ -316,7 +316,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             command: NotifyCommand::Preview { event, lang, html },
         } => {
             let kind = bursar::messages::Kind::parse(&event).ok_or_else(|| {
-                let known: Vec<&str> = bursar::messages::Kind::ALL.iter().map(|k| k.as_str()).collect();
+                let known: Vec<&str> = bursar::messages::Kind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect();
                 anyhow::anyhow!("no message `{event}`; there are: {}", known.join(", "))
             })?;
             let templates = server::load_templates(&config)?;

@@ -141,7 +141,9 @@ pub async fn serve(
     let state = state.with_documents(templates.clone(), config.company.clone());
     let mailer = match crate::notify::email::transport(&config.email)? {
         None => {
-            tracing::info!("e-mail is off ([email] transport = \"off\"): notifications are recorded, not sent");
+            tracing::info!(
+                "e-mail is off ([email] transport = \"off\"): notifications are recorded, not sent"
+            );
             None
         }
         Some(transport) => {

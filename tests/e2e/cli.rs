@@ -609,3 +609,74 @@ async fn admin_key_lists_and_revokes_staff_keys_and_a_new_bursar_admin_key_retir
     let server = serve(dir.path(), &[("BURSAR_ADMIN_KEY", SECOND)]);
     assert_eq!(get(&server.addr, &support).await, 401, "revoked at once");
 }
+
+#[test]
+fn a_broken_template_stops_serve_at_start_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tpl/email/ru")).unwrap();
+    std::fs::write(
+        dir.path().join("tpl/email/ru/service_suspended.txt"),
+        "{% block subject %}Приостановлено{% endblock %}\n{% block body %}\n{% if service.deletion_date %}\nне закрыто\n{% endblock %}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bursar.toml"),
+        "[email]\ntemplates_dir = \"tpl\"\n",
+    )
+    .unwrap();
+    let out = bursar(dir.path())
+        .args([
+            "--config",
+            "bursar.toml",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tpl/email/ru/service_suspended.txt, line 5"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data/bursar.db").exists(),
+        "stopped before opening the database"
+    );
+
+    // `notify preview` renders with the same templates, and says so too.
+    let out = bursar(dir.path())
+        .args([
+            "--config",
+            "bursar.toml",
+            "notify",
+            "preview",
+            "welcome",
+            "--lang",
+            "ru",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    std::fs::remove_file(dir.path().join("tpl/email/ru/service_suspended.txt")).unwrap();
+    let out = bursar(dir.path())
+        .args([
+            "--config",
+            "bursar.toml",
+            "notify",
+            "preview",
+            "welcome",
+            "--lang",
+            "ru",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("Subject: Добро пожаловать"), "{stdout}");
+}

@@ -17,6 +17,7 @@ mod invoices;
 mod ledger_props;
 mod lifecycle;
 mod module_graph;
+mod notifications;
 mod operations;
 mod payments;
 mod plugins;

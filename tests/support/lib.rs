@@ -4,6 +4,7 @@
 //! fresh schema in the PostgreSQL database named by
 //! `BURSAR_TEST_DATABASE_URL` (e.g. `postgres://127.0.0.1/bursar_ci`).
 
+pub mod smtp;
 pub mod stripe;
 
 use std::str::FromStr;
@@ -146,6 +147,8 @@ pub struct Reply {
     pub headers: axum::http::HeaderMap,
     pub text: String,
     pub json: Value,
+    /// The body as sent (for binary answers such as PDFs).
+    pub body: Vec<u8>,
 }
 
 impl Reply {
@@ -413,6 +416,7 @@ impl TestApp {
             headers,
             text,
             json,
+            body: bytes.to_vec(),
         }
     }
 

@@ -27,16 +27,24 @@ pub async fn run(store: &Store, config: &AutomationConfig, now: DateTime<Utc>) -
     let mut recorded = 0;
     if config.remind_renewal_days > 0 {
         let until = now + Duration::days(i64::from(config.remind_renewal_days));
-        recorded += each(store, ServiceStatus::Active, until, config.batch, |c, id| {
-            Box::pin(renewal_due(c, id, config.remind_renewal_days, now))
-        })
+        recorded += each(
+            store,
+            ServiceStatus::Active,
+            until,
+            config.batch,
+            |c, id| Box::pin(renewal_due(c, id, config.remind_renewal_days, now)),
+        )
         .await?;
     }
     if config.warn_deletion_days > 0 {
         let any = now + Duration::days(36_500);
-        recorded += each(store, ServiceStatus::Suspended, any, config.batch, |c, id| {
-            Box::pin(deletion_warning(c, id, config.warn_deletion_days, now))
-        })
+        recorded += each(
+            store,
+            ServiceStatus::Suspended,
+            any,
+            config.batch,
+            |c, id| Box::pin(deletion_warning(c, id, config.warn_deletion_days, now)),
+        )
         .await?;
     }
     for (code, threshold) in &config.low_balance {

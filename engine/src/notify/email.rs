@@ -154,7 +154,9 @@ pub struct Smtp(AsyncSmtpTransport<Tokio1Executor>);
 impl Smtp {
     pub fn new(config: &SmtpConfig) -> anyhow::Result<Smtp> {
         let builder = match config.tls {
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)?,
+            SmtpTls::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)?
+            }
             SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)?,
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
         };
@@ -309,7 +311,8 @@ impl Mailer {
             };
             if to.is_some() {
                 sent += 1;
-                metrics::counter!("bursar_emails_sent_total", "kind" => n.kind.as_str()).increment(1);
+                metrics::counter!("bursar_emails_sent_total", "kind" => n.kind.as_str())
+                    .increment(1);
             }
             let mut tx = self.store.begin().await?;
             repo::finish(tx.conn(), n.id, outcome, now).await?;
@@ -358,9 +361,15 @@ impl Mailer {
                 if n.kind.is_optional() && account.email_opt_out.contains(&n.kind) {
                     return Ok(Composed::Skip("turned off by the customer".into()));
                 }
-                let to = Mailbox::new(Some(account.name.clone()), account.email.parse().map_err(
-                    |e| Compose::Gone(format!("account {}: e-mail {}: {e}", account.id, account.email)),
-                )?);
+                let to = Mailbox::new(
+                    Some(account.name.clone()),
+                    account.email.parse().map_err(|e| {
+                        Compose::Gone(format!(
+                            "account {}: e-mail {}: {e}",
+                            account.id, account.email
+                        ))
+                    })?,
+                );
                 (to, account.language.clone())
             }
             (false, None) => {
@@ -453,7 +462,9 @@ impl Mailer {
             });
         }
         if let Some(s) = &facts.service {
-            let plan = plans_repo::get(c.reborrow(), &s.plan_id).await.map_err(later)?;
+            let plan = plans_repo::get(c.reborrow(), &s.plan_id)
+                .await
+                .map_err(later)?;
             let deletion = match (s.status, s.suspend_reason, s.suspended_at) {
                 (
                     crate::services::ServiceStatus::Suspended,
