@@ -501,8 +501,8 @@ async fn a_batch_renews_what_each_balance_covers_in_order_with_tax_invoices_even
             after[1] - before[1],
             after[2] - before[2]
         ],
-        [3, 3, 3],
-        "an event, an outbox event and a prolong operation per renewal"
+        [3, 6, 3],
+        "an event, two outbox events (service.prolong, invoice.issued) and a prolong operation per renewal"
     );
     assert_eq!(pass(&app).await.total(), 0, "the same day again: nothing");
     app.assert_ledger_clean().await;

@@ -157,7 +157,7 @@ async fn payments_get_receipts_refunds_get_credit_notes_and_documents_print() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text.contains("Credit note CN-2026-000001"), "{}", r.text);
     assert!(
-        r.text.contains("&lt;b&gt;goodwill&lt;/b&gt;"),
+        r.text.contains("&lt;b&gt;goodwill&lt;") && !r.text.contains("<b>goodwill"),
         "escaped: {}",
         r.text
     );
