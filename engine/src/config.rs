@@ -410,6 +410,8 @@ mod tests {
                 );
                 assert_eq!(config.payments, PaymentsConfig::default());
                 assert_eq!(config.billing.time_zone, crate::calendar::Zone::UTC);
+                assert_eq!(config.email, crate::notify::email::EmailConfig::default());
+                assert_eq!(config.company, crate::templates::CompanyConfig::default());
             }
         }
     }
@@ -417,6 +419,9 @@ mod tests {
     #[test]
     fn environment_names_map_to_sections() {
         assert_eq!(section_key("database_url"), "database.url");
+        assert_eq!(section_key("email_smtp_host"), "email.smtp.host");
+        assert_eq!(section_key("email_staff_to"), "email.staff_to");
+        assert_eq!(section_key("company_portal_url"), "company.portal_url");
         assert_eq!(
             section_key("database_max_connections"),
             "database.max_connections"

@@ -169,7 +169,29 @@ pub fn document(api: &ApiConfig, max_payment: i64) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     complete(&mut doc, api);
     constrain(&mut doc["components"]["schemas"], max_payment);
+    binary_pdfs(&mut doc["paths"]);
     doc
+}
+
+/// A PDF answer is bytes (OpenAPI 3.1: a string with its media type), not
+/// the array of integers `Vec<u8>` would say.
+fn binary_pdfs(paths: &mut Value) {
+    let Some(paths) = paths.as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let Some(ok) = op.pointer_mut("/responses/200/content") else {
+                continue;
+            };
+            if let Some(pdf) = ok.get_mut("application/pdf").filter(|p| p.is_object()) {
+                pdf["schema"] = json!({"type": "string", "contentMediaType": "application/pdf"});
+            }
+        }
+    }
 }
 
 /// Free text: 1 to `max` characters, not only spaces and controls
