@@ -366,6 +366,20 @@ impl Config {
 
 /// `database_url` → `database.url`: the first underscore after a known
 /// section name separates section and key.
+/// A database URL fit to print: the password, if any, as `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 fn section_key(key: &str) -> String {
     for section in SECTIONS {
         if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
@@ -414,6 +428,18 @@ mod tests {
                 assert_eq!(config.company, crate::templates::CompanyConfig::default());
             }
         }
+    }
+
+    #[test]
+    fn printed_urls_hide_the_password() {
+        assert_eq!(
+            redact_url("postgres://bursar:s3cret@db:5432/bursar"),
+            "postgres://bursar:***@db:5432/bursar"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/bursar.db"),
+            "sqlite://data/bursar.db"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod api;
 pub mod automation;
+pub mod backup;
 pub mod billing;
 pub mod calendar;
 pub mod catalog;

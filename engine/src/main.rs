@@ -38,6 +38,29 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Check the database's invariants (ledger sums and balances, gap-free
+    /// document numbers, no service charged for more periods than it has);
+    /// prints a JSON report and exits non-zero on any violation.
+    Audit,
+    /// Write a consistent copy of the database while Bursar serves
+    /// (SQLite: `VACUUM INTO`; PostgreSQL: `pg_dump --format=custom`).
+    Backup {
+        /// The file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Restore a backup into the configured database, which must be new (a
+    /// SQLite file that does not exist, an empty PostgreSQL database); its
+    /// schema is upgraded and the result audited.
+    Restore {
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print the HTTP API's OpenAPI 3.1 document (as served at
     /// `/api/v1/openapi.json`), e.g. to generate a client.
     Openapi,
@@ -102,6 +125,13 @@ enum PluginCommand {
         #[arg(long, default_value_t = 64)]
         memory_mb: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration, its secrets, the templates and every
+    /// plugin without serving (and without touching the database).
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -334,6 +364,73 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 true => print!("{}", r.html),
                 false => print!("Subject: {}\n\n{}", r.subject, r.text),
             }
+            Ok(())
+        }
+        Command::Audit => {
+            let store = server::open_store(&config).await?;
+            let report = {
+                let mut r = store.reader().await?;
+                bursar::store::audit::run(r.conn()).await?
+            };
+            store.close().await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.is_clean() {
+                anyhow::bail!("the audit found violations (see the report above)");
+            }
+            Ok(())
+        }
+        Command::Backup { to } => {
+            let store = server::open_store(&config).await?;
+            let done = bursar::backup::backup(&store, &config.database.url, &to).await;
+            store.close().await;
+            done?;
+            println!(
+                "backup written to {}; keep the secrets key ({}) with it",
+                to.display(),
+                match &config.secrets.key {
+                    Some(_) => "[secrets] key".to_owned(),
+                    None => config.secrets.key_file.display().to_string(),
+                }
+            );
+            Ok(())
+        }
+        Command::Restore { from } => {
+            let report =
+                bursar::backup::restore(&config.database.url, &from, &config.store_options())
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.is_clean() {
+                anyhow::bail!("restored, but the audit found violations (see the report above)");
+            }
+            println!("restored {} into the configured database", from.display());
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let templates = server::load_templates(&config)?;
+            for hook in &config.webhooks {
+                hook.secret
+                    .resolve()
+                    .map_err(|m| anyhow::anyhow!("webhook {}: secret: {m}", hook.url))?;
+            }
+            bursar::notify::email::transport(&config.email)?;
+            if let Some(key) = &config.secrets.key {
+                key.resolve()
+                    .map_err(|m| anyhow::anyhow!("[secrets] key: {m}"))?;
+            } else if config.secrets.key_file.exists() {
+                bursar::secrets::Secrets::load(&config.secrets)?;
+            }
+            let mut modules = bursar::services::module::ModuleRegistry::default();
+            server::load_plugins(&config, &mut modules).await?;
+            println!(
+                "configuration is valid: database {}, {} plugin(s), {} webhook(s), e-mail {:?}, templates in {}",
+                bursar::config::redact_url(&config.database.url),
+                config.plugins.len(),
+                config.webhooks.len(),
+                config.email.transport,
+                templates.languages().join(", ")
+            );
             Ok(())
         }
         Command::Migrate => {

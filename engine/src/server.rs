@@ -161,7 +161,8 @@ pub async fn serve(
                 config.company.clone(),
                 transport,
                 Some(state.secrets.clone()),
-            )?;
+            )?
+            .with_time_zone(config.billing.time_zone);
             Some(mailer.spawn(clock.clone(), stop.subscribe()))
         }
     };

@@ -693,3 +693,50 @@ async fn a_deletion_warning_and_a_low_balance_are_told_once_each_time() {
     assert_eq!(count(Kind::ServiceClosed).await, 1);
     assert_eq!(count(Kind::DeletionWarning).await, 1);
 }
+
+#[tokio::test]
+async fn a_line_break_in_a_name_neither_breaks_the_header_nor_stops_the_mailer() {
+    let app = TestApp::new().await;
+    let sink = SmtpSink::start().await;
+    let acc = app.create_account("nl@example.com", "EUR", 0).await;
+    let key = app.customer_key(&acc).await;
+    let r = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/accounts/{acc}"),
+            Some(&key),
+            Some(json!({"name": "Eve\r\nBcc: victim@example.com"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.problem(422), "urn:bursar:problem:invalid-field");
+    // A name stored before that rule is made harmless on its way out.
+    let mut tx = app.store().begin().await.unwrap();
+    let q = "UPDATE accounts SET name = 'Eve' || char(13) || char(10) || 'Bcc: victim@example.com' WHERE id = $1";
+    match tx.conn() {
+        bursar::store::Conn::Sqlite(c) => {
+            sqlx::query(q).bind(&acc).execute(&mut *c).await.unwrap();
+        }
+        bursar::store::Conn::Postgres(c) => {
+            let q = q.replace("char(", "chr(");
+            sqlx::query(&q).bind(&acc).execute(&mut *c).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    app.create_account("next@example.com", "EUR", 0).await;
+    let sent = mailer(&app, smtp_to(&sink))
+        .run_once(app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(sent, 2);
+    let got = sink.received();
+    assert!(got.iter().all(|m| m.to.len() == 1), "no smuggled recipient");
+    let first = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(!first.contains("\r\nBcc:"), "{first}");
+    assert!(
+        read(&got[0].data)
+            .text
+            .contains("Hello Eve Bcc: victim@example.com,")
+    );
+    assert_eq!(read(&got[1].data).to, "next@example.com");
+}

@@ -129,8 +129,20 @@ pub fn check_text(field: &'static str, text: &str, max: usize) -> Result<String,
     Ok(trimmed.to_owned())
 }
 
-/// Checks a display name: 1 to 200 characters, not only spaces.
+/// What an account's name must match (as the contract states it): no
+/// ASCII control character anywhere — a name goes into mail headers and
+/// text, where a line break would forge a line — and not only spaces.
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$";
+
+/// Checks a display name: 1 to 200 characters, not only spaces, no
+/// control characters.
 pub fn normalize_name(name: &str) -> Result<String, FieldError> {
+    if name.chars().any(|c| c.is_ascii_control()) {
+        return Err(FieldError::new(
+            "name",
+            "must not contain control characters (line breaks, tabs)",
+        ));
+    }
     check_text("name", name, 200)
 }
 
@@ -394,6 +406,19 @@ mod tests {
             assert!(!pattern.is_match(bad), "{bad:?} matches");
         }
         assert!(check_text("name", &"x".repeat(11), 10).is_err());
+    }
+
+    #[test]
+    fn names_have_no_control_characters_as_the_contract_says() {
+        let pattern = regex::Regex::new(NAME_PATTERN).unwrap();
+        for good in ["Ann", " Ann ", "Борис", "\u{a0}x"] {
+            assert!(normalize_name(good).is_ok(), "{good:?} refused");
+            assert!(pattern.is_match(good), "{good:?} does not match");
+        }
+        for bad in ["", " ", "Eve\r\nBcc: x", "a\tb", "a\u{7f}", "\n"] {
+            assert!(normalize_name(bad).is_err(), "{bad:?} accepted");
+            assert!(!pattern.is_match(bad), "{bad:?} matches");
+        }
     }
 
     #[test]

@@ -217,13 +217,15 @@ fn constrain(schemas: &mut Value, max_payment: i64) {
     let zones = || one_of(crate::calendar::Zone::all_names());
     let email = || json!({"maxLength": 254, "pattern": crate::accounts::EMAIL_PATTERN});
     let language = || json!({"pattern": crate::accounts::LANGUAGE_PATTERN});
+    let name =
+        || json!({"minLength": 1, "maxLength": 200, "pattern": crate::accounts::NAME_PATTERN});
     let opt_out = || {
         let optional = crate::messages::Kind::OPTIONAL.map(|k| k.as_str()).to_vec();
         json!({"items": {"type": "string", "enum": optional}})
     };
     let fields: Vec<(&str, &str, Value)> = vec![
         ("CreateAccount", "email", email()),
-        ("CreateAccount", "name", text(200)),
+        ("CreateAccount", "name", name()),
         ("CreateAccount", "currency", currencies()),
         ("CreateAccount", "credit_limit", amount(0, MAX_AMOUNT)),
         ("CreateAccount", "country", countries()),
@@ -231,7 +233,7 @@ fn constrain(schemas: &mut Value, max_payment: i64) {
         ("CreateAccount", "language", language()),
         ("CreateAccount", "email_opt_out", opt_out()),
         ("UpdateAccount", "email", email()),
-        ("UpdateAccount", "name", text(200)),
+        ("UpdateAccount", "name", name()),
         ("UpdateAccount", "credit_limit", amount(0, MAX_AMOUNT)),
         ("UpdateAccount", "country", countries()),
         ("UpdateAccount", "time_zone", zones()),

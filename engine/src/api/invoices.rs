@@ -58,7 +58,7 @@ pub async fn get(
     if wants_pdf(&headers) {
         return pdf_response(&state, invoice).await;
     }
-    Ok(Json(InvoiceView::from(invoice)).into_response())
+    Ok(([(header::VARY, "Accept")], Json(InvoiceView::from(invoice))).into_response())
 }
 
 /// Whether the request prefers a PDF to JSON (`Accept: application/pdf`
@@ -97,18 +97,16 @@ async fn render(state: &AppState, invoice: &Invoice) -> Result<String, Problem> 
 
 async fn pdf_response(state: &AppState, invoice: Invoice) -> Result<Response, Problem> {
     let html = render(state, &invoice).await?;
-    let pdf = tokio::task::spawn_blocking(move || crate::templates::pdf::from_html(&html))
-        .await
-        .map_err(|_| Problem::internal())?
-        .map_err(|e| {
-            tracing::error!(invoice = %invoice.id, error = %e, "invoice PDF failed");
-            Problem::internal()
-        })?;
+    let pdf = crate::templates::pdf::render(html).await.map_err(|e| {
+        tracing::error!(invoice = %invoice.id, error = %e, "invoice PDF failed");
+        Problem::internal()
+    })?;
     let disposition = format!("inline; filename=\"{}.pdf\"", invoice.number);
     Ok((
         [
             (header::CONTENT_TYPE, "application/pdf".to_owned()),
             (header::CONTENT_DISPOSITION, disposition),
+            (header::VARY, "Accept".to_owned()),
         ],
         pdf,
     )

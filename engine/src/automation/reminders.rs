@@ -202,20 +202,21 @@ async fn balance_low(
     let mut tx = store.begin().await?;
     repo::rearm_low_balance(tx.conn(), currency, threshold).await?;
     let low = repo::newly_low_balance(tx.conn(), currency, threshold, 1000).await?;
-    let messages: Vec<NewMessage> = low
-        .iter()
-        .map(|(account, balance)| NewMessage {
+    let mut messages = Vec::new();
+    for (account, balance) in &low {
+        if !repo::mark_low_balance(tx.conn(), account, now).await? {
+            continue;
+        }
+        messages.push(NewMessage {
             kind: Kind::BalanceLow,
             data: json!({
                 "account_id": account,
                 "threshold": format_money(threshold, currency),
                 "balance": format_money(*balance, currency),
             }),
-            dedup_key: Some(format!("balance_low:{account}:{}", now.timestamp_micros())),
-        })
-        .collect();
-    let ids: Vec<&str> = low.iter().map(|(a, _)| a.as_str()).collect();
-    repo::mark_low_balance(tx.conn(), &ids, now).await?;
+            dedup_key: None,
+        });
+    }
     let n = repo::insert(tx.conn(), &messages, now).await?;
     tx.commit().await?;
     Ok(n)

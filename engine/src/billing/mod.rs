@@ -516,20 +516,29 @@ pub(crate) async fn notify(
     p: &Payment,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    crate::notify::record(
-        c,
-        event_type,
-        serde_json::json!({
-            "payment_id": p.id,
-            "account_id": p.account_id,
-            "gateway": p.gateway,
-            "amount": p.amount,
-            "currency": p.currency.code(),
-            "service_id": p.service_id,
-        }),
-        now,
-    )
-    .await
+    notify_with(c, event_type, p, serde_json::json!({}), now).await
+}
+
+/// [`notify`] with more fields (a refund's id and amount).
+pub(crate) async fn notify_with(
+    c: Conn<'_>,
+    event_type: &str,
+    p: &Payment,
+    extra: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut data = serde_json::json!({
+        "payment_id": p.id,
+        "account_id": p.account_id,
+        "gateway": p.gateway,
+        "amount": p.amount,
+        "currency": p.currency.code(),
+        "service_id": p.service_id,
+    });
+    if let (Some(data), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
+        data.extend(extra.clone());
+    }
+    crate::notify::record(c, event_type, data, now).await
 }
 
 /// Services of the account suspended for non-payment (never for `admin` or

@@ -242,7 +242,9 @@ pub(crate) async fn post_refund(
         } else {
             "payment.refunded"
         };
-        super::notify(c.reborrow(), event, payment, now).await?;
+        let refund_fields =
+            serde_json::json!({"refund_id": refund.id, "refund_amount": refund.amount});
+        super::notify_with(c.reborrow(), event, payment, refund_fields, now).await?;
         let document = crate::charges::Transfer {
             kind,
             account_id: &payment.account_id,

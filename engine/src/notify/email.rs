@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
@@ -182,11 +183,23 @@ impl Transport for Smtp {
         Box::pin(async move {
             match self.0.send(mail.message.clone()).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                Err(e) if e.is_permanent() && e.status().is_some_and(refuses_recipient) => {
+                    Err(SendError::Permanent(e.to_string()))
+                }
+                // Everything else — the connection, a 4xx, and 5xx that
+                // are about the server or Bursar's own settings (a wrong
+                // password, a refused sender) — waits for a later try
+                // rather than failing every mail due.
                 Err(e) => Err(SendError::Transient(e.to_string())),
             }
         })
     }
+}
+
+/// Replies that refuse this mail for good: no such mailbox (550, 551,
+/// 553), too large for it (552), or a bad address (501, 553).
+fn refuses_recipient(code: lettre::transport::smtp::response::Code) -> bool {
+    matches!(u16::from(code), 501 | 550 | 551 | 552 | 553)
 }
 
 /// Writes each mail as `{notification id}.eml` into a directory (written
@@ -215,10 +228,16 @@ impl Transport for FileTransport {
 /// Retries double from this, up to an hour.
 const FIRST_RETRY_SECS: i64 = 30;
 const MAX_RETRY_SECS: i64 = 3600;
-/// A notification claimed by a mailer is left alone by others this long.
-pub const CLAIM_SECS: i64 = 120;
+/// A notification claimed by a mailer is left alone by others this long:
+/// well above a batch's worst case (every send timing out, or waiting for
+/// the rate limit).
+pub const CLAIM_SECS: i64 = 600;
 /// Claimed per pass.
-const BATCH: usize = 50;
+const BATCH: usize = 5;
+/// A notification that cannot be rendered (a template or the PDF fails)
+/// this many times is marked failed; sending is retried for as long as
+/// it takes.
+const MAX_RENDER_ATTEMPTS: i64 = 20;
 
 /// Renders and sends what is due.
 pub struct Mailer {
@@ -231,6 +250,8 @@ pub struct Mailer {
     transport: Arc<dyn Transport>,
     secrets: Option<Arc<Secrets>>,
     limiter: governor::DefaultDirectRateLimiter,
+    /// Dates of accounts without their own time zone are shown in this one.
+    zone: crate::calendar::Zone,
 }
 
 /// The transport `[email]` asks for (none when `off`).
@@ -274,11 +295,32 @@ impl Mailer {
             transport,
             secrets,
             limiter,
+            zone: crate::calendar::Zone::UTC,
         })
+    }
+
+    /// Dates of accounts without their own time zone in `zone` (the
+    /// deployment's `[billing] time_zone`).
+    pub fn with_time_zone(mut self, zone: crate::calendar::Zone) -> Mailer {
+        self.zone = zone;
+        self
     }
 
     /// Sends what is due at `now`; returns how many went out.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
+        let mut sent = 0;
+        // A few at a time, so that a claim never outlives its window.
+        loop {
+            let n = self.run_batch(now).await?;
+            if n.claimed == 0 {
+                return Ok(sent);
+            }
+            sent += n.sent;
+        }
+    }
+
+    /// Claims one batch and works it.
+    async fn run_batch(&self, now: DateTime<Utc>) -> Result<Batch> {
         let claimed = {
             let mut tx = self.store.begin().await?;
             let due = repo::claim_due(
@@ -292,8 +334,14 @@ impl Mailer {
             due
         };
         let mut sent = 0;
+        let count = claimed.len();
         for n in claimed {
-            let outcome = self.deliver(&n, now).await;
+            // A message that panics (a library refusing a value) is one
+            // failed message, not a dead mailer.
+            let outcome = std::panic::AssertUnwindSafe(self.deliver(&n, now))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Delivery::Failed("rendering or sending panicked".into()));
             let (outcome, to) = match &outcome {
                 Delivery::Sent(to) => (Outcome::Sent { recipient: to }, Some(to)),
                 Delivery::Skipped(why) => (Outcome::Skipped { why }, None),
@@ -318,7 +366,10 @@ impl Mailer {
             repo::finish(tx.conn(), n.id, outcome, now).await?;
             tx.commit().await?;
         }
-        Ok(sent)
+        Ok(Batch {
+            claimed: count,
+            sent,
+        })
     }
 
     async fn deliver(&self, n: &Notification, now: DateTime<Utc>) -> Delivery {
@@ -326,6 +377,9 @@ impl Mailer {
             Ok(Composed::Mail(mail)) => mail,
             Ok(Composed::Skip(why)) => return Delivery::Skipped(why),
             Err(Compose::Gone(e)) => return Delivery::Failed(e),
+            Err(Compose::Later(e)) if n.attempts + 1 >= MAX_RENDER_ATTEMPTS => {
+                return Delivery::Failed(format!("gave up after {} attempts: {e}", n.attempts + 1));
+            }
             Err(Compose::Later(e)) => return Delivery::Retry(e),
         };
         let to = mail
@@ -362,7 +416,7 @@ impl Mailer {
                     return Ok(Composed::Skip("turned off by the customer".into()));
                 }
                 let to = Mailbox::new(
-                    Some(account.name.clone()),
+                    Some(display_name(&account.name)),
                     account.email.parse().map_err(|e| {
                         Compose::Gone(format!(
                             "account {}: e-mail {}: {e}",
@@ -389,13 +443,15 @@ impl Mailer {
         if n.kind == Kind::InvoiceIssued
             && let (Some(invoice), Some(account)) = (&facts.invoice, &facts.account)
         {
-            let zone = account.time_zone.unwrap_or(crate::calendar::Zone::UTC);
+            let zone = account.time_zone.unwrap_or(self.zone);
             let doc = crate::templates::invoice_context(invoice, account, &self.company, zone);
             let html = self
                 .templates
                 .invoice_html(&account.language, &doc)
                 .map_err(Compose::Later)?;
-            let pdf = crate::templates::pdf::from_html(&html).map_err(Compose::Later)?;
+            let pdf = crate::templates::pdf::render(html)
+                .await
+                .map_err(Compose::Later)?;
             attachments.push((format!("{}.pdf", invoice.number), pdf));
         }
         drop(r);
@@ -447,7 +503,7 @@ impl Mailer {
             .account
             .as_ref()
             .and_then(|a| a.time_zone)
-            .unwrap_or(crate::calendar::Zone::UTC);
+            .unwrap_or(self.zone);
         if let Some(a) = &facts.account {
             let balance = ledger_repo::balance(
                 c.reborrow(),
@@ -456,7 +512,7 @@ impl Mailer {
             .await
             .map_err(later)?;
             ctx["account"] = json!({
-                "id": a.id, "name": a.name, "email": a.email, "currency": a.currency.code(),
+                "id": a.id, "name": display_name(&a.name), "email": a.email, "currency": a.currency.code(),
                 "balance": format_money(balance.balance, a.currency),
                 "time_zone": zone.name(),
             });
@@ -516,6 +572,15 @@ impl Mailer {
                 "url": self.company.link(&format!("invoices/{}", i.id)),
             });
         }
+        if let (Some(p), Some(amount)) = (
+            &facts.payment,
+            data.get("refund_amount").and_then(Value::as_i64),
+        ) {
+            ctx["refund"] = json!({
+                "id": data["refund_id"], "payment_id": p.id, "gateway": p.gateway,
+                "amount": format_money(amount, p.currency),
+            });
+        }
         if data.get("operation_id").is_some() {
             ctx["operation"] = json!({
                 "id": data["operation_id"], "kind": data["kind"], "module": data["module"],
@@ -557,6 +622,16 @@ impl Mailer {
             }
         })
     }
+}
+
+/// A display name fit for a header: control characters (a line break a
+/// customer typed into their name) become spaces.
+fn display_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// What a notification's data points at, as stored now.
@@ -617,6 +692,12 @@ fn gone(e: crate::error::Error) -> Compose {
         crate::error::Error::NotFound { .. } => Compose::Gone(e.to_string()),
         e => Compose::Later(e.to_string()),
     }
+}
+
+/// What one batch did.
+struct Batch {
+    claimed: usize,
+    sent: usize,
 }
 
 enum Delivery {

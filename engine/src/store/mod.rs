@@ -12,6 +12,7 @@
 //! separate pool of read connections (WAL lets them run beside the writer).
 
 pub mod accounts;
+pub mod audit;
 pub mod bulk;
 pub mod catalog;
 pub mod idempotency;

@@ -230,11 +230,11 @@ pub async fn newly_low_balance(
         .fetch_all(&mut **c).await)?)
 }
 
-/// Notes that these accounts were told their balance is low.
-pub async fn mark_low_balance(mut c: Conn<'_>, ids: &[&str], now: DateTime<Utc>) -> Result<()> {
-    for id in ids {
-        sql!(&mut c, c => sqlx::query("UPDATE accounts SET balance_low_at = $2 WHERE id = $1")
-            .bind(*id).bind(to_micros(now)).execute(&mut **c).await.map(drop))?;
-    }
-    Ok(())
+/// Notes that this account is told its balance is low; false if another
+/// pass did first (only that one records the message).
+pub async fn mark_low_balance(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> Result<bool> {
+    let n = sql!(&mut c, c => sqlx::query(
+        "UPDATE accounts SET balance_low_at = $2 WHERE id = $1 AND balance_low_at IS NULL")
+        .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
 }

@@ -368,8 +368,10 @@ fn escape_html(s: &str) -> String {
 }
 
 /// A paragraph of plain text as HTML: escaped, lines broken with `<br>`,
-/// `http(s)://` addresses made links.
-fn linkify(text: &str) -> Value {
+/// `http(s)://` addresses made links — only those under `prefix` when it
+/// is given (the portal's: a customer's own text, such as a name, never
+/// becomes a link in a mail from the company).
+fn linkify(text: &str, prefix: Option<&str>) -> Value {
     let mut out = String::with_capacity(text.len() + 32);
     for (i, line) in text.lines().enumerate() {
         if i > 0 {
@@ -379,7 +381,8 @@ fn linkify(text: &str) -> Value {
             if j > 0 {
                 out.push(' ');
             }
-            if word.starts_with("https://") || word.starts_with("http://") {
+            let is_url = word.starts_with("https://") || word.starts_with("http://");
+            if is_url && prefix.is_none_or(|p| word.starts_with(p)) {
                 let url = escape_html(word);
                 out.push_str(&format!("<a href=\"{url}\">{url}</a>"));
             } else {
@@ -553,6 +556,11 @@ mod tests {
         assert!(!r.html.contains("<script>"));
         assert!(r.html.contains("&lt;script&gt;"));
         assert!(r.html.contains("<a href=\"https://my.example.com\">"));
+        // A customer's own address is text, not a link.
+        ctx["account"]["name"] = "see https://evil.example/login".into();
+        let r = t.message(Kind::Welcome, "en", &ctx).unwrap();
+        assert!(r.html.contains("see https://evil.example/login"));
+        assert!(!r.html.contains("href=\"https://evil.example"));
     }
 
     #[test]

@@ -12,6 +12,19 @@ static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 /// The family name templates use for the embedded font.
 pub const FONT_FAMILY: &str = "DejaVu Sans";
 
+/// PDFs laid out at once, at most: each takes a core for a while.
+const AT_ONCE: usize = 2;
+
+/// [`from_html`] off the async threads, at most [`AT_ONCE`] at a time
+/// across the process (API requests and the mailer alike).
+pub async fn render(html: String) -> Result<Vec<u8>, String> {
+    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AT_ONCE);
+    let _permit = PERMITS.acquire().await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || from_html(&html))
+        .await
+        .map_err(|e| format!("laying out the PDF: {e}"))?
+}
+
 /// `html` as PDF bytes.
 pub fn from_html(html: &str) -> Result<Vec<u8>, String> {
     let mut fonts = BTreeMap::new();
