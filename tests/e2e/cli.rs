@@ -680,3 +680,91 @@ fn a_broken_template_stops_serve_at_start_naming_the_file_and_line() {
     );
     assert!(stdout.starts_with("Subject: Добро пожаловать"), "{stdout}");
 }
+
+/// `bursar config check`, `audit`, `backup` and `restore` as an operator
+/// types them, on SQLite and — when the suite runs against PostgreSQL — on
+/// two scratch PostgreSQL databases (pg_dump / pg_restore).
+#[tokio::test]
+async fn config_check_audit_backup_and_restore_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], envs: &[(&str, String)]| {
+        let mut cmd = bursar(dir.path());
+        cmd.args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&["config", "check"], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("configuration is valid"), "{stdout}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "config check touches no database"
+    );
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[plugin]]\nname = \"x\"\nkind = \"processing\"\ncomponent = \"missing.wasm\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = run(&["--config", "bad.toml", "config", "check"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("missing.wasm"), "{stderr}");
+
+    let mut targets = vec![(
+        vec![],
+        vec![(
+            "BURSAR_DATABASE_URL",
+            "sqlite://restored/bursar.db".to_owned(),
+        )],
+    )];
+    let pg = std::env::var("BURSAR_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if let Some(url) = &pg {
+        let admin = sqlx::PgPool::connect(url).await.unwrap();
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let (src, dst) = (format!("bk_src_{suffix}"), format!("bk_dst_{suffix}"));
+        for db in [&src, &dst] {
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+        let base = url.rsplit_once('/').unwrap().0;
+        targets.push((
+            vec![("BURSAR_DATABASE_URL", format!("{base}/{src}"))],
+            vec![("BURSAR_DATABASE_URL", format!("{base}/{dst}"))],
+        ));
+    }
+    for (i, (source, target)) in targets.into_iter().enumerate() {
+        let key = [(
+            "BURSAR_ADMIN_KEY",
+            "bsr_adm_cli_backup_key_0123456789".to_owned(),
+        )];
+        let source_env: Vec<(&str, String)> = source.into_iter().chain(key).collect();
+        let (ok, _, stderr) = run(&["migrate"], &source_env);
+        assert!(ok, "{stderr}");
+        let (ok, stdout, stderr) = run(&["audit"], &source_env);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("\"document_gaps\": []"), "{stdout}");
+        let file = format!("backup-{i}.bin");
+        let (ok, stdout, stderr) = run(&["backup", "--to", &file], &source_env);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("keep the secrets key"), "{stdout}");
+        let (ok, _, stderr) = run(&["backup", "--to", &file], &source_env);
+        assert!(!ok && stderr.contains("never overwrites"), "{stderr}");
+        let (ok, stdout, stderr) = run(&["restore", "--from", &file], &target);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("restored"), "{stdout}");
+        let (ok, _, stderr) = run(&["restore", "--from", &file], &target);
+        assert!(!ok, "a second restore over the first is refused: {stderr}");
+        let (ok, _, stderr) = run(&["audit"], &target);
+        assert!(ok, "{stderr}");
+    }
+}

@@ -19,6 +19,7 @@ mod lifecycle;
 mod module_graph;
 mod notifications;
 mod operations;
+mod operator;
 mod payments;
 mod plugins;
 mod policy;

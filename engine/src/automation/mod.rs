@@ -54,6 +54,12 @@ pub struct AutomationConfig {
     /// Tell a customer when their balance falls below this, per currency
     /// (minor units; none: never).
     pub low_balance: BTreeMap<String, i64>,
+    /// Stored answers to idempotent requests are kept this many days (a
+    /// retry after that runs again; 0: forever).
+    pub keep_idempotency_days: u32,
+    /// Webhook events delivered and e-mail sent are kept this many days
+    /// (0: forever). The service log and the ledger are kept forever.
+    pub keep_delivered_days: u32,
 }
 
 impl Default for AutomationConfig {
@@ -68,6 +74,8 @@ impl Default for AutomationConfig {
             remind_renewal_days: 7,
             warn_deletion_days: 3,
             low_balance: BTreeMap::new(),
+            keep_idempotency_days: 30,
+            keep_delivered_days: 90,
         }
     }
 }
@@ -237,7 +245,32 @@ pub async fn run_once(
     if let Err(e) = reminders::run(store, config, now).await {
         tracing::warn!(error = %e, "recording reminders failed");
     }
+    if let Err(e) = prune(store, config, now).await {
+        tracing::warn!(error = %e, "pruning what is kept for a while failed");
+    }
     Ok(finish(report))
+}
+
+/// Removes what is kept only for a while (`keep_idempotency_days`,
+/// `keep_delivered_days`).
+pub async fn prune(
+    store: &Store,
+    config: &AutomationConfig,
+    now: DateTime<Utc>,
+) -> Result<crate::store::notifications::Pruned> {
+    let before = |days: u32| (days > 0).then(|| now - Duration::days(i64::from(days)));
+    let mut tx = store.begin().await?;
+    let pruned = crate::store::notifications::prune(
+        tx.conn(),
+        before(config.keep_idempotency_days),
+        before(config.keep_delivered_days),
+    )
+    .await?;
+    tx.commit().await?;
+    if pruned != Default::default() {
+        tracing::info!(?pruned, "pruned");
+    }
+    Ok(pruned)
 }
 
 /// Counts a pass in metrics and the log.

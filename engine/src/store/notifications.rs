@@ -238,3 +238,37 @@ pub async fn mark_low_balance(mut c: Conn<'_>, id: &str, now: DateTime<Utc>) -> 
         .bind(id).bind(to_micros(now)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    pub idempotency_keys: u64,
+    pub delivered_events: u64,
+    pub finished_notifications: u64,
+}
+
+/// Removes stored idempotent responses created before `keys_before`, and
+/// outbox events delivered and notifications finished (sent, skipped,
+/// failed) before `done_before`. Events of the service log and the ledger
+/// are never removed.
+pub async fn prune(
+    mut c: Conn<'_>,
+    keys_before: Option<DateTime<Utc>>,
+    done_before: Option<DateTime<Utc>>,
+) -> Result<Pruned> {
+    let mut pruned = Pruned::default();
+    if let Some(at) = keys_before {
+        pruned.idempotency_keys = sql!(&mut c, c => sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(to_micros(at)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    }
+    if let Some(at) = done_before {
+        pruned.delivered_events = sql!(&mut c, c => sqlx::query(
+            "DELETE FROM outbox WHERE status = 'delivered' AND delivered_at < $1")
+            .bind(to_micros(at)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+        pruned.finished_notifications = sql!(&mut c, c => sqlx::query(
+            "DELETE FROM notifications WHERE status IN ('sent', 'skipped', 'failed') AND created_at < $1")
+            .bind(to_micros(at)).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    }
+    Ok(pruned)
+}

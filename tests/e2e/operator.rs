@@ -1,0 +1,210 @@
+//! What an operator runs: the audit of a live database, and a backup taken
+//! while Bursar serves and writes, restored into a new place.
+
+use bursar::clock::Clock;
+use bursar::store::{Backend, StoreOptions, audit};
+use bursar_tests::{ADMIN_KEY, TestApp};
+use serde_json::json;
+
+async fn numbers(store: &bursar::store::Store) -> Vec<String> {
+    let mut r = store.reader().await.unwrap();
+    let q = "SELECT number FROM invoices ORDER BY number";
+    match r.conn() {
+        bursar::store::Conn::Sqlite(c) => sqlx::query_scalar(q).fetch_all(&mut *c).await,
+        bursar::store::Conn::Postgres(c) => sqlx::query_scalar(q).fetch_all(&mut *c).await,
+    }
+    .unwrap()
+}
+
+async fn exec(store: &bursar::store::Store, q: &str) {
+    let mut tx = store.begin().await.unwrap();
+    match tx.conn() {
+        bursar::store::Conn::Sqlite(c) => {
+            sqlx::query(q).execute(&mut *c).await.unwrap();
+        }
+        bursar::store::Conn::Postgres(c) => {
+            sqlx::query(q).execute(&mut *c).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn run_audit(store: &bursar::store::Store) -> audit::Report {
+    let mut r = store.reader().await.unwrap();
+    audit::run(r.conn()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_audit_passes_a_sound_database_and_names_each_violation() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("audit@example.com", "EUR", 0).await;
+    app.credit(&acc, 5000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    for _ in 0..3 {
+        app.order(&acc, &plan, "1m").await;
+    }
+    app.run_operations().await;
+    let report = run_audit(app.store()).await;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.documents.values().sum::<i64>(), 3);
+
+    // A counter behind its documents would hand a number out twice.
+    exec(app.store(), "UPDATE invoice_counters SET last = last - 1").await;
+    let report = run_audit(app.store()).await;
+    assert_eq!(report.document_gaps.len(), 1, "{report:?}");
+    assert_eq!(report.document_gaps[0].counter, Some(2));
+    exec(app.store(), "UPDATE invoice_counters SET last = last + 1").await;
+    // A cached balance that differs from its entries.
+    exec(
+        app.store(),
+        &format!("UPDATE ledger_accounts SET balance = balance + 1 WHERE account_id = '{acc}'"),
+    )
+    .await;
+    let report = run_audit(app.store()).await;
+    assert!(!report.is_clean());
+    assert_eq!(report.ledger.mismatched_balances.len(), 1, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_backup_taken_under_writes_restores_whole_with_every_document_number() {
+    let app = TestApp::new().await;
+    if app.db.backend() == Backend::Postgres {
+        // PostgreSQL's backup is pg_dump, which a per-test schema cannot
+        // stand in for: `cli::backup_and_restore_*` runs it on whole
+        // databases.
+        return;
+    }
+    let acc = app.create_account("backup@example.com", "EUR", 0).await;
+    app.credit(&acc, 1_000_000, "EUR").await;
+    let plan = app.simple_plan(100).await;
+    for _ in 0..5 {
+        app.order(&acc, &plan, "1m").await;
+    }
+    let before = numbers(app.store()).await;
+
+    // Orders keep coming while the backup is taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let app = &app;
+        let acc = acc.clone();
+        let plan = plan.clone();
+        async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200 {
+                let r = app.order(&acc, &plan, "1m").await;
+                assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+            n
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.db");
+    let backup = async {
+        // Let some orders land first.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let done = bursar::backup::backup(app.store(), app.db.url(), &file).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        done
+    };
+    let (written, backup) = tokio::join!(writer, backup);
+    backup.unwrap();
+    assert!(written > 0);
+    // A second backup never overwrites the first.
+    assert!(
+        bursar::backup::backup(app.store(), app.db.url(), &file)
+            .await
+            .is_err()
+    );
+
+    let restored_url = format!("sqlite://{}", dir.path().join("new/bursar.db").display());
+    let report = bursar::backup::restore(&restored_url, &file, &StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let restored = bursar::store::Store::connect(&restored_url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let after = numbers(&restored).await;
+    for n in &before {
+        assert!(after.contains(n), "{n} lost");
+    }
+    assert!(after.len() >= before.len());
+    assert!(after.len() <= numbers(app.store()).await.len());
+    restored.close().await;
+    // Restoring over a database that exists is refused.
+    let again = bursar::backup::restore(&restored_url, &file, &StoreOptions::default()).await;
+    assert!(again.unwrap_err().to_string().contains("exists"));
+
+    // And the source keeps serving.
+    let r = app.get(&format!("/api/v1/accounts/{acc}"), ADMIN_KEY).await;
+    assert_eq!(r.json["id"], json!(acc));
+}
+
+#[tokio::test]
+async fn retention_prunes_old_idempotency_keys_delivered_events_and_sent_mail_only() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("keep@example.com", "EUR", 0).await;
+    app.credit(&acc, 5000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let r = app
+        .request(
+            axum::http::Method::POST,
+            "/api/v1/orders",
+            Some(ADMIN_KEY),
+            Some(json!({"account_id": acc, "plan_id": plan, "period": "1m"})),
+            &[("idempotency-key", "keep-1")],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+    let count = |table: &str| format!("SELECT COUNT(*) FROM {table}");
+    let keys = app.db.count(&count("idempotency_keys")).await;
+    assert!(keys > 0);
+    // Mark every event delivered and every notification sent, now.
+    let now = app.clock.now();
+    let at = now.timestamp_micros();
+    exec(
+        app.store(),
+        &format!("UPDATE outbox SET status = 'delivered', delivered_at = {at}"),
+    )
+    .await;
+    exec(
+        app.store(),
+        &format!("UPDATE notifications SET status = 'sent', sent_at = {at} WHERE kind = 'welcome'"),
+    )
+    .await;
+    let pending = app
+        .db
+        .count("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")
+        .await;
+    let config = bursar::automation::AutomationConfig::default();
+    let ledger = app.db.count(&count("ledger_entries")).await;
+    let events = app.db.count(&count("service_events")).await;
+
+    let pruned = bursar::automation::prune(app.store(), &config, now + chrono::Duration::days(29))
+        .await
+        .unwrap();
+    assert_eq!(pruned, Default::default(), "nothing is old enough yet");
+    let pruned = bursar::automation::prune(app.store(), &config, now + chrono::Duration::days(31))
+        .await
+        .unwrap();
+    assert_eq!(pruned.idempotency_keys, keys as u64);
+    assert_eq!(pruned.delivered_events, 0, "kept 90 days");
+    let pruned = bursar::automation::prune(app.store(), &config, now + chrono::Duration::days(91))
+        .await
+        .unwrap();
+    assert!(pruned.delivered_events > 0);
+    assert_eq!(pruned.finished_notifications, 1);
+    assert_eq!(app.db.count(&count("outbox")).await, 0);
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")
+            .await,
+        pending,
+        "what is not yet sent stays"
+    );
+    assert_eq!(app.db.count(&count("ledger_entries")).await, ledger);
+    assert_eq!(app.db.count(&count("service_events")).await, events);
+}
