@@ -107,6 +107,11 @@ pub struct ApiConfig {
     pub max_keys_per_account: usize,
     /// The public gateway callbacks (anyone on the network can call them).
     pub callbacks: CallbackLimits,
+    /// When set, `/metrics` answers only `Authorization: Bearer {token}`
+    /// (text, `{ env = "…" }` or `{ file = "…" }`); unset, it is public —
+    /// fine on a loopback address, not on a public one.
+    #[serde(default)]
+    pub metrics_token: Option<crate::secrets::SettingValue>,
 }
 
 /// Bounds on the public gateway callback endpoint, so that nobody without
@@ -170,6 +175,7 @@ impl Default for Config {
                 max_page_limit: 500,
                 max_keys_per_account: 20,
                 callbacks: CallbackLimits::default(),
+                metrics_token: None,
             },
             log: LogConfig {
                 level: "info".into(),

@@ -24,14 +24,14 @@ pub const MODULE: &str = "dcimanager6";
 
 /// What the demo keeps alive while Bursar runs.
 pub struct Demo {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub simulator: Running,
 }
 
 impl Demo {
     /// Where the demo's mail is written.
     pub fn mail_dir(&self) -> std::path::PathBuf {
-        self._dir.path().join("mail")
+        self.dir.path().join("mail")
     }
 }
 
@@ -44,7 +44,7 @@ pub struct Seeded {
 
 /// Points the configuration at a throw-away database and an in-process
 /// simulator, and adds the `dcimanager6` instance.
-pub async fn prepare(config: &mut Config) -> anyhow::Result<Demo> {
+pub async fn prepare(config: &mut Config, simulator: SocketAddr) -> anyhow::Result<Demo> {
     let dir = tempfile::Builder::new().prefix("bursar-demo-").tempdir()?;
     config.database.url = format!("sqlite://{}", dir.path().join("demo.db").display());
     config.secrets = crate::secrets::SecretsConfig {
@@ -57,7 +57,9 @@ pub async fn prepare(config: &mut Config) -> anyhow::Result<Demo> {
     config.email.staff_to = Some("staff@demo.invalid".into());
     let fixture = Fixture::demo();
     let admin = fixture.admin.clone();
-    let simulator = dcimanager6_sim::spawn(fixture, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let simulator = dcimanager6_sim::spawn(fixture, simulator)
+        .await
+        .map_err(|e| anyhow::anyhow!("the simulator cannot listen on {simulator}: {e}"))?;
     let text = |v: &str| SettingValue::Text(v.to_owned());
     let settings: BTreeMap<String, SettingValue> = [
         ("url", text(&simulator.url())),
@@ -81,10 +83,7 @@ pub async fn prepare(config: &mut Config) -> anyhow::Result<Demo> {
         payment_expire_after_secs: None,
         settings,
     });
-    Ok(Demo {
-        _dir: dir,
-        simulator,
-    })
+    Ok(Demo { dir, simulator })
 }
 
 /// The demo catalog: one plan per configuration of the demo fixture.

@@ -35,6 +35,10 @@ enum Command {
         /// in-process, dedicated-server plans and a customer with a balance.
         #[arg(long)]
         demo: bool,
+        /// With `--demo`: the address the DCImanager 6 simulator listens on
+        /// (default: a free port on 127.0.0.1).
+        #[arg(long, value_name = "ADDR", requires = "demo")]
+        simulator_listen: Option<SocketAddr>,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
@@ -323,11 +327,17 @@ fn run_plugin_command(command: PluginCommand) -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Plugin { .. } => unreachable!("handled before the configuration is read"),
-        Command::Serve { demo, .. } => {
+        Command::Serve {
+            demo,
+            simulator_listen,
+            ..
+        } => {
             let supplied = match std::env::var("BURSAR_ADMIN_KEY") {
                 Ok(k) => Some(ApiKeySecret::from_supplied(k).map_err(|e| anyhow::anyhow!("{e}"))?),
                 Err(_) => None,
             };
+            let demo = demo
+                .then(|| simulator_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))));
             server::serve(config, supplied, demo).await
         }
         Command::Automation {

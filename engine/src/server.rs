@@ -81,19 +81,19 @@ pub async fn bootstrap_admin_key(
     Ok(outcome)
 }
 
-/// Runs `bursar serve` (with `--demo`: see [`crate::demo`]) until Ctrl-C
-/// or SIGTERM.
+/// Runs `bursar serve` (with `demo`, the address its simulator listens
+/// on: see [`crate::demo`]) until Ctrl-C or SIGTERM.
 pub async fn serve(
     mut config: Config,
     supplied_admin_key: Option<ApiKeySecret>,
-    demo: bool,
+    demo: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     crate::metrics::install();
     crate::invoices::configure(config.invoices.clone());
     let clock: SharedClock = Arc::new(SystemClock);
     let demo = match demo {
-        true => Some(crate::demo::prepare(&mut config).await?),
-        false => None,
+        Some(simulator) => Some(crate::demo::prepare(&mut config, simulator).await?),
+        None => None,
     };
     let templates = load_templates(&config)?;
     let store = open_store(&config).await?;

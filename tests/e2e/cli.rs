@@ -768,3 +768,54 @@ async fn config_check_audit_backup_and_restore_from_the_command_line() {
         assert!(ok, "{stderr}");
     }
 }
+
+#[test]
+fn the_demo_listens_where_told_and_leaves_nothing_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = bursar(dir.path())
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["--simulator-listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let done = line.starts_with("Bursar listening on");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with(&format!("DCImanager 6 simulator: http://127.0.0.1:{port}"))),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains(".eml files into")),
+        "{seen:?}"
+    );
+    // Stopped as an operator stops it.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -208,3 +208,30 @@ async fn retention_prunes_old_idempotency_keys_delivered_events_and_sent_mail_on
     assert_eq!(app.db.count(&count("ledger_entries")).await, ledger);
     assert_eq!(app.db.count(&count("service_events")).await, events);
 }
+
+#[tokio::test]
+async fn metrics_answer_only_the_token_when_one_is_set() {
+    let app = TestApp::with_config(|c| {
+        c.api.metrics_token = Some(bursar::secrets::SettingValue::Text("scrape-me".into()));
+    })
+    .await;
+    let get = |auth: Option<&'static str>| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let app = &app;
+        async move {
+            app.request(axum::http::Method::GET, "/metrics", None, None, &headers)
+                .await
+        }
+    };
+    assert_eq!(get(None).await.status.as_u16(), 401);
+    assert_eq!(get(Some("Bearer wrong")).await.status.as_u16(), 401);
+    let r = get(Some("Bearer scrape-me")).await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(r.content_type.starts_with("text/plain"));
+    // Without a token (the loopback default) it stays open.
+    let open = TestApp::new().await;
+    let r = open
+        .request(axum::http::Method::GET, "/metrics", None, None, &[])
+        .await;
+    assert_eq!(r.status.as_u16(), 200);
+}
