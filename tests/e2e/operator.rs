@@ -1,6 +1,8 @@
 //! What an operator runs: the audit of a live database, and a backup taken
 //! while Bursar serves and writes, restored into a new place.
 
+use std::str::FromStr;
+
 use bursar::clock::Clock;
 use bursar::store::{Backend, StoreOptions, audit};
 use bursar_tests::{ADMIN_KEY, TestApp};
@@ -234,4 +236,101 @@ async fn metrics_answer_only_the_token_when_one_is_set() {
         .request(axum::http::Method::GET, "/metrics", None, None, &[])
         .await;
     assert_eq!(r.status.as_u16(), 200);
+}
+
+#[test]
+fn the_shipped_alert_rules_name_only_metrics_bursar_exports() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus-alerts.yml")).unwrap();
+    let mut source = String::new();
+    let mut stack = vec![root.join("engine/src")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "rs") {
+                source.push_str(&std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+    }
+    let mut named = 0;
+    for (i, _) in rules.match_indices("bursar_") {
+        let name: String = rules[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let metric = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            source.contains(&format!("\"{metric}\"")),
+            "{metric} is not a metric Bursar exports"
+        );
+        named += 1;
+    }
+    assert!(named >= 8, "{named}");
+}
+
+/// A database made by the previous release's schema (migrations up to
+/// 0008) is brought up to date by `migrate`, its data kept and the new
+/// columns filled with their defaults.
+#[tokio::test]
+async fn a_database_of_the_previous_release_migrates_forward_with_its_data() {
+    let (url, scratch) = match std::env::var("BURSAR_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let admin = sqlx::PgPool::connect(&url).await.unwrap();
+            let db = format!("mig_{}", uuid::Uuid::now_v7().simple());
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            (format!("{}/{db}", url.rsplit_once('/').unwrap().0), None)
+        }
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("old.db").display());
+            (url, Some(dir))
+        }
+    };
+    const PREVIOUS: usize = 8;
+    let insert_account = "INSERT INTO accounts (id, email, name, currency, credit_limit, status, created_at, updated_at)
+         VALUES ('acc_old', 'old@example.com', 'Old Customer', 'EUR', 0, 'active', 1, 1)";
+    if url.starts_with("sqlite:") {
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let mut old = sqlx::migrate!("../engine/src/store/migrations/sqlite");
+        old.migrations = std::borrow::Cow::Owned(old.migrations[..PREVIOUS].to_vec());
+        old.run(&pool).await.unwrap();
+        sqlx::query(insert_account).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut old = sqlx::migrate!("../engine/src/store/migrations/postgres");
+        old.migrations = std::borrow::Cow::Owned(old.migrations[..PREVIOUS].to_vec());
+        old.run(&pool).await.unwrap();
+        sqlx::query(insert_account).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = bursar::store::Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let account = {
+        let mut r = store.reader().await.unwrap();
+        bursar::store::accounts::get(r.conn(), "acc_old")
+            .await
+            .unwrap()
+    };
+    assert_eq!(account.email, "old@example.com");
+    assert_eq!(account.language, "en");
+    assert!(account.email_opt_out.is_empty());
+    let report = run_audit(&store).await;
+    assert!(report.is_clean(), "{report:?}");
+    // Running it again changes nothing.
+    store.migrate().await.unwrap();
+    store.close().await;
+    drop(scratch);
 }
