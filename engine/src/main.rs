@@ -126,8 +126,17 @@ enum PluginCommand {
         allow_hosts: Vec<String>,
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
+        /// Linear memory the plugin may grow to, in MiB.
         #[arg(long, default_value_t = 64)]
         memory_mb: usize,
+        /// The largest HTTP response body the plugin may read (as
+        /// `max_response_bytes` of a `[[plugin]]`; larger ones fail the read).
+        #[arg(long, default_value_t = bursar::plugins::author::DEFAULT_MAX_RESPONSE_BYTES)]
+        max_response_bytes: u64,
+        /// The operation id to call with (default: a new one). Call twice
+        /// with the same id to see that the plugin's retry is idempotent.
+        #[arg(long, value_name = "ID")]
+        operation_id: Option<String>,
     },
 }
 
@@ -264,6 +273,8 @@ fn run_plugin_command(command: PluginCommand) -> ExitCode {
                 allow_hosts,
                 timeout_ms,
                 memory_mb,
+                max_response_bytes,
+                operation_id,
             } => {
                 let settings = settings
                     .iter()
@@ -294,6 +305,8 @@ fn run_plugin_command(command: PluginCommand) -> ExitCode {
                         allowed_hosts: allow_hosts,
                         timeout_ms,
                         memory_mb,
+                        max_response_bytes,
+                        operation_id,
                     },
                 )
                 .await

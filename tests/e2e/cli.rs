@@ -819,3 +819,151 @@ fn the_demo_listens_where_told_and_leaves_nothing_in_the_working_directory() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn plugin_tools_say_what_a_file_is_and_honour_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |file: &str| {
+        let out = bursar(dir.path())
+            .args(["plugin", "check", file])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    std::fs::write(dir.path().join("text.wat"), "(component)\n").unwrap();
+    let err = check("text.wat");
+    assert!(err.contains("WebAssembly text (.wat)"), "{err}");
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let err = check("core.wasm");
+    assert!(err.contains("a core WebAssembly module, not a component"), "{err}");
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let err = check("notes.txt");
+    assert!(err.contains("not WebAssembly"), "{err}");
+    assert_eq!(err.matches("not WebAssembly").count(), 1, "said once: {err}");
+
+    // `info` on a component that is not a plugin fails, saying why.
+    let out = bursar(dir.path())
+        .args(["plugin", "info", &plugin_file("not-a-plugin")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(info["error"].as_str().unwrap().contains("exports neither"));
+
+    // More memory than the default pool's 512 MiB is given, not capped.
+    let out = succeed(bursar(dir.path()).args([
+        "plugin",
+        "call",
+        &plugin_file("example_processing"),
+        "info",
+        "--memory-mb",
+        "1024",
+        "--max-response-bytes",
+        "1024",
+        "--operation-id",
+        "op_retry_1",
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["name"], "example-processing");
+}
+
+/// Copies `from` into `to`, leaving out build output.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let name = e.file_name();
+        if name == "target" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// docs/PLUGINS.md as an author follows it, on a scratch copy of the
+/// plugins workspace: copy the template, add it to the members, put the
+/// guide's code and dependencies in, build with the guide's command, and
+/// `bursar plugin check` the result.
+#[test]
+fn the_plugin_guide_builds_a_module_from_the_template() {
+    if std::env::var("BURSAR_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        // The same on either backend: once, in the SQLite run, is enough.
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/PLUGINS.md")).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    copy_tree(&root.join("plugins"), &work.join("plugins"));
+    copy_tree(&root.join("wit"), &work.join("wit"));
+    std::fs::copy(root.join("rust-toolchain.toml"), work.join("rust-toolchain.toml")).unwrap();
+
+    // Step 1: the template, renamed, in the workspace, with the guide's
+    // dependencies.
+    let module = work.join("plugins/my-module");
+    copy_tree(&work.join("plugins/example-processing"), &module);
+    let manifest = std::fs::read_to_string(module.join("Cargo.toml")).unwrap();
+    let deps = guide
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(deps.starts_with("[dependencies]"), "{deps}");
+    let manifest = manifest.replace("name = \"example-processing\"", "name = \"my-module\"");
+    let manifest = manifest.split("[dependencies]").next().unwrap().to_owned() + &deps + "\n";
+    std::fs::write(module.join("Cargo.toml"), manifest).unwrap();
+    let workspace = std::fs::read_to_string(work.join("plugins/Cargo.toml")).unwrap();
+    std::fs::write(
+        work.join("plugins/Cargo.toml"),
+        workspace.replacen("members = [", "members = [\"my-module\", ", 1),
+    )
+    .unwrap();
+    // Step 2: the guide's code.
+    let code = guide
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let code: String = code
+        .lines()
+        .map(|l| l.strip_prefix("   ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(module.join("src/lib.rs"), code).unwrap();
+    // Step 3: the guide's build command, as written.
+    let command = guide
+        .lines()
+        .find_map(|l| {
+            let l = l.trim().trim_matches('`');
+            l.starts_with("cargo build --release --target wasm32-wasip2").then_some(l)
+        })
+        .unwrap();
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(&args)
+        .current_dir(work)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Step 4: check it the way `serve` will.
+    let wasm = work.join("plugins/target/wasm32-wasip2/release/my_module.wasm");
+    let out = succeed(bursar(work).args(["plugin", "check", &wasm.to_string_lossy()]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["plugin"]["name"], "my-module");
+}

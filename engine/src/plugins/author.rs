@@ -18,9 +18,41 @@ use crate::plugins::{
 use crate::services::OperationKind;
 use crate::services::module::{ModuleError, ModuleOutcome, ModuleRequest, ServiceContext};
 
+/// Why `bytes` cannot be a component, when that can be told from their
+/// first bytes: a text file, a core module, not WebAssembly at all.
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[u8] = b"\0asm";
+    if !bytes.starts_with(MAGIC) {
+        let text = std::str::from_utf8(&bytes[..bytes.len().min(4096)]).is_ok();
+        return Some(match text && bytes.trim_ascii_start().starts_with(b"(") {
+            true => {
+                "it is WebAssembly text (.wat), not a binary component: build the plugin \
+                 (`cargo build --release --target wasm32-wasip2`), or turn the text into a \
+                 component with `wasm-tools parse` and `wasm-tools component new`"
+            }
+            false => "it is not WebAssembly (a binary component starts with `\\0asm`)",
+        });
+    }
+    match bytes.get(4..8) {
+        Some([1, 0, 0, 0]) => Some(
+            "it is a core WebAssembly module, not a component: build for wasm32-wasip2 \
+             (which makes components), or wrap the module with `wasm-tools component new`",
+        ),
+        _ => None,
+    }
+}
+
+/// Compiles a component, saying what the file is when it is not one.
+fn compile(host: &PluginHost, name: &str, bytes: &[u8]) -> anyhow::Result<wasmtime::component::Component> {
+    if let Some(why) = not_a_component(bytes) {
+        anyhow::bail!("{name}: {why}");
+    }
+    Ok(host.compile(name, bytes)?)
+}
+
 /// What `info` and `check` report about a component.
 fn describe(host: &PluginHost, name: &str, bytes: &[u8]) -> anyhow::Result<Value> {
-    let component = host.compile(name, bytes)?;
+    let component = compile(host, name, bytes)?;
     let exports = exported_interfaces(host.engine(), &component);
     let imports = imported_interfaces(host.engine(), &component);
     let world = exports.iter().find_map(|e| {
@@ -53,8 +85,17 @@ fn stem(path: &Path) -> String {
 }
 
 fn host() -> anyhow::Result<PluginHost> {
-    PluginHost::new(HostOptions::default())
-        .map_err(|e| anyhow::anyhow!("cannot start the plugin host: {e}"))
+    host_for(HostOptions::default().max_memory_mb as usize)
+}
+
+/// A host whose instances may have `memory_mb` (few instances: one call).
+fn host_for(memory_mb: usize) -> anyhow::Result<PluginHost> {
+    PluginHost::new(HostOptions {
+        max_memory_mb: memory_mb.max(64) as u64,
+        max_instances: 4,
+        ..HostOptions::default()
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the plugin host: {e}"))
 }
 
 /// `bursar plugin info FILE.wasm`: world, WIT version, exports, imports and
@@ -64,8 +105,18 @@ pub async fn info(path: &Path) -> anyhow::Result<Value> {
     let bytes = read(path)?;
     let name = stem(path);
     let mut out = describe(&host, &name, &bytes)?;
+    if let Some(version) = out["wit_version"].as_str()
+        && version != since_v0_1::VERSION
+    {
+        out["error"] = json!(format!(
+            "built for WIT bursar:plugin@{version}; this Bursar loads @{}: rebuild the plugin against this release's wit/",
+            since_v0_1::VERSION
+        ));
+    } else if out["world"].is_null() {
+        out["error"] = json!("exports neither bursar:plugin/processing nor bursar:plugin/gateway");
+    }
     if out["world"] == "processing-module"
-        && let Ok(plugin) = load(&host, &name, &bytes, vec![], &[], 5_000, 64).await
+        && let Ok(plugin) = load(&host, &name, &bytes, vec![], &[], 5_000, 64, DEFAULT_MAX_RESPONSE_BYTES).await
     {
         let i = plugin.info();
         out["plugin"] = json!({"name": i.name, "version": i.version, "features": i.features});
@@ -80,17 +131,17 @@ pub async fn check(path: &Path) -> anyhow::Result<Value> {
     let bytes = read(path)?;
     let name = stem(path);
     let description = describe(&host, &name, &bytes)?;
-    let component = host.compile(&name, &bytes)?;
+    let component = compile(&host, &name, &bytes)?;
     let info = if description["world"] == "payment-gateway" {
         check_export(host.engine(), &name, &component, "gateway")?;
-        let (policy, limits) = sandbox(&name, &[], 5_000, 64)?;
+        let (policy, limits) = sandbox(&name, &[], 5_000, 64, DEFAULT_MAX_RESPONSE_BYTES)?;
         GatewayPlugin::load(&host, &name, &bytes, vec![], policy, limits)
             .await?
             .info()
             .clone()
     } else {
         check_export(host.engine(), &name, &component, "processing")?;
-        load(&host, &name, &bytes, vec![], &[], 5_000, 64)
+        load(&host, &name, &bytes, vec![], &[], 5_000, 64, DEFAULT_MAX_RESPONSE_BYTES)
             .await?
             .info()
             .clone()
@@ -103,17 +154,22 @@ pub async fn check(path: &Path) -> anyhow::Result<Value> {
     }))
 }
 
+/// What `serve` lets a plugin read of one HTTP response by default
+/// (`max_response_bytes` of an instance).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
+
 /// The HTTP policy and limits of a one-off instance.
 fn sandbox(
     name: &str,
     allowed: &[String],
     timeout_ms: u64,
     memory_mb: usize,
+    max_response_bytes: u64,
 ) -> anyhow::Result<(HttpPolicy, InstanceLimits)> {
     let limits = InstanceLimits {
         timeout: Duration::from_millis(timeout_ms),
         memory_bytes: memory_mb << 20,
-        max_response_bytes: 4 << 20,
+        max_response_bytes,
     };
     let policy = HttpPolicy {
         instance: name.to_owned(),
@@ -135,8 +191,9 @@ async fn load(
     allowed: &[String],
     timeout_ms: u64,
     memory_mb: usize,
+    max_response_bytes: u64,
 ) -> anyhow::Result<ProcessingPlugin> {
-    let (policy, limits) = sandbox(name, allowed, timeout_ms, memory_mb)?;
+    let (policy, limits) = sandbox(name, allowed, timeout_ms, memory_mb, max_response_bytes)?;
     Ok(ProcessingPlugin::load(host, name, bytes, settings, policy, limits).await?)
 }
 
@@ -163,6 +220,11 @@ pub struct CallOptions {
     pub allowed_hosts: Vec<String>,
     pub timeout_ms: u64,
     pub memory_mb: usize,
+    /// The largest HTTP response body the plugin may read.
+    pub max_response_bytes: u64,
+    /// The operation id the plugin is given (its idempotency key towards
+    /// the remote side): the same id twice tries a retry.
+    pub operation_id: Option<String>,
 }
 
 fn outcome_json(result: Result<ModuleOutcome, ModuleError>) -> Value {
@@ -194,7 +256,7 @@ fn error_json(e: &ModuleError) -> Value {
 /// `bursar plugin call FILE.wasm COMMAND`: one call under the sandbox,
 /// printed as JSON.
 pub async fn call(path: &Path, options: CallOptions) -> anyhow::Result<Value> {
-    let host = host()?;
+    let host = host_for(options.memory_mb)?;
     let bytes = read(path)?;
     let plugin = load(
         &host,
@@ -204,6 +266,7 @@ pub async fn call(path: &Path, options: CallOptions) -> anyhow::Result<Value> {
         &options.allowed_hosts,
         options.timeout_ms,
         options.memory_mb,
+        options.max_response_bytes,
     )
     .await?;
     let kind = match options.command.as_str() {
@@ -243,7 +306,9 @@ pub async fn call(path: &Path, options: CallOptions) -> anyhow::Result<Value> {
         anyhow::bail!("`poll` needs --remote-ref");
     }
     let request = ModuleRequest {
-        operation_id: format!("op_cli_{}", uuid::Uuid::now_v7().simple()),
+        operation_id: options
+            .operation_id
+            .unwrap_or_else(|| format!("op_cli_{}", uuid::Uuid::now_v7().simple())),
         kind: kind.unwrap_or(OperationKind::Open),
         poll: kind.is_none(),
         remote_ref: options.remote_ref,
