@@ -836,11 +836,18 @@ fn plugin_tools_say_what_a_file_is_and_honour_their_limits() {
     assert!(err.contains("WebAssembly text (.wat)"), "{err}");
     std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let err = check("core.wasm");
-    assert!(err.contains("a core WebAssembly module, not a component"), "{err}");
+    assert!(
+        err.contains("a core WebAssembly module, not a component"),
+        "{err}"
+    );
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
     let err = check("notes.txt");
     assert!(err.contains("not WebAssembly"), "{err}");
-    assert_eq!(err.matches("not WebAssembly").count(), 1, "said once: {err}");
+    assert_eq!(
+        err.matches("not WebAssembly").count(),
+        1,
+        "said once: {err}"
+    );
 
     // `info` on a component that is not a plugin fails, saying why.
     let out = bursar(dir.path())
@@ -901,7 +908,11 @@ fn the_plugin_guide_builds_a_module_from_the_template() {
     let work = scratch.path();
     copy_tree(&root.join("plugins"), &work.join("plugins"));
     copy_tree(&root.join("wit"), &work.join("wit"));
-    std::fs::copy(root.join("rust-toolchain.toml"), work.join("rust-toolchain.toml")).unwrap();
+    std::fs::copy(
+        root.join("rust-toolchain.toml"),
+        work.join("rust-toolchain.toml"),
+    )
+    .unwrap();
 
     // Step 1: the template, renamed, in the workspace, with the guide's
     // dependencies.
@@ -942,7 +953,8 @@ fn the_plugin_guide_builds_a_module_from_the_template() {
         .lines()
         .find_map(|l| {
             let l = l.trim().trim_matches('`');
-            l.starts_with("cargo build --release --target wasm32-wasip2").then_some(l)
+            l.starts_with("cargo build --release --target wasm32-wasip2")
+                .then_some(l)
         })
         .unwrap();
     let args: Vec<&str> = command.split_whitespace().skip(1).collect();
@@ -966,4 +978,84 @@ fn the_plugin_guide_builds_a_module_from_the_template() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["plugin"]["name"], "my-module");
+}
+
+/// The SDK sends a known body with its length (servers that do not read
+/// chunked bodies see it whole), and a module that does not implement
+/// `check-connection` says so instead of answering ok without asking.
+#[tokio::test]
+async fn the_sdk_sends_content_length_and_defaults_to_unsupported() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read the head, then exactly Content-Length bytes of body.
+        let (head, mut body) = loop {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break (
+                    String::from_utf8_lossy(&seen[..i]).to_lowercase(),
+                    seen[i + 4..].to_vec(),
+                );
+            }
+            assert!(n > 0, "closed before the head ended");
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        while body.len() < length {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            body.extend_from_slice(&buf[..n]);
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(reply.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        head
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            succeed(bursar(&dir).args([
+                "plugin",
+                "call",
+                &plugin_file("hostile"),
+                "open",
+                "--settings",
+                "mode=post",
+                &format!("url=http://{addr}/servers"),
+                "--allow-host",
+                &addr.to_string(),
+            ]))
+        }
+    })
+    .await
+    .unwrap();
+    let head = server.await.unwrap();
+    assert!(head.contains("content-length: 17"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["params"]["body"], r#"{"hello":"world"}"#);
+
+    let out = bursar(dir.path())
+        .args([
+            "plugin",
+            "call",
+            &plugin_file("noop_sdk"),
+            "check-connection",
+        ])
+        .output()
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["error"], "unsupported", "{result}");
 }

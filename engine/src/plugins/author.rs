@@ -43,7 +43,11 @@ fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// Compiles a component, saying what the file is when it is not one.
-fn compile(host: &PluginHost, name: &str, bytes: &[u8]) -> anyhow::Result<wasmtime::component::Component> {
+fn compile(
+    host: &PluginHost,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<wasmtime::component::Component> {
     if let Some(why) = not_a_component(bytes) {
         anyhow::bail!("{name}: {why}");
     }
@@ -116,7 +120,17 @@ pub async fn info(path: &Path) -> anyhow::Result<Value> {
         out["error"] = json!("exports neither bursar:plugin/processing nor bursar:plugin/gateway");
     }
     if out["world"] == "processing-module"
-        && let Ok(plugin) = load(&host, &name, &bytes, vec![], &[], 5_000, 64, DEFAULT_MAX_RESPONSE_BYTES).await
+        && let Ok(plugin) = load(
+            &host,
+            &name,
+            &bytes,
+            vec![],
+            &[],
+            5_000,
+            64,
+            DEFAULT_MAX_RESPONSE_BYTES,
+        )
+        .await
     {
         let i = plugin.info();
         out["plugin"] = json!({"name": i.name, "version": i.version, "features": i.features});
@@ -141,10 +155,19 @@ pub async fn check(path: &Path) -> anyhow::Result<Value> {
             .clone()
     } else {
         check_export(host.engine(), &name, &component, "processing")?;
-        load(&host, &name, &bytes, vec![], &[], 5_000, 64, DEFAULT_MAX_RESPONSE_BYTES)
-            .await?
-            .info()
-            .clone()
+        load(
+            &host,
+            &name,
+            &bytes,
+            vec![],
+            &[],
+            5_000,
+            64,
+            DEFAULT_MAX_RESPONSE_BYTES,
+        )
+        .await?
+        .info()
+        .clone()
     };
     Ok(json!({
         "ok": true,

@@ -11,6 +11,12 @@ impl ProcessingModule for Example {
         PluginInfo::new("example-processing", env!("CARGO_PKG_VERSION"), &["suspend", "resume", "close"])
     }
 
+    /// Nothing remote to reach here; a real module asks its API something
+    /// cheap with the configured credentials.
+    fn check_connection(_settings: Params) -> Result<(), PluginError> {
+        Ok(())
+    }
+
     fn open(ctx: Context) -> Result<Outcome, PluginError> {
         let prefix = ctx.settings.get("hostname_prefix").unwrap_or("srv");
         log::info(&format!("opening {} for {}", ctx.service.id, ctx.service.account_email));

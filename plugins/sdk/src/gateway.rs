@@ -13,8 +13,10 @@ pub use crate::bindings::bursar::plugin::types::Money;
 pub trait GatewayPlugin {
     fn info() -> PluginInfo;
 
+    /// Reach the payment provider with `settings` and say whether it
+    /// answers; `unsupported` unless implemented.
     fn check_connection(_settings: Params) -> Result<(), PluginError> {
-        Ok(())
+        Err(PluginError::unsupported("this gateway does not implement `check-connection`"))
     }
 
     /// Starts collecting a payment; `request.payment_id` is the idempotency key.

@@ -167,7 +167,14 @@ impl Client {
     pub fn send(self, req: Request) -> Result<Response, PluginError> {
         let target = split_url(&req.url)?;
         let headers = Fields::new();
-        for (name, value) in &req.headers {
+        // The body is known whole: say how long it is, so that servers that
+        // do not read chunked bodies (many provisioning APIs) see it.
+        let mut all = req.headers.clone();
+        let has_body = !req.body.is_empty() || !matches!(req.method.to_ascii_uppercase().as_str(), "GET" | "HEAD");
+        if has_body && !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+            all.push(("content-length".to_owned(), req.body.len().to_string()));
+        }
+        for (name, value) in &all {
             headers
                 .append(name, &value.as_bytes().to_vec())
                 .map_err(|e| PluginError::internal(format!("header `{name}`: {e:?}")))?;

@@ -86,12 +86,16 @@ fn unsupported<T>(what: &str) -> Result<T, PluginError> {
 }
 
 /// A processing module. Only `info` and `open` are required; the rest
-/// default to `unsupported` (list what you implement in `info().features`).
+/// default to `unsupported` (list what you implement in `info().features`)
+/// — except `prolong`, which defaults to done with nothing changed: paid
+/// time was extended, and most modules have nothing to do about it.
 pub trait ProcessingModule {
     fn info() -> PluginInfo;
 
+    /// Reach the remote side with `settings` and say whether it answers
+    /// (staff run it from `POST /api/v1/plugins/{name}/check`).
     fn check_connection(_settings: Params) -> Result<(), PluginError> {
-        Ok(())
+        unsupported("check-connection")
     }
 
     fn catalog(_settings: Params) -> Result<Vec<CatalogItem>, PluginError> {

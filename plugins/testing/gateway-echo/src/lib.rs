@@ -11,6 +11,10 @@ impl GatewayPlugin for Echo {
         PluginInfo::new("gateway-echo", env!("CARGO_PKG_VERSION"), &[])
     }
 
+    fn check_connection(_settings: Params) -> Result<(), PluginError> {
+        Ok(())
+    }
+
     fn create_payment(request: PaymentRequest) -> Result<CreatedPayment, PluginError> {
         let settings = Params(request.settings.clone());
         let checkout = match settings.get("mode") {

@@ -50,6 +50,11 @@ impl ProcessingModule for Hostile {
                 let r = Client.get(url).timeout_ms(60_000).send()?;
                 Ok(Outcome::done([("status", r.status.to_string()), ("body", r.text())]))
             }
+            "post" => {
+                let url = ctx.settings.require("url")?;
+                let r = Client.post(url).header("content-type", "application/json").body(r#"{"hello":"world"}"#).send()?;
+                Ok(Outcome::done([("status", r.status.to_string()), ("body", r.text())]))
+            }
             "garbage-key" => Ok(Outcome::done([("not a key!", "x")])),
             "garbage-huge" => Ok(Outcome::done([("blob", "x".repeat(3 << 20))])),
             "garbage-many" => Ok(Outcome::Done {
