@@ -97,6 +97,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Start a plugin: a standalone crate (with its own copy of the SDK and
+    /// the WIT) that builds with `cargo build --release` and passes
+    /// `plugin check` as generated.
+    New {
+        /// The plugin's name (lower-case letters, digits, `-`).
+        name: String,
+        /// The world it exports.
+        #[arg(long, value_parser = ["processing", "gateway"])]
+        kind: String,
+        /// Where to create `NAME/` (default: here).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print a component's world, WIT version, exports and imports as JSON.
     Info {
         /// The component (`.wasm`).
@@ -262,6 +275,17 @@ fn run_plugin_command(command: PluginCommand) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
+            PluginCommand::New { name, kind, dir } => {
+                let kind = bursar::plugins::scaffold::Kind::parse(&kind)
+                    .ok_or_else(|| anyhow::anyhow!("--kind is processing or gateway"))?;
+                let root = bursar::plugins::scaffold::generate(&name, kind, &dir)?;
+                let stem = name.replace('-', "_");
+                Ok(serde_json::json!({
+                    "created": root.display().to_string(),
+                    "build": format!("cd {} && cargo build --release", root.display()),
+                    "component": root.join(format!("target/wasm32-wasip2/release/{stem}.wasm")).display().to_string(),
+                }))
+            }
             PluginCommand::Info { file } => author::info(&file).await,
             PluginCommand::Check { file } => author::check(&file).await,
             PluginCommand::Call {

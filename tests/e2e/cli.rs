@@ -1059,3 +1059,60 @@ async fn the_sdk_sends_content_length_and_defaults_to_unsupported() {
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["error"], "unsupported", "{result}");
 }
+
+/// `bursar plugin new` makes a crate outside the repository that builds
+/// with one command and passes `plugin check` as generated, for either
+/// world.
+#[test]
+fn plugin_new_makes_a_standalone_crate_that_builds_and_checks() {
+    if std::env::var("BURSAR_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        return; // backend-independent: the SQLite run covers it
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared_target = dir.path().join("target");
+    for (name, kind, world) in [
+        ("acme-dc", "processing", "processing-module"),
+        ("acme-pay", "gateway", "payment-gateway"),
+    ] {
+        let out = succeed(bursar(dir.path()).args(["plugin", "new", name, "--kind", kind]));
+        let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            made["build"]
+                .as_str()
+                .unwrap()
+                .ends_with("cargo build --release")
+        );
+        let crate_dir = dir.path().join(name);
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "--release"])
+            .current_dir(&crate_dir)
+            .env("CARGO_TARGET_DIR", &shared_target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let wasm = shared_target.join(format!(
+            "wasm32-wasip2/release/{}.wasm",
+            name.replace('-', "_")
+        ));
+        let out = succeed(bursar(dir.path()).args(["plugin", "check", &wasm.to_string_lossy()]));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], true);
+        assert_eq!(report["world"], world);
+        assert_eq!(report["plugin"]["name"], name);
+    }
+    // A name taken, or not a name, is refused.
+    for bad in ["acme-dc", "Acme", "../x"] {
+        let out = bursar(dir.path())
+            .args(["plugin", "new", bad, "--kind", "processing"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+    }
+}

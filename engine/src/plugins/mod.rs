@@ -16,6 +16,7 @@ mod http;
 pub mod instances;
 pub mod processing;
 mod sandbox;
+pub mod scaffold;
 pub mod since_v0_1;
 mod state;
 pub(crate) mod validate;
