@@ -848,6 +848,9 @@ fn plugin_tools_say_what_a_file_is_and_honour_their_limits() {
         1,
         "said once: {err}"
     );
+    // A wasmtime error is said once too, not once more as its cause.
+    let err = check(&plugin_file("wrong_signature"));
+    assert_eq!(err.matches("type mismatch").count(), 1, "said once: {err}");
 
     // `info` on a component that is not a plugin fails, saying why.
     let out = bursar(dir.path())

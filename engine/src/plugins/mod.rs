@@ -55,10 +55,12 @@ pub enum LoadError {
         found: String,
         supported: &'static str,
     },
-    #[error("plugin `{name}`: {source:#}")]
+    /// The whole chain is in the message; it is not also a `source`, so
+    /// that printing the error with its causes says each once.
+    #[error("plugin `{name}`: {error:#}")]
     Wasmtime {
         name: String,
-        source: wasmtime::Error,
+        error: wasmtime::Error,
     },
 }
 
@@ -160,9 +162,9 @@ impl PluginHost {
     /// hash, live in a directory only the host writes, and are written
     /// atomically; only such files are ever deserialized.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, LoadError> {
-        let wasm_err = |source| LoadError::Wasmtime {
+        let wasm_err = |error| LoadError::Wasmtime {
             name: name.to_owned(),
-            source,
+            error,
         };
         let Some(dir) = &self.options.cache_dir else {
             return Component::new(&self.engine, bytes).map_err(wasm_err);

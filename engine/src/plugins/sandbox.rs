@@ -152,10 +152,10 @@ pub fn prepare(
 }
 
 /// A wasmtime failure while loading instance `name`.
-pub fn wasm_error(name: &str, source: wasmtime::Error) -> LoadError {
+pub fn wasm_error(name: &str, error: wasmtime::Error) -> LoadError {
     LoadError::Wasmtime {
         name: name.to_owned(),
-        source,
+        error,
     }
 }
 
