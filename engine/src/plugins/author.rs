@@ -120,17 +120,7 @@ pub async fn info(path: &Path) -> anyhow::Result<Value> {
         out["error"] = json!("exports neither bursar:plugin/processing nor bursar:plugin/gateway");
     }
     if out["world"] == "processing-module"
-        && let Ok(plugin) = load(
-            &host,
-            &name,
-            &bytes,
-            vec![],
-            &[],
-            5_000,
-            64,
-            DEFAULT_MAX_RESPONSE_BYTES,
-        )
-        .await
+        && let Ok(plugin) = load(&host, &name, &bytes, vec![], &[], CHECK_LIMITS).await
     {
         let i = plugin.info();
         out["plugin"] = json!({"name": i.name, "version": i.version, "features": i.features});
@@ -155,19 +145,10 @@ pub async fn check(path: &Path) -> anyhow::Result<Value> {
             .clone()
     } else {
         check_export(host.engine(), &name, &component, "processing")?;
-        load(
-            &host,
-            &name,
-            &bytes,
-            vec![],
-            &[],
-            5_000,
-            64,
-            DEFAULT_MAX_RESPONSE_BYTES,
-        )
-        .await?
-        .info()
-        .clone()
+        load(&host, &name, &bytes, vec![], &[], CHECK_LIMITS)
+            .await?
+            .info()
+            .clone()
     };
     Ok(json!({
         "ok": true,
@@ -206,17 +187,36 @@ fn sandbox(
     Ok((policy, limits))
 }
 
+/// What a one-off instance may use: time, memory, HTTP response size.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    timeout_ms: u64,
+    memory_mb: usize,
+    max_response_bytes: u64,
+}
+
+/// The limits `info` and `check` load a plugin with.
+const CHECK_LIMITS: Limits = Limits {
+    timeout_ms: 5_000,
+    memory_mb: 64,
+    max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+};
+
 async fn load(
     host: &PluginHost,
     name: &str,
     bytes: &[u8],
     settings: Vec<(String, String)>,
     allowed: &[String],
-    timeout_ms: u64,
-    memory_mb: usize,
-    max_response_bytes: u64,
+    l: Limits,
 ) -> anyhow::Result<ProcessingPlugin> {
-    let (policy, limits) = sandbox(name, allowed, timeout_ms, memory_mb, max_response_bytes)?;
+    let (policy, limits) = sandbox(
+        name,
+        allowed,
+        l.timeout_ms,
+        l.memory_mb,
+        l.max_response_bytes,
+    )?;
     Ok(ProcessingPlugin::load(host, name, bytes, settings, policy, limits).await?)
 }
 
@@ -287,9 +287,11 @@ pub async fn call(path: &Path, options: CallOptions) -> anyhow::Result<Value> {
         &bytes,
         options.settings,
         &options.allowed_hosts,
-        options.timeout_ms,
-        options.memory_mb,
-        options.max_response_bytes,
+        Limits {
+            timeout_ms: options.timeout_ms,
+            memory_mb: options.memory_mb,
+            max_response_bytes: options.max_response_bytes,
+        },
     )
     .await?;
     let kind = match options.command.as_str() {
