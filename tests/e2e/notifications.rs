@@ -128,6 +128,25 @@ async fn kinds(app: &TestApp, status: &str) -> Vec<String> {
     rows.into_iter().map(|(k,)| k).collect()
 }
 
+/// One automation pass at `at`.
+async fn pass(
+    app: &TestApp,
+    config: &bursar::automation::AutomationConfig,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    bursar::automation::run_once(app.store(), config, at)
+        .await
+        .unwrap();
+}
+
+/// The notifications of `kind` recorded so far, newest first.
+async fn recorded(app: &TestApp, kind: Kind) -> Vec<bursar::store::notifications::Notification> {
+    let mut r = app.store().reader().await.unwrap();
+    bursar::store::notifications::recent(r.conn(), Some(kind), 100)
+        .await
+        .unwrap()
+}
+
 /// Every address in `text` starting with `http`.
 fn links(text: &str) -> Vec<String> {
     text.split_whitespace()
@@ -201,6 +220,17 @@ async fn each_notification_arrives_once_with_its_headers_both_parts_and_the_acco
         assert_eq!(r.status, StatusCode::OK, "{action}: {}", r.text);
         app.run_operations().await;
     }
+    // A part of Ann's payment is refunded: the mail says how much.
+    let r = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/payments/{payment}/refunds"),
+            Some(ADMIN_KEY),
+            Some(json!({"amount": 1000, "reason": "goodwill"})),
+            &[("idempotency-key", "refund-ann-1")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     // Boris orders without money: it waits for payment.
     let r = app.order(&boris, &plan, "1m").await;
     assert_eq!(r.json["status"], "ordered", "{}", r.text);
@@ -222,6 +252,7 @@ async fn each_notification_arrives_once_with_its_headers_both_parts_and_the_acco
         "Plan 1000 is suspended",
         "Plan 1000 is running again",
         "Plan 1000 is closed",
+        "Refund issued: 10.00 EUR",
     ] {
         assert_eq!(
             subjects.iter().filter(|s| s.starts_with(expected)).count(),
@@ -416,41 +447,26 @@ async fn the_renewal_reminder_goes_out_once_per_period_only_when_the_balance_doe
             .with_timezone(&chrono::Utc)
     };
     let end = paid_until(app.service(&s1).await);
-    let reminders = |app: &TestApp| {
-        let store = app.store().clone();
-        async move {
-            let mut r = store.reader().await.unwrap();
-            bursar::store::notifications::recent(r.conn(), Some(Kind::RenewalDue), 100)
-                .await
-                .unwrap()
-        }
-    };
-    let pass = |at| {
-        let store = app.store().clone();
-        let config = config.clone();
-        async move {
-            bursar::automation::run_once(&store, &config, at)
-                .await
-                .unwrap()
-        }
-    };
-    pass(end - chrono::Duration::days(8)).await;
-    assert!(reminders(&app).await.is_empty(), "not yet 7 days ahead");
-    pass(end - chrono::Duration::days(6)).await;
-    pass(end - chrono::Duration::days(5)).await;
-    let first = reminders(&app).await;
+    pass(&app, &config, end - chrono::Duration::days(8)).await;
+    assert!(
+        recorded(&app, Kind::RenewalDue).await.is_empty(),
+        "not yet 7 days ahead"
+    );
+    pass(&app, &config, end - chrono::Duration::days(6)).await;
+    pass(&app, &config, end - chrono::Duration::days(5)).await;
+    let first = recorded(&app, Kind::RenewalDue).await;
     assert_eq!(first.len(), 1, "once, for the short account only");
     assert_eq!(first[0].data["service_id"], s1.as_str());
     assert_eq!(first[0].data["renewal"]["missing"], "10.00 EUR");
 
     // Money arrives; it renews; the next period is short again: one more.
     app.credit(&short, 1000, "EUR").await;
-    pass(end - chrono::Duration::days(2)).await;
+    pass(&app, &config, end - chrono::Duration::days(2)).await;
     let next_end = paid_until(app.service(&s1).await);
     assert!(next_end > end, "renewed");
-    pass(next_end - chrono::Duration::days(6)).await;
-    pass(next_end - chrono::Duration::days(4)).await;
-    assert_eq!(reminders(&app).await.len(), 2);
+    pass(&app, &config, next_end - chrono::Duration::days(6)).await;
+    pass(&app, &config, next_end - chrono::Duration::days(4)).await;
+    assert_eq!(recorded(&app, Kind::RenewalDue).await.len(), 2);
 
     // Reminders are optional: turned off, the mail is skipped.
     let key = app.customer_key(&short).await;
@@ -585,6 +601,10 @@ async fn the_invoice_pdf_holds_its_number_lines_tax_and_total_and_is_the_owners_
         let r = app.send(req).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
         assert_eq!(r.content_type, "application/pdf");
+        assert_eq!(
+            r.headers["vary"], "Accept",
+            "caches keep JSON and PDF apart"
+        );
         let text = pdf_extract::extract_text_from_mem(&r.body).unwrap();
         let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
         for needle in [
@@ -636,62 +656,51 @@ async fn a_deletion_warning_and_a_low_balance_are_told_once_each_time() {
         .unwrap()
         .to_owned();
     app.run_operations().await;
-    let count = |kind: Kind| {
-        let store = app.store().clone();
-        async move {
-            let mut r = store.reader().await.unwrap();
-            bursar::store::notifications::recent(r.conn(), Some(kind), 100)
-                .await
-                .unwrap()
-                .len()
-        }
-    };
-    let pass = |at| {
-        let store = app.store().clone();
-        let config = config.clone();
-        async move {
-            bursar::automation::run_once(&store, &config, at)
-                .await
-                .unwrap()
-        }
-    };
     // The order took the balance to zero, below 5.00 EUR: told once.
     let now = app.clock.now();
-    pass(now).await;
-    pass(now + chrono::Duration::hours(1)).await;
-    assert_eq!(count(Kind::BalanceLow).await, 1);
+    pass(&app, &config, now).await;
+    pass(&app, &config, now + chrono::Duration::hours(1)).await;
+    assert_eq!(recorded(&app, Kind::BalanceLow).await.len(), 1);
     // Back above, then below again (the next renewal): told again.
     app.credit(&acc, 1000, "EUR").await;
-    pass(now + chrono::Duration::hours(2)).await;
-    assert_eq!(count(Kind::BalanceLow).await, 1);
+    pass(&app, &config, now + chrono::Duration::hours(2)).await;
+    assert_eq!(recorded(&app, Kind::BalanceLow).await.len(), 1);
     let s = app.service(&service).await;
     let end = chrono::DateTime::parse_from_rfc3339(s["paid_until"].as_str().unwrap())
         .unwrap()
         .with_timezone(&chrono::Utc);
-    pass(end - chrono::Duration::days(1)).await;
-    assert_eq!(count(Kind::BalanceLow).await, 2, "renewed, below again");
+    pass(&app, &config, end - chrono::Duration::days(1)).await;
+    assert_eq!(
+        recorded(&app, Kind::BalanceLow).await.len(),
+        2,
+        "renewed, below again"
+    );
 
     // Unpaid, it is suspended at the end of the next period; warned 3
     // days before its deletion, once.
     let next_end = end + chrono::Duration::days(31);
-    pass(next_end + chrono::Duration::hours(1)).await;
+    pass(&app, &config, next_end + chrono::Duration::hours(1)).await;
     assert_eq!(app.service(&service).await["status"], "suspended");
-    assert_eq!(count(Kind::ServiceSuspended).await, 1);
-    pass(next_end + chrono::Duration::days(6)).await;
-    assert_eq!(count(Kind::DeletionWarning).await, 0, "not yet");
-    pass(next_end + chrono::Duration::days(8)).await;
-    pass(next_end + chrono::Duration::days(9)).await;
-    assert_eq!(count(Kind::DeletionWarning).await, 1);
-    pass(next_end + chrono::Duration::days(11)).await;
+    assert_eq!(recorded(&app, Kind::ServiceSuspended).await.len(), 1);
+    pass(&app, &config, next_end + chrono::Duration::days(6)).await;
     assert_eq!(
-        count(Kind::ServiceClosed).await,
+        recorded(&app, Kind::DeletionWarning).await.len(),
+        0,
+        "not yet"
+    );
+    pass(&app, &config, next_end + chrono::Duration::days(8)).await;
+    pass(&app, &config, next_end + chrono::Duration::days(9)).await;
+    assert_eq!(recorded(&app, Kind::DeletionWarning).await.len(), 1);
+    pass(&app, &config, next_end + chrono::Duration::days(11)).await;
+    assert_eq!(
+        recorded(&app, Kind::ServiceClosed).await.len(),
         0,
         "closing: the module closes it"
     );
     app.clock.set(next_end + chrono::Duration::days(11));
     app.run_operations().await;
-    assert_eq!(count(Kind::ServiceClosed).await, 1);
-    assert_eq!(count(Kind::DeletionWarning).await, 1);
+    assert_eq!(recorded(&app, Kind::ServiceClosed).await.len(), 1);
+    assert_eq!(recorded(&app, Kind::DeletionWarning).await.len(), 1);
 }
 
 #[tokio::test]
@@ -711,18 +720,15 @@ async fn a_line_break_in_a_name_neither_breaks_the_header_nor_stops_the_mailer()
         .await;
     assert_eq!(r.problem(422), "urn:bursar:problem:invalid-field");
     // A name stored before that rule is made harmless on its way out.
-    let mut tx = app.store().begin().await.unwrap();
-    let q = "UPDATE accounts SET name = 'Eve' || char(13) || char(10) || 'Bcc: victim@example.com' WHERE id = $1";
-    match tx.conn() {
-        bursar::store::Conn::Sqlite(c) => {
-            sqlx::query(q).bind(&acc).execute(&mut *c).await.unwrap();
-        }
-        bursar::store::Conn::Postgres(c) => {
-            let q = q.replace("char(", "chr(");
-            sqlx::query(&q).bind(&acc).execute(&mut *c).await.unwrap();
-        }
-    }
-    tx.commit().await.unwrap();
+    let line_break = match app.db.backend() {
+        bursar::store::Backend::Sqlite => "char(13) || char(10)",
+        bursar::store::Backend::Postgres => "chr(13) || chr(10)",
+    };
+    app.db
+        .exec(&format!(
+            "UPDATE accounts SET name = 'Eve' || {line_break} || 'Bcc: victim@example.com' WHERE id = '{acc}'"
+        ))
+        .await;
     app.create_account("next@example.com", "EUR", 0).await;
     let sent = mailer(&app, smtp_to(&sink))
         .run_once(app.clock.now())

@@ -18,19 +18,6 @@ async fn numbers(store: &bursar::store::Store) -> Vec<String> {
     .unwrap()
 }
 
-async fn exec(store: &bursar::store::Store, q: &str) {
-    let mut tx = store.begin().await.unwrap();
-    match tx.conn() {
-        bursar::store::Conn::Sqlite(c) => {
-            sqlx::query(q).execute(&mut *c).await.unwrap();
-        }
-        bursar::store::Conn::Postgres(c) => {
-            sqlx::query(q).execute(&mut *c).await.unwrap();
-        }
-    }
-    tx.commit().await.unwrap();
-}
-
 async fn run_audit(store: &bursar::store::Store) -> audit::Report {
     let mut r = store.reader().await.unwrap();
     audit::run(r.conn()).await.unwrap()
@@ -51,17 +38,21 @@ async fn the_audit_passes_a_sound_database_and_names_each_violation() {
     assert_eq!(report.documents.values().sum::<i64>(), 3);
 
     // A counter behind its documents would hand a number out twice.
-    exec(app.store(), "UPDATE invoice_counters SET last = last - 1").await;
+    app.db
+        .exec("UPDATE invoice_counters SET last = last - 1")
+        .await;
     let report = run_audit(app.store()).await;
     assert_eq!(report.document_gaps.len(), 1, "{report:?}");
     assert_eq!(report.document_gaps[0].counter, Some(2));
-    exec(app.store(), "UPDATE invoice_counters SET last = last + 1").await;
+    app.db
+        .exec("UPDATE invoice_counters SET last = last + 1")
+        .await;
     // A cached balance that differs from its entries.
-    exec(
-        app.store(),
-        &format!("UPDATE ledger_accounts SET balance = balance + 1 WHERE account_id = '{acc}'"),
-    )
-    .await;
+    app.db
+        .exec(&format!(
+            "UPDATE ledger_accounts SET balance = balance + 1 WHERE account_id = '{acc}'"
+        ))
+        .await;
     let report = run_audit(app.store()).await;
     assert!(!report.is_clean());
     assert_eq!(report.ledger.mismatched_balances.len(), 1, "{report:?}");
@@ -167,16 +158,16 @@ async fn retention_prunes_old_idempotency_keys_delivered_events_and_sent_mail_on
     // Mark every event delivered and every notification sent, now.
     let now = app.clock.now();
     let at = now.timestamp_micros();
-    exec(
-        app.store(),
-        &format!("UPDATE outbox SET status = 'delivered', delivered_at = {at}"),
-    )
-    .await;
-    exec(
-        app.store(),
-        &format!("UPDATE notifications SET status = 'sent', sent_at = {at} WHERE kind = 'welcome'"),
-    )
-    .await;
+    app.db
+        .exec(&format!(
+            "UPDATE outbox SET status = 'delivered', delivered_at = {at}"
+        ))
+        .await;
+    app.db
+        .exec(&format!(
+            "UPDATE notifications SET status = 'sent', sent_at = {at} WHERE kind = 'welcome'"
+        ))
+        .await;
     let pending = app
         .db
         .count("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")

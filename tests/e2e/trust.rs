@@ -990,3 +990,54 @@ async fn a_closed_service_keeps_no_credentials_and_revoked_keys_are_not_listed()
         .await;
     assert!(!listed.text.contains(&spare_id), "{}", listed.text);
 }
+
+/// What a customer may now write for mail — `language`, `email_opt_out`,
+/// their name — reaches neither a file, nor a header, nor another
+/// account, and turns off nothing the service depends on; another's
+/// invoice stays out of reach as PDF too. Money does not move.
+#[tokio::test]
+async fn the_mail_fields_a_customer_writes_reach_nothing_that_is_not_theirs() {
+    let app = TestApp::new().await;
+    let (mallory, key) = funded(&app, "mallory@example.com", 5000).await;
+    let (victim, _) = funded(&app, "victim@example.com", 5000).await;
+    let plan = app.simple_plan(1000).await;
+    app.order(&victim, &plan, "1m").await;
+    let invoice = app.invoices(Some(&victim)).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/accounts/{mallory}");
+    for body in [
+        json!({"language": "../../../etc"}),
+        json!({"language": "EN"}),
+        json!({"email_opt_out": ["service_suspended"]}),
+        json!({"email_opt_out": ["deletion_warning", "renewal_due"]}),
+        json!({"name": "Mallory\r\nBcc: everyone@example.com"}),
+    ] {
+        let r = patch(&app, &path, &key, body.clone()).await;
+        assert_eq!(r.problem(422), "urn:bursar:problem:invalid-field", "{body}");
+    }
+    // Another account's mail settings are not hers to write.
+    let r = patch(
+        &app,
+        &format!("/api/v1/accounts/{victim}"),
+        &key,
+        json!({"email_opt_out": ["renewal_due"], "language": "ru"}),
+    )
+    .await;
+    assert!(matches!(r.status.as_u16(), 403 | 404), "{}", r.text);
+    // Nor another's invoice, whichever way it is asked for.
+    for (uri, accept) in [
+        (format!("/api/v1/invoices/{invoice}/pdf"), "*/*"),
+        (format!("/api/v1/invoices/{invoice}"), "application/pdf"),
+        (format!("/api/v1/invoices/{invoice}/html"), "*/*"),
+    ] {
+        let r = app
+            .request(Method::GET, &uri, Some(&key), None, &[("accept", accept)])
+            .await;
+        r.problem(404);
+    }
+    assert_eq!(app.balance(&mallory).await, 5000);
+    assert_eq!(app.balance(&victim).await, 4000);
+    app.assert_ledger_clean().await;
+}

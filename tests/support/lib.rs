@@ -115,6 +115,15 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Runs one statement (test set-up: corrupting, ageing, marking rows).
+    pub async fn exec(&self, sql: &str) {
+        match &self.store {
+            Store::Sqlite { write, .. } => sqlx::query(sql).execute(write).await.map(drop),
+            Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// A second, independent pool on the same database.
     pub async fn another_pool(&self) -> Store {
         let opts = StoreOptions::default();

@@ -60,14 +60,10 @@ pub async fn run(store: &Store, config: &AutomationConfig, now: DateTime<Utc>) -
     Ok(recorded)
 }
 
-type Step<'a> = Box<
-    dyn for<'c> Fn(Conn<'c>, String) -> futures::future::BoxFuture<'c, Result<u64>> + Send + 'a,
->;
-
 /// Runs `step` for every service in `status` whose paid period ends by
 /// `until`, each in its own transaction; a failing one is logged and the
 /// rest go on.
-async fn each<'a, F>(
+async fn each<F>(
     store: &Store,
     status: ServiceStatus,
     until: DateTime<Utc>,
@@ -75,9 +71,8 @@ async fn each<'a, F>(
     step: F,
 ) -> Result<u64>
 where
-    F: for<'c> Fn(Conn<'c>, String) -> futures::future::BoxFuture<'c, Result<u64>> + Send + 'a,
+    F: for<'c> Fn(Conn<'c>, String) -> futures::future::BoxFuture<'c, Result<u64>>,
 {
-    let step: Step<'a> = Box::new(step);
     let mut recorded = 0;
     let mut after = String::new();
     loop {

@@ -338,7 +338,7 @@ impl Mailer {
         for n in claimed {
             // A message that panics (a library refusing a value) is one
             // failed message, not a dead mailer.
-            let outcome = std::panic::AssertUnwindSafe(self.deliver(&n, now))
+            let outcome = std::panic::AssertUnwindSafe(self.deliver(&n))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Delivery::Failed("rendering or sending panicked".into()));
@@ -372,8 +372,8 @@ impl Mailer {
         })
     }
 
-    async fn deliver(&self, n: &Notification, now: DateTime<Utc>) -> Delivery {
-        let mail = match self.compose(n, now).await {
+    async fn deliver(&self, n: &Notification) -> Delivery {
+        let mail = match self.compose(n).await {
             Ok(Composed::Mail(mail)) => mail,
             Ok(Composed::Skip(why)) => return Delivery::Skipped(why),
             Err(Compose::Gone(e)) => return Delivery::Failed(e),
@@ -399,11 +399,7 @@ impl Mailer {
     }
 
     /// The mail a notification makes now, or why none.
-    pub async fn compose(
-        &self,
-        n: &Notification,
-        now: DateTime<Utc>,
-    ) -> std::result::Result<Composed, Compose> {
+    pub async fn compose(&self, n: &Notification) -> std::result::Result<Composed, Compose> {
         let mut r = self.store.reader().await.map_err(later)?;
         let facts = Facts::load(r.conn(), &n.data).await?;
         let (to, lang) = match (n.kind.is_staff(), &facts.account) {
@@ -434,7 +430,7 @@ impl Mailer {
                 )));
             }
         };
-        let ctx = self.context(r.conn(), n, &facts, now).await?;
+        let ctx = self.context(r.conn(), n, &facts).await?;
         let rendered = self
             .templates
             .message(n.kind, &lang, &ctx)
@@ -490,7 +486,6 @@ impl Mailer {
         mut c: Conn<'_>,
         n: &Notification,
         facts: &Facts,
-        now: DateTime<Utc>,
     ) -> std::result::Result<Value, Compose> {
         let data = &n.data;
         let mut ctx = json!({
@@ -595,7 +590,6 @@ impl Mailer {
                 ctx[key] = v.clone();
             }
         }
-        let _ = now;
         Ok(ctx)
     }
 

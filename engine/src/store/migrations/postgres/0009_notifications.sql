@@ -26,3 +26,9 @@ CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
 ALTER TABLE accounts ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
 ALTER TABLE accounts ADD COLUMN email_opt_out TEXT NOT NULL DEFAULT '';
 ALTER TABLE accounts ADD COLUMN balance_low_at BIGINT;
+
+-- What retention prunes every automation pass, found without reading every
+-- row.
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+CREATE INDEX outbox_delivered ON outbox (status, delivered_at);
+CREATE INDEX notifications_finished ON notifications (status, created_at);
