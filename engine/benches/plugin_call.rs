@@ -77,6 +77,19 @@ fn native_executable() -> PathBuf {
         .expect("the example's path")
 }
 
+/// Builds `plugins/examples/python-processing` and returns the component's path.
+fn python_component() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("target/plugins/python-processing.wasm");
+    let status = Command::new("bash")
+        .arg(root.join("plugins/examples/python-processing/build.sh"))
+        .arg(&out)
+        .status()
+        .expect("bash");
+    assert!(status.success(), "build.sh failed");
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -95,7 +108,8 @@ fn bench(c: &mut Criterion) {
         max_response_bytes: 1 << 20,
     };
     let load = |file: &str| {
-        let bytes = std::fs::read(PathBuf::from(builtin::WASM_DIR).join(file)).unwrap();
+        let path = PathBuf::from(builtin::WASM_DIR).join(file);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         runtime
             .block_on(ProcessingPlugin::load(
                 &host,
@@ -115,7 +129,14 @@ fn bench(c: &mut Criterion) {
     // them): what imports cost.
     let with_std = load("noop_sdk.wasm");
     let importing = load("hostile.wasm");
+    // The example module written in Python (componentize-py), built by its
+    // documented command; `prolong` is its call that does no I/O.
+    let python = load(python_component().to_str().unwrap());
     let req = request();
+    let prolong = ModuleRequest {
+        kind: OperationKind::Prolong,
+        ..request()
+    };
     let exe = native_executable();
 
     let mut group = c.benchmark_group("P1 plugin call");
@@ -130,6 +151,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("wasm: the same on a plugin importing wasi:http", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(importing.lifecycle(black_box(&req)).await.unwrap()) })
+    });
+    group.bench_function("wasm: a Python module (componentize-py), prolong", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(python.lifecycle(black_box(&prolong)).await.unwrap()) })
     });
     group.bench_function("native: function call", |b| {
         b.iter(|| black_box(native_open(black_box("op_bench"))))

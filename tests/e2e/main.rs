@@ -23,6 +23,7 @@ mod operator;
 mod payments;
 mod plugins;
 mod policy;
+mod python_plugin;
 mod simulation;
 mod stripe;
 mod trust;
