@@ -41,7 +41,7 @@ const SECTIONS: &[&str] = &[
 
 /// Environment variables with the `BURSAR_` prefix that are not
 /// configuration keys.
-const NOT_CONFIG: &[&str] = &["admin_key", "test_database_url", "config"];
+const NOT_CONFIG: &[&str] = &["admin_key", "test_database_url", "config", "staff_password"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +79,9 @@ pub struct Config {
     /// Who the mail and the invoices are from.
     #[serde(default)]
     pub company: crate::templates::CompanyConfig,
+    /// The web console: sessions, cookies, login throttling.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Endpoints told about service and payment events: `[[webhook]]`.
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<crate::notify::WebhookConfig>,
@@ -186,6 +189,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             email: Default::default(),
             company: Default::default(),
+            console: Default::default(),
             webhooks: vec![],
             invoices: crate::invoices::InvoiceConfig::default(),
             automation: crate::automation::AutomationConfig::default(),
@@ -398,6 +402,44 @@ fn section_key(key: &str) -> String {
         }
     }
     key.to_owned()
+}
+
+/// `[console]`: sessions and login throttling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Mark cookies `Secure` (sent over HTTPS only). Turn on whenever the
+    /// console is reached over TLS (behind a proxy too).
+    pub secure_cookies: bool,
+    /// How long a session lasts after logging in.
+    pub session_hours: u32,
+    /// Failed logins for one e-mail address within the window before
+    /// further attempts are refused without checking the password.
+    pub max_failures_per_email: u32,
+    /// The same for one client address.
+    pub max_failures_per_address: u32,
+    pub failure_window_minutes: u32,
+    /// Customers may sign up themselves.
+    pub signup: bool,
+    /// Sign-ups from one client address within the window.
+    pub max_signups_per_address: u32,
+    /// The currency a new account signed up in the portal is billed in.
+    pub currency: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            secure_cookies: false,
+            session_hours: 12,
+            max_failures_per_email: 5,
+            max_failures_per_address: 30,
+            failure_window_minutes: 15,
+            signup: true,
+            max_signups_per_address: 10,
+            currency: "EUR".into(),
+        }
+    }
 }
 
 #[cfg(test)]

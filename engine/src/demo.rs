@@ -196,6 +196,57 @@ pub async fn seed(store: &Store, clock: &SharedClock) -> anyhow::Result<Seeded> 
     })
 }
 
+/// The demo's console logins: the seeded customer's and a staff admin's.
+pub struct Logins {
+    pub customer_email: String,
+    pub customer_password: String,
+    pub staff: crate::console::auth::StaffCreated,
+}
+
+/// Creates the console logins of the demo (passwords generated).
+pub async fn logins(
+    store: &Store,
+    secrets: &crate::secrets::Secrets,
+    seeded: &Seeded,
+    clock: &SharedClock,
+) -> anyhow::Result<Logins> {
+    use crate::console::auth;
+    let now = clock.now();
+    let customer_password = auth::random_token()[..16].to_owned();
+    let hash = auth::hash_password(&customer_password).await;
+    let mut tx = store.begin().await?;
+    let account = accounts_repo::get(tx.conn(), &seeded.account_id).await?;
+    crate::store::logins::create(
+        tx.conn(),
+        crate::store::logins::NewLogin {
+            email: &account.email,
+            role: Role::Customer,
+            account_id: Some(&account.id),
+            name: &account.name,
+            password_hash: &hash,
+            totp_secret: None,
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    let staff = auth::create_staff(
+        store,
+        secrets,
+        "demo.admin@example.com",
+        Role::Admin,
+        None,
+        true,
+        now,
+    )
+    .await?;
+    Ok(Logins {
+        customer_email: account.email,
+        customer_password,
+        staff,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod charges;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod directory;
 pub mod error;

@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminKeyCommand,
     },
+    /// Staff logins of the web console (`/staff`).
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
     /// The key service credentials are encrypted with.
     Secrets {
         #[command(subcommand)]
@@ -209,6 +214,23 @@ enum AdminKeyCommand {
     List,
     /// Revoke a staff key by its id (`key_…`); it stops working at once.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum StaffCommand {
+    /// Create a staff login and print what its owner needs, once: the
+    /// password (generated unless BURSAR_STAFF_PASSWORD is set) and, for
+    /// admins always, the TOTP secret for an authenticator app.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// admin, support or accountant.
+        #[arg(long, value_parser = ["admin", "support", "accountant"])]
+        role: String,
+        /// Turn on TOTP for a support or accountant login too.
+        #[arg(long)]
+        totp: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -494,6 +516,29 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::AdminKey { command } => admin_key(command, &config).await,
+        Command::Staff {
+            command: StaffCommand::Create { email, role, totp },
+        } => {
+            let store = server::open_store(&config).await?;
+            let secrets = bursar::secrets::Secrets::load(&config.secrets)?;
+            let role = bursar::accounts::Role::parse(&role).expect("clap checked the role");
+            let password = std::env::var("BURSAR_STAFF_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty());
+            let created = bursar::console::auth::create_staff(
+                &store,
+                &secrets,
+                &email,
+                role,
+                password,
+                totp,
+                SystemClock.now(),
+            )
+            .await;
+            store.close().await;
+            println!("{}", serde_json::to_string_pretty(&created?)?);
+            Ok(())
+        }
         Command::Secrets {
             command: SecretsCommand::GenerateKey,
         } => {

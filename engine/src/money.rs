@@ -67,6 +67,12 @@ impl Currency {
         codes
     }
 
+    /// The sign people write the currency with (`€`, `$`, `¥`), or its
+    /// code when it has none of its own.
+    pub fn symbol(self) -> String {
+        self.0.symbol().to_string()
+    }
+
     /// Number of decimal places of the minor unit: JPY 0, EUR 2, KWD 3.
     pub fn exponent(self) -> u32 {
         // `from_code` only admits currencies that have an exponent.

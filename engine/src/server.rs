@@ -119,6 +119,10 @@ pub async fn serve(
         None => None,
     };
     let secrets = open_secrets(&config, &store).await?;
+    let demo_logins = match &seeded {
+        Some(seeded) => Some(crate::demo::logins(&store, &secrets, seeded, &clock).await?),
+        None => None,
+    };
     let mut modules = ModuleRegistry::default();
     let plugins = load_plugins(&config, &mut modules).await?;
     let runner = Arc::new(OperationRunner::new(
@@ -190,13 +194,14 @@ pub async fn serve(
     // Before anyone is told where Bursar listens (and may stop it).
     let shutdown = shutdown_signal();
     tracing::info!(%addr, backend = ?store.backend(), "Bursar is serving");
-    if let (Some(demo), Some(seeded)) = (&demo, &seeded) {
-        print_demo(addr, demo, seeded);
+    if let (Some(demo), Some(seeded), Some(logins)) = (&demo, &seeded, &demo_logins) {
+        print_demo(addr, demo, seeded, logins);
     }
     println!("Bursar listening on http://{addr}");
     axum::serve(
         listener,
-        api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        api::router_with(state, crate::console::router())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;
@@ -388,8 +393,27 @@ fn spawn_automation(
     })
 }
 
-fn print_demo(addr: std::net::SocketAddr, demo: &crate::demo::Demo, seeded: &crate::demo::Seeded) {
+fn print_demo(
+    addr: std::net::SocketAddr,
+    demo: &crate::demo::Demo,
+    seeded: &crate::demo::Seeded,
+    logins: &crate::demo::Logins,
+) {
     println!("Demo mode: everything below is thrown away when Bursar stops.");
+    println!(
+        "Customer portal: http://{addr}/  log in as {} with password {}",
+        logins.customer_email, logins.customer_password
+    );
+    println!(
+        "Staff console:   http://{addr}/staff  log in as {} with password {}",
+        logins.staff.email,
+        logins.staff.password.as_deref().unwrap_or_default()
+    );
+    if let (Some(secret), Some(uri)) = (&logins.staff.totp_secret, &logins.staff.totp_uri) {
+        println!(
+            "  the staff admin's TOTP secret: {secret} (add it to an authenticator app: {uri})"
+        );
+    }
     println!(
         "DCImanager 6 simulator: {} (state: {}/sim/state)",
         demo.simulator.url(),

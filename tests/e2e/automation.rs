@@ -610,3 +610,101 @@ async fn a_service_the_batch_cannot_price_fails_alone() {
     assert_eq!(until(&app.service(&quarterly).await), "2026-04-15");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn with_auto_renew_off_nothing_renews_it_not_even_a_payment_until_the_customer_prolongs() {
+    let app = TestApp::new().await;
+    let acc = app.create_account("off@example.com", "EUR", 0).await;
+    app.credit(&acc, 3000, "EUR").await;
+    let plan = app.simple_plan(1000).await;
+    let id = active_service(&app, &acc, &plan).await;
+    let key = app.customer_key(&acc).await;
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/auto-renew"),
+            &key,
+            json!({"auto_renew": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["auto_renew"], false);
+    let events = app
+        .get(&format!("/api/v1/services/{id}/events"), &key)
+        .await;
+    assert!(
+        events.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "auto_renew" && e["detail"] == "off"),
+        "{}",
+        events.text
+    );
+    // Another customer's key reaches neither the switch nor the service.
+    let other = app.create_account("other-off@example.com", "EUR", 0).await;
+    let other_key = app.customer_key(&other).await;
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/auto-renew"),
+            &other_key,
+            json!({"auto_renew": true}),
+        )
+        .await;
+    assert!(
+        r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
+        "{}",
+        r.text
+    );
+    assert_eq!(app.service(&id).await["auto_renew"], false);
+
+    // Due, with the money there: not renewed; past its end: suspended.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 13, 0, 0, 0).unwrap());
+    assert_eq!(did(&pass(&app).await, "renewed"), 0);
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 2, 15, 12, 0, 1).unwrap());
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "suspended"), 1, "{report:?}");
+    // A payment does not renew it either.
+    app.credit(&acc, 1000, "EUR").await;
+    let report = pass(&app).await;
+    assert_eq!(did(&report, "resumed"), 0, "{report:?}");
+    assert_eq!(app.service(&id).await["status"], "suspended");
+    assert_eq!(charges(&app, &acc).await, 1, "the order only");
+    // The customer prolongs it by hand: charged once, resumed.
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/prolong"),
+            &key,
+            json!({"period": "1m"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(charges(&app, &acc).await, 2);
+    // Turned on again, it renews; a closed one cannot be switched.
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/auto-renew"),
+            &key,
+            json!({"auto_renew": true}),
+        )
+        .await;
+    assert_eq!(r.json["auto_renew"], true, "{}", r.text);
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/close"),
+            ADMIN_KEY,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .post(
+            &format!("/api/v1/services/{id}/auto-renew"),
+            &key,
+            json!({"auto_renew": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    app.assert_ledger_clean().await;
+}

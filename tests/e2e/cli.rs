@@ -40,7 +40,7 @@ fn bursar_bin() -> &'static PathBuf {
 }
 
 /// Runs it, asserts it succeeded (showing its stderr if not), returns what it printed.
-fn succeed(cmd: &mut Command) -> std::process::Output {
+pub(crate) fn succeed(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().expect("run bursar");
     assert!(
         out.status.success(),
@@ -804,6 +804,84 @@ fn the_demo_listens_where_told_and_leaves_nothing_in_the_working_directory() {
         seen.iter().any(|l| l.contains(".eml files into")),
         "{seen:?}"
     );
+    // The printed console logins work: the customer's, and the staff
+    // admin's with a code from its TOTP secret.
+    let line = |prefix: &str| {
+        seen.iter()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line: {seen:?}"))
+            .clone()
+    };
+    let word_after = |l: &str, w: &str| {
+        l.split_whitespace()
+            .skip_while(|x| *x != w)
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(')')
+            .to_owned()
+    };
+    let portal = line("Customer portal:");
+    let staff = line("Staff console:");
+    let totp = line("the staff admin's TOTP secret:");
+    let base = word_after(&portal, "portal:")
+        .trim_end_matches('/')
+        .to_owned();
+    let secret = word_after(&totp, "secret:");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (page, email, password, code, home) in [
+            (
+                "/login",
+                word_after(&portal, "as"),
+                word_after(&portal, "password"),
+                None,
+                "/",
+            ),
+            (
+                "/staff/login",
+                word_after(&staff, "as"),
+                word_after(&staff, "password"),
+                bursar::console::auth::totp_code(&secret, chrono::Utc::now()),
+                "/staff",
+            ),
+        ] {
+            let client = reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let form = client
+                .get(format!("{base}{page}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let token = form
+                .split("name=\"form_token\" value=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .to_owned();
+            let mut fields = vec![
+                ("email", email),
+                ("password", password),
+                ("form_token", token),
+            ];
+            if let Some(code) = code {
+                fields.push(("code", code));
+            }
+            let r = client
+                .post(format!("{base}{page}"))
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 303, "{page}: {}", r.text().await.unwrap());
+            assert_eq!(r.headers()["location"], home);
+        }
+    });
     // Stopped as an operator stops it.
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// A data centre with one location, one rack and `servers` servers of one
 /// configuration, and the given `[[pools]]` (TOML).
-fn fixture(servers: u64, pools: &str) -> Fixture {
+pub(crate) fn fixture(servers: u64, pools: &str) -> Fixture {
     let mut text = String::from(
         r#"
 [settings]
@@ -62,7 +62,7 @@ role = "deallocation"
     Fixture::parse(&text).expect("test fixture")
 }
 
-const RACK_POOL: &str =
+pub(crate) const RACK_POOL: &str =
     "\n[[pools]]\nid = 1\nname = \"rack-7\"\ncidrs = [\"10.1.0.0/28\"]\nrack = 7\n";
 const LOCATION_POOL: &str =
     "\n[[pools]]\nid = 2\nname = \"lab\"\ncidrs = [\"10.2.0.0/28\"]\nlocation = 1\n";

@@ -8,6 +8,7 @@ mod automation;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod console;
 mod crash;
 mod customer_props;
 mod dcimanager6;

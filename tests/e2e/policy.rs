@@ -215,6 +215,7 @@ impl World {
             }
             ("POST", "/api/v1/services/{id}/suspend") => json!({"reason": "admin"}),
             ("POST", "/api/v1/services/{id}/prolong") => json!({"period": "1m"}),
+            ("POST", "/api/v1/services/{id}/auto-renew") => json!({"auto_renew": false}),
             ("POST", "/api/v1/services/{id}/change-plan") => json!({"plan_id": self.change_plan}),
             ("POST", "/api/v1/services/{id}/migrate") => {
                 json!({"plan_id": self.spare_plan, "reason": "matrix"})

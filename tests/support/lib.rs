@@ -115,6 +115,15 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// One string from a SQL query.
+    pub async fn text(&self, sql: &str) -> String {
+        match &self.store {
+            Store::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await,
+            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Runs one statement (test set-up: corrupting, ageing, marking rows).
     pub async fn exec(&self, sql: &str) {
         match &self.store {
@@ -267,7 +276,7 @@ impl TestApp {
             secrets.clone(),
         );
         TestApp {
-            router: api::router(state),
+            router: api::router_with(state, bursar::console::router()),
             db,
             clock,
             module,

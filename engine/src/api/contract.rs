@@ -139,6 +139,7 @@ pub const REFUSALS: &[(&str, &[ProblemKind])] = &[
         ],
     ),
     ("resumeService", &[K::IllegalTransition, K::Conflict]),
+    ("setServiceAutoRenew", &[K::Conflict]),
     ("suspendService", &[K::IllegalTransition, K::Conflict]),
     (
         "syncService",

@@ -216,7 +216,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 /// action lets it reach.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// The API key's id, or the console login's (see `console`).
     pub key_id: String,
+    /// A person logged in to the web console rather than an API key.
+    pub console: bool,
     pub role: Role,
     /// The account a customer key is scoped to.
     pub account_id: Option<String>,
@@ -288,7 +291,11 @@ impl Principal {
 
     /// The string recorded as `created_by` on what this caller causes.
     pub fn actor(&self) -> String {
-        format!("api_key:{}", self.key_id)
+        if self.console {
+            format!("login:{}", self.key_id)
+        } else {
+            format!("api_key:{}", self.key_id)
+        }
     }
 
     /// Resolves the bearer key of a request: unknown, revoked or expired
@@ -330,6 +337,7 @@ impl Principal {
         state.key_use.record(&state.store, &identity.key, now).await;
         Ok(Principal {
             key_id: identity.key.id,
+            console: false,
             role: identity.key.role,
             account_id: identity.key.account_id,
             reach: Reach::Own,

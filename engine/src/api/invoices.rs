@@ -32,7 +32,11 @@ pub async fn list(
     Ok(Json(page.into()))
 }
 
-async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Invoice, Problem> {
+pub(crate) async fn load(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Invoice, Problem> {
     let invoice = {
         let mut r = state.store.reader().await?;
         repo::get(r.conn(), id).await?
@@ -79,7 +83,7 @@ fn wants_pdf(headers: &HeaderMap) -> bool {
 }
 
 /// The document's HTML (the invoice template) with its customer.
-async fn render(state: &AppState, invoice: &Invoice) -> Result<String, Problem> {
+pub(crate) async fn render(state: &AppState, invoice: &Invoice) -> Result<String, Problem> {
     let account = {
         let mut r = state.store.reader().await?;
         accounts_repo::get(r.conn(), &invoice.account_id).await?
@@ -167,7 +171,15 @@ pub async fn create_rule(
     State(state): State<AppState>,
     body: ApiJson<CreateTaxRule>,
 ) -> Result<Response, Problem> {
-    let req = body.value;
+    let rule = add_rule(&state, body.value).await?;
+    Ok((StatusCode::CREATED, Json(rule)).into_response())
+}
+
+/// Checks and stores a tax rule (the API's and the staff console's).
+pub(crate) async fn add_rule(
+    state: &AppState,
+    req: CreateTaxRule,
+) -> Result<crate::invoices::TaxRule, Problem> {
     let country = crate::accounts::valid_country(&req.country).ok_or_else(|| {
         Problem::invalid(
             "country",
@@ -198,7 +210,7 @@ pub async fn create_rule(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(rule)).into_response())
+    Ok(rule)
 }
 
 #[utoipa::path(get, path = "/api/v1/tax-rules", operation_id = "listTaxRules", tag = "invoices",

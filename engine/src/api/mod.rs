@@ -62,6 +62,8 @@ pub struct AppInner {
     pub templates: Arc<crate::templates::Templates>,
     /// Who the documents are from.
     pub company: crate::templates::CompanyConfig,
+    /// The web console's sessions and login throttling.
+    pub console: crate::config::ConsoleConfig,
 }
 
 impl std::ops::Deref for AppState {
@@ -103,6 +105,7 @@ impl AppState {
             reveals: Default::default(),
             templates: crate::templates::Templates::shared_builtin(),
             company: Default::default(),
+            console: Default::default(),
         }))
     }
 
@@ -119,6 +122,14 @@ impl AppState {
         AppState::with_plugins(store, clock, config.api.clone(), modules, plugins)
             .with_settings(config.payments.clone(), config.billing.clone())
             .with_secrets(secrets)
+            .with_console(config.console.clone())
+    }
+
+    /// The same state with these console settings.
+    pub fn with_console(self, console: crate::config::ConsoleConfig) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| shared.copy());
+        inner.console = console;
+        AppState(Arc::new(inner))
     }
 
     /// The same state rendering documents from `templates` for `company`.
@@ -172,6 +183,7 @@ impl AppInner {
             reveals: Default::default(),
             templates: self.templates.clone(),
             company: self.company.clone(),
+            console: self.console.clone(),
         }
     }
 }
@@ -336,7 +348,7 @@ impl<T, V: From<T>> From<Page<T>> for PageBody<V> {
         keys::list, keys::create, keys::revoke,
         plans::create, plans::get, plans::list, plans::update, plans::archive,
         services::order, services::get, services::list, services::suspend, services::resume, services::close,
-        services::prolong, services::change_plan, services::migrate, services::credentials,
+        services::prolong, services::auto_renew, services::change_plan, services::migrate, services::credentials,
         services::sync,
         services::operations, services::events,
         operations::list, operations::get, operations::retry, operations::complete,
@@ -378,8 +390,14 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole HTTP application.
+/// The HTTP API alone.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP application: the API and `pages` (the web console) beside it,
+/// under the same request limits, metrics, tracing and panic guard.
+pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     let max_body = state.api.max_body_bytes;
     let v1 = Router::new()
         .route("/accounts", get(accounts::list).post(accounts::create))
@@ -407,6 +425,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/resume", post(services::resume))
         .route("/services/{id}/close", post(services::close))
         .route("/services/{id}/prolong", post(services::prolong))
+        .route("/services/{id}/auto-renew", post(services::auto_renew))
         .route("/services/{id}/change-plan", post(services::change_plan))
         .route("/services/{id}/migrate", post(services::migrate))
         .route("/services/{id}/sync", post(services::sync))
@@ -441,6 +460,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/api/v1", v1)
+        .merge(pages)
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

@@ -43,6 +43,8 @@ pub enum Action {
     CustomerKeys,
     /// Staff API keys (admin, support, accountant).
     StaffKeys,
+    /// The console's staff logins: create, disable, end sessions (admins).
+    StaffLogins,
     PlanRead,
     PlanWrite,
     Order,
@@ -51,6 +53,8 @@ pub enum Action {
     ServiceResume,
     ServiceClose,
     ServiceProlong,
+    /// Turn a service's automatic renewal on or off.
+    ServiceAutoRenew,
     ServiceChangePlan,
     /// Move a service to a plan on another module: close there, open here.
     ServiceMigrate,
@@ -103,6 +107,7 @@ pub fn allowed(role: Role, action: Action) -> Option<Reach> {
             | A::ServiceRead
             | A::ServiceClose
             | A::ServiceProlong
+            | A::ServiceAutoRenew
             | A::ServiceChangePlan
             | A::ServiceCredentials
             | A::PaymentCreate
@@ -186,6 +191,11 @@ pub const ROUTES: &[(&str, &str, Action)] = {
         ("POST", "/api/v1/services/{id}/resume", A::ServiceResume),
         ("POST", "/api/v1/services/{id}/close", A::ServiceClose),
         ("POST", "/api/v1/services/{id}/prolong", A::ServiceProlong),
+        (
+            "POST",
+            "/api/v1/services/{id}/auto-renew",
+            A::ServiceAutoRenew,
+        ),
         (
             "POST",
             "/api/v1/services/{id}/change-plan",
@@ -276,6 +286,7 @@ mod tests {
             Action::AccountEditBilling,
             Action::LedgerAdjust,
             Action::StaffKeys,
+            Action::StaffLogins,
             Action::PlanWrite,
             Action::ServiceSuspend,
             Action::ServiceResume,
@@ -311,6 +322,12 @@ mod tests {
             Action::StaffKeys,
         ] {
             assert_eq!(allowed(Role::Accountant, action), None, "{action:?}");
+        }
+        for role in [Role::Support, Role::Accountant] {
+            // Turning renewal back on would charge the customer's balance.
+            assert_eq!(allowed(role, Action::ServiceAutoRenew), None, "{role:?}");
+            assert_eq!(allowed(role, Action::StaffLogins), None, "{role:?}");
+            assert_eq!(allowed(role, Action::PlanWrite), None, "{role:?}");
         }
     }
 

@@ -93,7 +93,7 @@ pub async fn order(
 
 /// Loads a service the caller may see; for a customer action, also checks
 /// that the plan allows it.
-async fn authorize(
+pub(crate) async fn authorize(
     mut c: Conn<'_>,
     principal: &Principal,
     id: &str,
@@ -318,6 +318,49 @@ pub async fn prolong(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct AutoRenewRequest {
+    /// Renew from the balance when the paid time ends.
+    pub auto_renew: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{id}/auto-renew", operation_id = "setServiceAutoRenew", tag = "services",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = AutoRenewRequest,
+    responses((status = 200, body = ServiceView), (status = 409, description = "closing or closed")),
+    security(("bearer" = [])))]
+/// Turns automatic renewal on or off; nothing is charged or given back.
+pub async fn auto_renew(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: ApiJson<AutoRenewRequest>,
+) -> Result<Response, Problem> {
+    let on = body.value.auto_renew;
+    let now = state.clock.now();
+    let actor = principal.actor();
+    let idem = Idempotency {
+        principal: &principal,
+        key: &key,
+        request_hash: &body.request_hash,
+    };
+    let p = principal.clone();
+    idem.run(&state, |tx| {
+        Box::pin(async move {
+            authorize(tx.conn(), &p, &id, None).await?;
+            Reply::new(
+                StatusCode::OK,
+                ServiceView::from(
+                    lifecycle::set_auto_renew(tx.conn(), &id, on, &actor, now).await?,
+                ),
+            )
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChangePlanRequest {
     /// A plan of the current plan's `change_to` list.
     pub plan_id: String,
@@ -476,7 +519,7 @@ pub async fn sync(
 
 /// How often one service's credentials may be revealed: each reveal is an
 /// event, so reveals are bounded like any other write.
-pub struct RevealLimit(governor::DefaultKeyedRateLimiter<String>);
+pub struct RevealLimit(pub(crate) governor::DefaultKeyedRateLimiter<String>);
 
 impl Default for RevealLimit {
     fn default() -> Self {

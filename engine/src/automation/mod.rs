@@ -266,6 +266,8 @@ pub async fn prune(
         before(config.keep_delivered_days),
     )
     .await?;
+    // Console sessions that ended or expired, and failed logins, a day on.
+    crate::store::logins::prune(tx.conn(), now - Duration::days(1)).await?;
     tx.commit().await?;
     if pruned != Default::default() {
         tracing::info!(?pruned, "pruned");

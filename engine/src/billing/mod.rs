@@ -542,7 +542,8 @@ pub(crate) async fn notify_with(
 }
 
 /// Services of the account suspended for non-payment (never for `admin` or
-/// `abuse`) that the balance can now renew: renewed for one period and
+/// `abuse`) that the balance can now renew (those renewing automatically:
+/// see `lifecycle::renew`): renewed for one period and
 /// resumed. One renewal per (service, paid period): the ledger key says so.
 pub async fn renew_suspended(
     mut c: Conn<'_>,

@@ -394,6 +394,49 @@ async fn resume_locked(
     Ok(())
 }
 
+/// Turns automatic renewal on or off. Off, the service is not renewed from
+/// the balance when its paid time ends (it is suspended for non-payment
+/// after the plan's grace days, like any unpaid service); nothing is
+/// charged or given back now. A service closing or closed does not renew
+/// at all.
+pub async fn set_auto_renew(
+    mut c: Conn<'_>,
+    id: &str,
+    on: bool,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Service> {
+    let mut service = repo::get_for_update(c.reborrow(), id).await?;
+    if matches!(
+        service.status,
+        ServiceStatus::Closing | ServiceStatus::Closed
+    ) {
+        return Err(Error::Conflict(format!(
+            "service {id} is {}; it does not renew",
+            service.status.as_str()
+        )));
+    }
+    if service.auto_renew == on {
+        return Ok(service);
+    }
+    service.auto_renew = on;
+    service.updated_at = now;
+    repo::save(c.reborrow(), &service, service.status).await?;
+    record_event(
+        c,
+        id,
+        "auto_renew",
+        service.status,
+        service.status,
+        None,
+        actor,
+        Some(if on { "on" } else { "off" }),
+        now,
+    )
+    .await?;
+    Ok(service)
+}
+
 /// Closes a service: an unpaid order is canceled at once (nothing was
 /// charged); an active or suspended one goes to `closing` until the module
 /// has torn it down.
@@ -532,23 +575,23 @@ async fn extend(
 /// Renews `service` for one more of its periods from the balance, charged
 /// under the ledger key `renewal:{service}:{paid units}`: one renewal per
 /// (service, paid period), whichever path — a pass, a payment — gets there
-/// first. `None` when the balance (plus credit limit) does not cover it.
+/// first. `None` when the balance (plus credit limit) does not cover it,
+/// or when the service's automatic renewal is off (a payment does not
+/// renew it either: prolonging it is the customer's to ask), or when it
+/// changed since the caller read it (another path renewed it first): the
+/// service is read again under lock and the ledger key is that copy's.
 pub async fn renew(
-    c: Conn<'_>,
+    mut c: Conn<'_>,
     service: &Service,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Service>> {
-    match extend(
-        c,
-        &service.id,
-        service.period,
-        actor,
-        renewal_key(service),
-        now,
-    )
-    .await
+    let fresh = repo::get_for_update(c.reborrow(), &service.id).await?;
+    if !fresh.auto_renew || fresh.status != service.status || fresh.paid_units != service.paid_units
     {
+        return Ok(None);
+    }
+    match extend(c, &fresh.id, fresh.period, actor, renewal_key(&fresh), now).await {
         Ok(s) => Ok(Some(s)),
         Err(Error::InsufficientFunds { .. }) => Ok(None),
         Err(e) => Err(e),

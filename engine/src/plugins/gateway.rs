@@ -60,6 +60,11 @@ pub struct GatewayPlugin {
 }
 
 impl GatewayPlugin {
+    /// Its calls since the process started.
+    pub fn stats(&self) -> crate::plugins::CallStats {
+        self.sandbox.stats()
+    }
+
     /// Compiles (or loads from cache), checks the exported interface and
     /// its version, type-checks it, and asks the plugin for its `info`.
     pub async fn load(

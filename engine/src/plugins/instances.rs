@@ -194,6 +194,13 @@ impl Loaded {
         }
     }
 
+    fn stats(&self) -> crate::plugins::CallStats {
+        match self {
+            Loaded::Processing(p) => p.stats(),
+            Loaded::Gateway(g) => g.stats(),
+        }
+    }
+
     async fn check_connection(&self) -> Result<(), ModuleError> {
         match self {
             Loaded::Processing(p) => p.check_connection().await,
@@ -309,6 +316,17 @@ impl PluginRegistry {
                     .lock()
                     .map(|v| v.clone())
                     .unwrap_or_else(|p| p.into_inner().clone())
+            })
+            .collect()
+    }
+
+    /// Each instance with its calls since the process started.
+    pub fn list_with_stats(&self) -> Vec<(PluginView, crate::plugins::CallStats)> {
+        self.entries
+            .values()
+            .map(|e| {
+                let view = e.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                (view, e.plugin.stats())
             })
             .collect()
     }

@@ -32,6 +32,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use http::{AllowedHost, HttpPolicy};
 pub use processing::ProcessingPlugin;
+pub use sandbox::{CallFailure, CallStats};
 pub use state::PluginState;
 
 /// How often the epoch ticks: the granularity of deadlines and of yields
@@ -63,6 +64,10 @@ pub enum LoadError {
         error: wasmtime::Error,
     },
 }
+
+/// Core instances each component instance may use, on average, before the
+/// pool runs out (see `PluginHost::new`).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 
 /// Settings of the host as a whole.
 #[derive(Debug, Clone)]
@@ -97,7 +102,10 @@ impl PluginHost {
     pub fn new(options: HostOptions) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(options.max_instances);
-        pool.total_core_instances(options.max_instances * 4);
+        // A Rust component is one or two core instances; one made by
+        // componentize-py (Python) is about thirty: libc, the interpreter
+        // and its extension modules are each one.
+        pool.total_core_instances(options.max_instances * CORE_INSTANCES_PER_COMPONENT);
         pool.total_memories(options.max_instances * 2);
         pool.total_tables(options.max_instances * 4);
         pool.max_memory_size((options.max_memory_mb as usize) << 20);

@@ -164,6 +164,11 @@ impl ProcessingPlugin {
         self.sandbox.run(call).await
     }
 
+    /// Its calls since the process started.
+    pub fn stats(&self) -> crate::plugins::CallStats {
+        self.sandbox.stats()
+    }
+
     fn counted<T>(&self, result: Result<T, ModuleError>) -> Result<T, ModuleError> {
         self.sandbox.counted(result)
     }

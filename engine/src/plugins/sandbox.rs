@@ -38,6 +38,36 @@ pub struct Sandbox {
     limits: InstanceLimits,
     /// `bursar_plugin_call_seconds` of this instance, registered once.
     call_seconds: Histogram,
+    /// The same calls, kept for the staff console's plugins page.
+    stats: std::sync::Mutex<CallStats>,
+}
+
+/// How many failures an instance's stats keep, newest first.
+const KEPT_ERRORS: usize = 5;
+
+/// What an instance's calls did since the process started.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CallStats {
+    pub calls: u64,
+    pub failures: u64,
+    pub total_micros: u64,
+    pub max_micros: u64,
+    /// The latest failures, newest first.
+    pub last_errors: Vec<CallFailure>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallFailure {
+    pub kind: &'static str,
+    pub message: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl CallStats {
+    /// The mean call time, in microseconds.
+    pub fn mean_micros(&self) -> u64 {
+        self.total_micros.checked_div(self.calls).unwrap_or(0)
+    }
 }
 
 impl Sandbox {
@@ -55,7 +85,13 @@ impl Sandbox {
             policy: Arc::new(policy),
             limits,
             call_seconds: metrics::histogram!("bursar_plugin_call_seconds", "plugin" => name.to_owned()),
+            stats: Default::default(),
         }
+    }
+
+    /// Its calls since the process started.
+    pub fn stats(&self) -> CallStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn name(&self) -> &str {
@@ -110,7 +146,15 @@ impl Sandbox {
         let outer = self.limits.timeout + Duration::from_millis(250);
         let result = tokio::time::timeout(outer, call(&instance, &mut store)).await;
         store.data().flush_output();
-        self.call_seconds.record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.call_seconds.record(took.as_secs_f64());
+        {
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.calls += 1;
+            stats.total_micros = stats.total_micros.saturating_add(micros);
+            stats.max_micros = stats.max_micros.max(micros);
+        }
         let outcome = match result {
             Err(_) => Err(ModuleError::Timeout(format!(
                 "no answer within {} ms",
@@ -129,6 +173,17 @@ impl Sandbox {
         if let Err(e) = &result {
             metrics::counter!("bursar_plugin_failures_total", "plugin" => self.name.clone(), "kind" => e.kind())
                 .increment(1);
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.failures += 1;
+            stats.last_errors.insert(
+                0,
+                CallFailure {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                    at: chrono::Utc::now(),
+                },
+            );
+            stats.last_errors.truncate(KEPT_ERRORS);
         }
         result
     }

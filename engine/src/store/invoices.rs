@@ -254,6 +254,22 @@ pub async fn get(mut c: Conn<'_>, id: &str) -> Result<Invoice> {
 }
 
 /// Documents of one account (or all), oldest first, after the cursor.
+/// The newest documents first, of one account or all (the staff console).
+pub async fn newest(
+    mut c: Conn<'_>,
+    account_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Invoice>> {
+    let q = format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices
+         WHERE $1 = '' OR account_id = $1 ORDER BY id DESC LIMIT $2"
+    );
+    let rows: Vec<InvoiceRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(account_id.unwrap_or("")).bind(limit as i64)
+        .fetch_all(&mut **c).await)?;
+    rows.into_iter().map(InvoiceRow::into_invoice).collect()
+}
+
 pub async fn list(
     mut c: Conn<'_>,
     account_id: Option<&str>,

@@ -535,25 +535,44 @@ pub async fn statement(
     after: Option<i64>,
     limit: usize,
 ) -> Result<Page<StatementLine>> {
-    #[derive(FromRow)]
-    struct Row {
-        id: i64,
-        transaction_id: String,
-        kind: String,
-        description: String,
-        amount: i64,
-        currency: String,
-        created_by: String,
-        created_at: i64,
-    }
-    let rows: Vec<Row> = sql!(&mut c, c => sqlx::query_as(
+    let rows: Vec<StatementRow> = sql!(&mut c, c => sqlx::query_as(
         "SELECT e.id, e.transaction_id, t.kind, t.description, e.amount, e.currency, t.created_by, e.created_at
          FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
          WHERE e.ledger_account_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3")
         .bind(id.as_str()).bind(after.unwrap_or(0)).bind(limit as i64 + 1)
         .fetch_all(&mut **c).await)?;
-    let lines = rows
-        .into_iter()
+    let lines = statement_lines(rows)?;
+    Ok(Page::from_rows(lines, limit, |l| l.entry_id.to_string()))
+}
+
+/// The account's last `limit` ledger lines, newest first.
+pub async fn latest_lines(
+    mut c: Conn<'_>,
+    id: &LedgerAccountId,
+    limit: usize,
+) -> Result<Vec<StatementLine>> {
+    let rows: Vec<StatementRow> = sql!(&mut c, c => sqlx::query_as(
+        "SELECT e.id, e.transaction_id, t.kind, t.description, e.amount, e.currency, t.created_by, e.created_at
+         FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+         WHERE e.ledger_account_id = $1 ORDER BY e.id DESC LIMIT $2")
+        .bind(id.as_str()).bind(limit as i64).fetch_all(&mut **c).await)?;
+    statement_lines(rows)
+}
+
+#[derive(FromRow)]
+struct StatementRow {
+    id: i64,
+    transaction_id: String,
+    kind: String,
+    description: String,
+    amount: i64,
+    currency: String,
+    created_by: String,
+    created_at: i64,
+}
+
+fn statement_lines(rows: Vec<StatementRow>) -> Result<Vec<StatementLine>> {
+    rows.into_iter()
         .map(|r| {
             Ok(StatementLine {
                 kind: TransactionKind::parse(&r.kind)
@@ -568,8 +587,7 @@ pub async fn statement(
                 created_at: from_micros(r.created_at),
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Page::from_rows(lines, limit, |l| l.entry_id.to_string()))
+        .collect()
 }
 
 /// What an audit of the whole ledger found.

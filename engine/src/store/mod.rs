@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod idempotency;
 pub mod invoices;
 pub mod ledger;
+pub mod logins;
 pub mod notifications;
 pub mod outbox;
 pub mod payments;

@@ -172,6 +172,21 @@ pub async fn list(
     Ok(Page::from_rows(payments, limit, |p| p.id.clone()))
 }
 
+/// The newest payments first, of one account or all (the consoles).
+pub async fn list_recent(
+    mut c: Conn<'_>,
+    account_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Payment>> {
+    let q = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE $1 = '' OR account_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    );
+    let rows: Vec<PaymentRow> = sql!(&mut c, c => sqlx::query_as(&q)
+        .bind(account_id.unwrap_or("")).bind(limit as i64).fetch_all(&mut **c).await)?;
+    rows.into_iter().map(PaymentRow::into_payment).collect()
+}
+
 /// Pending payments of a gateway created before `before`, the ones asked
 /// about least recently first: a pass works through all of them in turn.
 pub async fn pending_before(
