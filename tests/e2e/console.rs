@@ -1432,7 +1432,8 @@ async fn dedicated_server_from_the_catalog(
     let revenue = app
         .db
         .count(
-            "SELECT COALESCE(SUM(CASE WHEN kind = 'invoice' THEN net WHEN payment_id IS NULL THEN -net ELSE 0 END), 0)
+            "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'invoice' THEN net
+                                           WHEN payment_id IS NULL THEN -net ELSE 0 END), 0) AS BIGINT)
              FROM invoices WHERE kind <> 'receipt'",
         )
         .await;
