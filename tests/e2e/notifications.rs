@@ -746,3 +746,48 @@ async fn a_line_break_in_a_name_neither_breaks_the_header_nor_stops_the_mailer()
     );
     assert_eq!(read(&got[1].data).to, "next@example.com");
 }
+
+/// A stop does not wait for a backlog the rate limit spreads out: the
+/// mailer leaves between messages, and what it did not send stays to send.
+#[tokio::test]
+async fn a_stop_does_not_wait_for_the_mail_backlog() {
+    let app = TestApp::new().await;
+    for i in 0..10 {
+        app.create_account(&format!("backlog-{i}@example.com"), "EUR", 0)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = Mailer::new(
+        app.store().clone(),
+        Templates::shared_builtin(),
+        EmailConfig {
+            // One a minute: the backlog takes ten minutes to send.
+            per_minute: 1,
+            ..email_config()
+        },
+        company(),
+        Arc::new(bursar::notify::email::FileTransport(dir.path().into())),
+        Some(app.secrets.clone()),
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let clock: bursar::clock::SharedClock = app.clock.clone();
+    let running = mailer.spawn(clock, stopped);
+    let files = || std::fs::read_dir(dir.path()).unwrap().count();
+    while files() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the mailer stops without sending the backlog")
+        .unwrap();
+    assert!(files() < 10, "it left before the backlog was sent");
+    assert!(
+        app.db
+            .count("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")
+            .await
+            > 0,
+        "what it did not send is still to send"
+    );
+}

@@ -308,19 +308,27 @@ impl Mailer {
 
     /// Sends what is due at `now`; returns how many went out.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
+        self.run_while(now, None).await
+    }
+
+    /// [`run_once`](Self::run_once), leaving between messages (and out of
+    /// the rate limit's wait) once `stop` says so: a shutdown does not wait
+    /// for a backlog that the rate limit spreads over hours.
+    async fn run_while(&self, now: DateTime<Utc>, stop: Option<&Stop>) -> Result<usize> {
         let mut sent = 0;
         // A few at a time, so that a claim never outlives its window.
-        loop {
-            let n = self.run_batch(now).await?;
+        while !stop.is_some_and(|s| *s.borrow()) {
+            let n = self.run_batch(now, stop).await?;
             if n.claimed == 0 {
-                return Ok(sent);
+                break;
             }
             sent += n.sent;
         }
+        Ok(sent)
     }
 
     /// Claims one batch and works it.
-    async fn run_batch(&self, now: DateTime<Utc>) -> Result<Batch> {
+    async fn run_batch(&self, now: DateTime<Utc>, stop: Option<&Stop>) -> Result<Batch> {
         let claimed = {
             let mut tx = self.store.begin().await?;
             let due = repo::claim_due(
@@ -338,11 +346,14 @@ impl Mailer {
         for n in claimed {
             // A message that panics (a library refusing a value) is one
             // failed message, not a dead mailer.
-            let outcome = std::panic::AssertUnwindSafe(self.deliver(&n))
+            let outcome = std::panic::AssertUnwindSafe(self.deliver(&n, stop))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Delivery::Failed("rendering or sending panicked".into()));
             let (outcome, to) = match &outcome {
+                // Stopping: this message and the rest of the batch are sent
+                // once their claims lapse, by this process's successor.
+                Delivery::Stopped => break,
                 Delivery::Sent(to) => (Outcome::Sent { recipient: to }, Some(to)),
                 Delivery::Skipped(why) => (Outcome::Skipped { why }, None),
                 Delivery::Failed(error) => {
@@ -372,7 +383,10 @@ impl Mailer {
         })
     }
 
-    async fn deliver(&self, n: &Notification) -> Delivery {
+    async fn deliver(&self, n: &Notification, stop: Option<&Stop>) -> Delivery {
+        if stop.is_some_and(|s| *s.borrow()) {
+            return Delivery::Stopped;
+        }
         let mail = match self.compose(n).await {
             Ok(Composed::Mail(mail)) => mail,
             Ok(Composed::Skip(why)) => return Delivery::Skipped(why),
@@ -390,7 +404,16 @@ impl Mailer {
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        self.limiter.until_ready().await;
+        match stop {
+            Some(stop) => {
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = self.limiter.until_ready() => {}
+                    _ = stop.wait_for(|stopping| *stopping) => return Delivery::Stopped,
+                }
+            }
+            None => self.limiter.until_ready().await,
+        }
         match self.transport.send(&mail).await {
             Ok(()) => Delivery::Sent(to),
             Err(SendError::Transient(e)) => Delivery::Retry(e),
@@ -603,7 +626,8 @@ impl Mailer {
         let every = Duration::from_millis(self.config.poll_interval_ms.max(10));
         tokio::spawn(async move {
             loop {
-                if let Err(e) = self.run_once(clock.now()).await {
+                let pass = self.run_while(clock.now(), Some(&shutdown));
+                if let Err(e) = pass.await {
                     tracing::warn!(error = %e, "e-mail pass failed");
                 }
                 tokio::select! {
@@ -617,6 +641,9 @@ impl Mailer {
         })
     }
 }
+
+/// Tells the mailer to stop (true once `serve` is stopping).
+type Stop = tokio::sync::watch::Receiver<bool>;
 
 /// A display name fit for a header: control characters (a line break a
 /// customer typed into their name) become spaces.
@@ -695,6 +722,8 @@ struct Batch {
 }
 
 enum Delivery {
+    /// Not tried: the mailer is stopping.
+    Stopped,
     Sent(String),
     Skipped(String),
     Retry(String),
