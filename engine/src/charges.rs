@@ -42,6 +42,25 @@ pub async fn gross_for(
     })
 }
 
+/// [`gross_for`] a customer in `country`, for a caller that has read the
+/// account already: no tax rule applies without a country.
+pub async fn gross_in(
+    c: Conn<'_>,
+    country: Option<&str>,
+    product_type: &str,
+    price: i64,
+) -> Result<i64> {
+    let Some(country) = country else {
+        return Ok(price);
+    };
+    Ok(
+        match repo::rule_for(c, country, Some(product_type)).await? {
+            Some(rule) => rule.gross_of(price),
+            None => price,
+        },
+    )
+}
+
 /// A charge (or, with `give_back`, a charge given back) of `gross` for a
 /// product type.
 pub struct Charge<'a> {
@@ -139,7 +158,7 @@ pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) ->
             transaction_id: &txn.id,
             payment_id: None,
         };
-        repo::create(c, document, now).await?;
+        repo::create_many(c, &[document], now).await?;
     }
     Ok(Charged {
         posted,

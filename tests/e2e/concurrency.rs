@@ -56,3 +56,99 @@ async fn fifty_concurrent_debits_against_ten_debits_worth_leave_exactly_zero() {
     assert_eq!(app.balance(&id).await, 0);
     app.assert_ledger_clean().await;
 }
+
+/// Orders sent at once are committed in groups (one transaction, a
+/// savepoint each): each is paid while the balance covers it, a refused one
+/// and a replay sit among them without disturbing the rest, and every
+/// invoice number is used once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_sent_at_once_are_each_charged_once_and_a_refusal_among_them_leaves_the_rest_whole()
+{
+    let app = TestApp::new().await;
+    let id = app.create_account("burst@example.com", "EUR", 0).await;
+    let plan = app.simple_plan(500).await;
+    assert_eq!(
+        app.credit(&id, 10 * 500, "EUR").await.status,
+        StatusCode::CREATED
+    );
+    let order = |key: String, plan: &str| {
+        let body = json!({"account_id": id, "plan_id": plan, "period": "1m"});
+        let router = app.router.clone();
+        tokio::spawn(async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/v1/orders")
+                .header("authorization", format!("Bearer {ADMIN_KEY}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        })
+    };
+    // 20 orders (ten paid, ten unpaid: the most an account may have), each
+    // key sent twice (a client retrying at once), and orders of a plan that
+    // does not exist mixed in.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        tasks.push((format!("burst-{i}"), order(format!("burst-{i}"), &plan)));
+        tasks.push((format!("burst-{i}"), order(format!("burst-{i}"), &plan)));
+        if i % 6 == 0 {
+            tasks.push((
+                format!("bad-{i}"),
+                order(format!("bad-{i}"), "plan_does_not_exist"),
+            ));
+        }
+    }
+    let mut answers: std::collections::HashMap<String, Vec<(u16, serde_json::Value)>> =
+        Default::default();
+    for (key, task) in tasks {
+        answers.entry(key).or_default().push(task.await.unwrap());
+    }
+    let mut opening = 0;
+    let mut ordered = 0;
+    for (key, replies) in &answers {
+        if key.starts_with("bad-") {
+            assert_eq!(replies[0].0, 404, "{key}: {}", replies[0].1);
+            continue;
+        }
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[0].0, 201, "{key}: {}", replies[0].1);
+        assert_eq!(
+            replies[0], replies[1],
+            "{key}: both sends get the one answer"
+        );
+        match replies[0].1["status"].as_str() {
+            Some("opening") => opening += 1,
+            Some("ordered") => ordered += 1,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    assert_eq!(opening, 10, "the balance pays for ten orders");
+    assert_eq!(ordered, 10, "the rest wait for money");
+    assert_eq!(
+        app.db.count("SELECT COUNT(*) FROM services").await,
+        20,
+        "one service per key"
+    );
+    assert_eq!(app.balance(&id).await, 0);
+    let numbers = app
+        .db
+        .count("SELECT COUNT(DISTINCT number) FROM invoices WHERE kind = 'invoice'")
+        .await;
+    assert_eq!(
+        numbers,
+        app.db
+            .count("SELECT COUNT(*) FROM invoices WHERE kind = 'invoice'")
+            .await
+    );
+    app.assert_ledger_clean().await;
+}

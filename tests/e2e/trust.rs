@@ -646,6 +646,9 @@ async fn a_new_bursar_admin_key_revokes_the_old_one_and_staff_keys_are_managed_o
     bursar::server::bootstrap_admin_key(app.store(), Some(next), &clock)
         .await
         .unwrap();
+    // Registered as another process would (a restart, the CLI): a running
+    // server sees it once its cached keys expire.
+    tokio::time::sleep(bursar::api::extract::KEY_CACHE_TTL).await;
     app.get("/api/v1/staff-keys", ADMIN_KEY).await.problem(401);
     let r = app.get("/api/v1/staff-keys", NEXT).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);

@@ -192,6 +192,8 @@ pub async fn update(
         directory::update_account(tx.conn(), &id, edit, &principal.actor(), state.clock.now())
             .await?;
     tx.commit().await?;
+    // Its status may have changed: its keys are looked up afresh.
+    state.key_cache.forget_all();
     Ok(Json(account.into()))
 }
 
@@ -442,5 +444,6 @@ pub async fn revoke_key(
     let mut tx = state.store.begin().await?;
     let key = directory::revoke_key(tx.conn(), &id, &key_id, state.clock.now()).await?;
     tx.commit().await?;
+    state.key_cache.forget_all();
     Ok(Json(key.into()))
 }

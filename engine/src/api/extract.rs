@@ -12,7 +12,7 @@ use crate::accounts::{AccountStatus, Role, hash_key};
 use crate::api::AppState;
 use crate::api::error::{Problem, ProblemKind};
 use crate::api::policy::{self, Action, Reach};
-use crate::store::accounts::find_key_by_hash;
+use crate::store::accounts::{KeyIdentity, find_key_by_hash};
 
 /// A JSON body that must be `application/json`, fit the size limit, parse,
 /// and have no unknown fields (request types use `deny_unknown_fields`).
@@ -317,12 +317,19 @@ impl Principal {
                 Problem::unauthorized("the Authorization header must be `Bearer <key>`")
             })?;
         let now = state.clock.now();
-        let identity = {
-            let mut reader = state.store.reader().await.map_err(Problem::from)?;
-            find_key_by_hash(reader.conn(), &hash_key(secret))
-                .await
-                .map_err(Problem::from)?
-                .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?
+        let hash = hash_key(secret);
+        let identity = match state.key_cache.get(&hash) {
+            Some(identity) => identity,
+            None => {
+                let generation = state.key_cache.generation();
+                let mut reader = state.store.reader().await.map_err(Problem::from)?;
+                let identity = find_key_by_hash(reader.conn(), &hash)
+                    .await
+                    .map_err(Problem::from)?
+                    .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
+                state.key_cache.put(hash, generation, &identity);
+                identity
+            }
         };
         if identity.key.expires_at.is_some_and(|at| at <= now) {
             return Err(Problem::unauthorized("this API key has expired"));
@@ -384,10 +391,113 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// How long a looked-up key is trusted without asking the database again.
+/// A revocation or an account status change made through this process
+/// empties the cache at once; one made by another process (the CLI,
+/// another node) is seen within this.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most keys the cache holds; beyond it, it starts over.
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Keys already authenticated, by the hash of their secret, so that a
+/// request costs no key lookup. Unknown keys are never cached.
+#[derive(Default)]
+pub struct KeyCache {
+    inner: std::sync::Mutex<KeyCacheInner>,
+}
+
+#[derive(Default)]
+struct KeyCacheInner {
+    /// Bumped by every [`KeyCache::forget_all`]: a lookup that started
+    /// before it is not stored.
+    generation: u64,
+    keys: std::collections::HashMap<String, (std::time::Instant, KeyIdentity)>,
+}
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyCacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, hash: &str) -> Option<KeyIdentity> {
+        let inner = self.lock();
+        let (at, identity) = inner.keys.get(hash)?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| identity.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn put(&self, hash: String, generation: u64, identity: &KeyIdentity) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.keys.len() >= KEY_CACHE_MAX {
+            inner.keys.clear();
+        }
+        inner
+            .keys
+            .insert(hash, (std::time::Instant::now(), identity.clone()));
+    }
+
+    /// Forgets every key: called after a key is revoked or an account's
+    /// status changes, once that is committed.
+    pub fn forget_all(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.keys.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_unique;
+    use super::{KeyCache, parse_unique};
+    use crate::accounts::{AccountStatus, ApiKey, Role};
+    use crate::store::accounts::KeyIdentity;
     use serde_json::json;
+
+    fn identity() -> KeyIdentity {
+        KeyIdentity {
+            key: ApiKey {
+                id: "key_1".into(),
+                role: Role::Customer,
+                account_id: Some("acc_1".into()),
+                name: "shop".into(),
+                prefix: "bsr_cus_abc".into(),
+                created_at: chrono::Utc::now(),
+                revoked_at: None,
+                managed: false,
+                last_used_at: None,
+                expires_at: None,
+            },
+            account_status: Some(AccountStatus::Active),
+        }
+    }
+
+    #[test]
+    fn the_key_cache_forgets_everything_at_once_and_keeps_no_lookup_that_raced_it() {
+        let cache = KeyCache::default();
+        let generation = cache.generation();
+        cache.put("h1".into(), generation, &identity());
+        assert!(
+            cache.get("h1").is_some(),
+            "a looked-up key is served from the cache"
+        );
+        assert!(cache.get("h2").is_none(), "an unknown hash is a miss");
+
+        // A lookup that started before a revocation finished after it: what
+        // it read may be the key before the revocation, so it is not kept.
+        let before = cache.generation();
+        cache.forget_all();
+        assert!(cache.get("h1").is_none(), "a revocation empties the cache");
+        cache.put("h1".into(), before, &identity());
+        assert!(cache.get("h1").is_none(), "a stale lookup is not stored");
+        cache.put("h1".into(), cache.generation(), &identity());
+        assert!(cache.get("h1").is_some());
+    }
 
     #[test]
     fn an_integral_number_written_with_a_point_is_an_integer() {

@@ -9,14 +9,21 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
+use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::AppState;
-use crate::api::error::Problem;
+use crate::api::error::{Problem, ProblemKind};
 use crate::api::extract::{IdempotencyKey, Principal};
 use crate::error::Error;
-use crate::store::Tx;
+use crate::sql;
 use crate::store::idempotency::{self, Seen, StoredResponse};
+use crate::store::{Conn, Store, Tx};
 
 pub const REPLAYED: &str = "idempotent-replayed";
 
@@ -67,46 +74,275 @@ impl Idempotency<'_> {
     where
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>>,
     {
-        let scope = &self.principal.key_id;
+        let request = self.request(state);
         let mut tx = state.store.begin().await?;
-        if let Some(key) = &self.key.0 {
-            match idempotency::lookup(tx.conn(), scope, key, self.request_hash).await? {
-                Seen::Same(stored) => return Ok(replay(stored)),
-                Seen::Different => return Err(Error::IdempotencyMismatch.into()),
-                Seen::Never => {}
+        match attempt(&mut tx, &request, work).await {
+            Attempt::Kept(reply) => {
+                tx.commit().await?;
+                Ok(reply)
             }
-        }
-        let reply = work(&mut tx).await?;
-        if let Some(key) = &self.key.0 {
-            let stored = StoredResponse {
-                status: reply.status.as_u16(),
-                body: reply
-                    .stored_body
-                    .as_ref()
-                    .unwrap_or(&reply.body)
-                    .to_string(),
-            };
-            let now = state.clock.now();
-            if let Err(e) =
-                idempotency::save(tx.conn(), scope, key, self.request_hash, &stored, now).await
-            {
-                if !e.is_unique_violation() {
-                    return Err(e.into());
-                }
+            Attempt::Answered(answer) => answer,
+            Attempt::Raced => {
                 // A concurrent request with the same key won; ours rolls back.
                 drop(tx);
                 let mut reader = state.store.reader().await?;
-                return match idempotency::lookup(reader.conn(), scope, key, self.request_hash)
-                    .await?
-                {
-                    Seen::Same(stored) => Ok(replay(stored)),
-                    _ => Err(Error::IdempotencyMismatch.into()),
-                };
+                request.winner(reader.conn()).await
             }
         }
-        tx.commit().await?;
-        Ok(json_response(reply.status, reply.body.to_string()))
     }
+
+    /// Like [`run`](Self::run), but the work joins the requests committed
+    /// together (see [`GroupCommit`]): one transaction and one flush to disk
+    /// for every request waiting at that moment, each in its own savepoint.
+    pub async fn run_grouped<F>(&self, state: &AppState, work: F) -> Result<Response, Problem>
+    where
+        F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            request: self.request(state),
+            work: Box::new(work),
+            answer,
+        };
+        state.group_commit.submit(&state.store, job)?;
+        answered.await.unwrap_or_else(|_| Err(Problem::internal()))
+    }
+
+    fn request(&self, state: &AppState) -> Request {
+        Request {
+            scope: self.principal.key_id.clone(),
+            key: self.key.0.clone(),
+            request_hash: self.request_hash.to_owned(),
+            now: state.clock.now(),
+        }
+    }
+}
+
+/// What identifies a request's answer for replays.
+struct Request {
+    scope: String,
+    key: Option<String>,
+    request_hash: String,
+    now: DateTime<Utc>,
+}
+
+impl Request {
+    /// The answer a concurrent request with the same key committed.
+    async fn winner(&self, c: Conn<'_>) -> Result<Response, Problem> {
+        let key = self.key.as_deref().unwrap_or_default();
+        match idempotency::lookup(c, &self.scope, key, &self.request_hash).await? {
+            Seen::Same(stored) => Ok(replay(stored)),
+            _ => Err(Error::IdempotencyMismatch.into()),
+        }
+    }
+}
+
+/// How a request's work in a transaction ended.
+enum Attempt {
+    /// It wrote what it answers: commit to keep it.
+    Kept(Response),
+    /// Nothing of it is to be kept (a replay, a refusal, a failure).
+    Answered(Result<Response, Problem>),
+    /// Another transaction stored an answer under the same key first: this
+    /// one's writes must go, and the caller gets the winner's answer.
+    Raced,
+}
+
+/// The idempotency check, the work, and storing its answer, on `tx`.
+async fn attempt<F>(tx: &mut Tx, request: &Request, work: F) -> Attempt
+where
+    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>>,
+{
+    let scope = &request.scope;
+    if let Some(key) = &request.key {
+        match idempotency::lookup(tx.conn(), scope, key, &request.request_hash).await {
+            Ok(Seen::Same(stored)) => return Attempt::Answered(Ok(replay(stored))),
+            Ok(Seen::Different) => {
+                return Attempt::Answered(Err(Error::IdempotencyMismatch.into()));
+            }
+            Ok(Seen::Never) => {}
+            Err(e) => return Attempt::Answered(Err(e.into())),
+        }
+    }
+    let reply = match work(tx).await {
+        Ok(reply) => reply,
+        Err(problem) => return Attempt::Answered(Err(problem)),
+    };
+    if let Some(key) = &request.key {
+        let stored = StoredResponse {
+            status: reply.status.as_u16(),
+            body: reply
+                .stored_body
+                .as_ref()
+                .unwrap_or(&reply.body)
+                .to_string(),
+        };
+        let saved = idempotency::save(
+            tx.conn(),
+            scope,
+            key,
+            &request.request_hash,
+            &stored,
+            request.now,
+        )
+        .await;
+        match saved {
+            Ok(()) => {}
+            Err(e) if e.is_unique_violation() => return Attempt::Raced,
+            Err(e) => return Attempt::Answered(Err(e.into())),
+        }
+    }
+    Attempt::Kept(json_response(reply.status, reply.body.to_string()))
+}
+
+/// The most requests one group transaction takes.
+const MAX_GROUP: usize = 128;
+
+type Work = Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>> + Send>;
+
+/// A request waiting for the committer.
+struct Job {
+    request: Request,
+    work: Work,
+    answer: oneshot::Sender<Result<Response, Problem>>,
+}
+
+/// Group commit. Requests hand their work to one committer task per
+/// process, which takes every request waiting when it starts a group and
+/// runs them in one write transaction, each in its own savepoint: a request
+/// that fails rolls back to its savepoint and leaves the others whole. The
+/// answers go out after the commit, so a 201 still means "on disk", and
+/// the fsync (SQLite's `synchronous = FULL`, PostgreSQL's WAL flush) and
+/// the transaction's own statements are paid once per group, not once per
+/// request. Under no load a group is one request: no added wait.
+///
+/// A client that goes away does not cancel its request: the work is
+/// committed and its answer replayed to the same Idempotency-Key.
+#[derive(Default)]
+pub struct GroupCommit {
+    lane: OnceLock<mpsc::UnboundedSender<Job>>,
+}
+
+impl GroupCommit {
+    fn submit(&self, store: &Store, job: Job) -> Result<(), Problem> {
+        let lane = self.lane.get_or_init(|| {
+            let (lane, jobs) = mpsc::unbounded_channel();
+            tokio::spawn(committer(store.clone(), jobs));
+            lane
+        });
+        lane.send(job).map_err(|_| Problem::internal())
+    }
+}
+
+async fn committer(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+        commit_group(&store, std::mem::take(&mut group)).await;
+    }
+}
+
+/// The answer for requests whose group could not be committed: nothing of
+/// them was kept, and the same Idempotency-Key retries them safely.
+fn group_failed() -> Problem {
+    Problem::new(
+        ProblemKind::Unavailable,
+        "the database did not commit the request; retry it (with the same Idempotency-Key)",
+    )
+}
+
+async fn commit_group(store: &Store, jobs: Vec<Job>) {
+    let mut tx = match store.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::warn!(error = %e, "a group commit could not begin");
+            for job in jobs {
+                let _ = job.answer.send(Err(group_failed()));
+            }
+            return;
+        }
+    };
+    let mut answers: Vec<(oneshot::Sender<_>, Result<Response, Problem>)> =
+        Vec::with_capacity(jobs.len());
+    let mut broken = false;
+    for job in jobs {
+        if broken {
+            answers.push((job.answer, Err(group_failed())));
+            continue;
+        }
+        if let Err(e) = savepoint(&mut tx, "SAVEPOINT group_request").await {
+            tracing::warn!(error = %e, "a group commit could not set a savepoint");
+            broken = true;
+            answers.push((job.answer, Err(group_failed())));
+            continue;
+        }
+        let request = job.request;
+        let outcome = AssertUnwindSafe(attempt(&mut tx, &request, job.work))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("a request panicked in a group commit; its work is rolled back");
+                Attempt::Answered(Err(Problem::internal()))
+            });
+        let (undo, raced, answer) = match outcome {
+            Attempt::Kept(response) => (false, false, Ok(response)),
+            Attempt::Answered(answer) => (true, false, answer),
+            Attempt::Raced => (true, true, Err(Problem::internal())),
+        };
+        let end = if undo {
+            savepoint(&mut tx, "ROLLBACK TO SAVEPOINT group_request").await
+        } else {
+            Ok(())
+        };
+        let end = match end {
+            Ok(()) => savepoint(&mut tx, "RELEASE SAVEPOINT group_request").await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = end {
+            tracing::warn!(error = %e, "a group commit could not end a savepoint");
+            broken = true;
+            answers.push((job.answer, Err(group_failed())));
+            continue;
+        }
+        // Raced: another connection committed the same key first (its
+        // row is visible now that ours is rolled back).
+        let answer = if raced {
+            request.winner(tx.conn()).await
+        } else {
+            answer
+        };
+        answers.push((job.answer, answer));
+    }
+    metrics::histogram!("bursar_group_commit_requests").record(answers.len() as f64);
+    let committed = if broken {
+        if let Err(e) = tx.rollback().await {
+            tracing::warn!(error = %e, "rolling back a broken group failed");
+        }
+        false
+    } else {
+        match tx.commit().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "a group commit failed");
+                false
+            }
+        }
+    };
+    if !committed {
+        metrics::counter!("bursar_group_commit_failures_total").increment(1);
+    }
+    for (answer, outcome) in answers {
+        let outcome = match outcome {
+            Ok(_) if !committed => Err(group_failed()),
+            other => other,
+        };
+        let _ = answer.send(outcome);
+    }
+}
+
+async fn savepoint(tx: &mut Tx, statement: &'static str) -> crate::error::Result<()> {
+    let mut c = tx.conn();
+    sql!(&mut c, c => sqlx::query(statement).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 fn replay(stored: StoredResponse) -> Response {

@@ -149,6 +149,7 @@ pub async fn revoke(
     let key =
         directory::revoke_staff_key(tx.conn(), &id, &principal.actor(), state.clock.now()).await?;
     tx.commit().await?;
+    state.key_cache.forget_all();
     Ok(Json(key.into()))
 }
 

@@ -52,6 +52,10 @@ pub struct AppInner {
     pub billing: crate::calendar::BillingConfig,
     /// When each API key was last recorded as used.
     pub key_use: keys::KeyUse,
+    /// Keys already authenticated (see [`extract::KeyCache`]).
+    pub key_cache: Arc<extract::KeyCache>,
+    /// Orders committed together (see [`idempotency::GroupCommit`]).
+    pub group_commit: Arc<idempotency::GroupCommit>,
     /// Rate, concurrency and size bounds of the public callbacks.
     pub callbacks: public::CallbackGuard,
     /// The keys service credentials are sealed with.
@@ -95,6 +99,8 @@ impl AppState {
             payments: crate::payments::PaymentsConfig::default(),
             billing: Default::default(),
             key_use: Default::default(),
+            key_cache: Default::default(),
+            group_commit: Default::default(),
             callbacks,
             // A throw-away key until `with_secrets` (what `serve` and the
             // tests call) sets the configured one.
@@ -178,6 +184,8 @@ impl AppInner {
             payments: self.payments.clone(),
             billing: self.billing.clone(),
             key_use: Default::default(),
+            key_cache: self.key_cache.clone(),
+            group_commit: self.group_commit.clone(),
             callbacks: public::CallbackGuard::new(&self.api.callbacks, &self.plugins),
             secrets: self.secrets.clone(),
             reveals: Default::default(),

@@ -80,7 +80,7 @@ pub async fn order(
         key: &key,
         request_hash: &body.request_hash,
     };
-    idem.run(&state, |tx| {
+    idem.run_grouped(&state, move |tx| {
         Box::pin(async move {
             let service = lifecycle::place_order(tx.conn(), order, &billing, &actor, now).await?;
             metrics::counter!("bursar_orders_total", "status" => service.status.as_str())

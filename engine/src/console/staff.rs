@@ -691,6 +691,8 @@ pub async fn billing(
         tx.keep_if(updated.map(|_| true)).await
     }
     .await;
+    // The account's status may have changed: its keys are looked up afresh.
+    state.key_cache.forget_all();
     match done {
         Ok(_) => view::see_other(&format!("/staff/accounts/{id}")),
         Err(Error::NotFound { .. }) => view::not_found(),

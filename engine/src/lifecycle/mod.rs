@@ -141,9 +141,9 @@ pub async fn place_order(
         });
     }
     let q = quote(&plan.spec, req.period, account.currency, &req.addons, true)?;
-    let due = charges::gross_for(
+    let due = charges::gross_in(
         c.reborrow(),
-        &account.id,
+        account.country.as_deref(),
         plan.spec.product_type.as_str(),
         q.total,
     )
@@ -277,12 +277,9 @@ async fn try_pay(
         now,
     )
     .await?;
-    repo::enqueue(
+    repo::enqueue_many(
         c,
-        &service.id,
-        OperationKind::Open,
-        &plan.module,
-        json!({}),
+        &[(&service.id, OperationKind::Open, &plan.module, json!({}))],
         now,
     )
     .await?;

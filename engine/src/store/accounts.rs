@@ -398,6 +398,7 @@ pub async fn count_admin_keys(mut c: Conn<'_>) -> Result<i64> {
 
 /// What a presented key authenticates as: the key, and for a customer key
 /// the status of its account.
+#[derive(Clone)]
 pub struct KeyIdentity {
     pub key: ApiKey,
     pub account_status: Option<AccountStatus>,

@@ -148,7 +148,10 @@ impl Store {
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: a commit is on disk when it returns (NORMAL can lose
+            // the last commits on a power cut). Orders pay the flush once
+            // per group (`api::idempotency::GroupCommit`).
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(opts.busy_timeout)
             .foreign_keys(true);
         let write = SqlitePoolOptions::new()
