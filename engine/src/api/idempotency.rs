@@ -10,7 +10,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use std::panic::AssertUnwindSafe;
-use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -220,17 +219,26 @@ struct Job {
 /// committed and its answer replayed to the same Idempotency-Key.
 #[derive(Default)]
 pub struct GroupCommit {
-    lane: OnceLock<mpsc::UnboundedSender<Job>>,
+    lane: std::sync::Mutex<Option<mpsc::UnboundedSender<Job>>>,
 }
 
 impl GroupCommit {
     fn submit(&self, store: &Store, job: Job) -> Result<(), Problem> {
-        let lane = self.lane.get_or_init(|| {
-            let (lane, jobs) = mpsc::unbounded_channel();
-            tokio::spawn(committer(store.clone(), jobs));
-            lane
-        });
-        lane.send(job).map_err(|_| Problem::internal())
+        let mut lane = self.lane.lock().unwrap_or_else(|p| p.into_inner());
+        let job = match lane.as_ref() {
+            Some(l) => match l.send(job) {
+                Ok(()) => return Ok(()),
+                // The committer is gone (it can only panic): a new one
+                // takes over.
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (sender, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(committer(store.clone(), jobs));
+        sender.send(job).map_err(|_| Problem::internal())?;
+        *lane = Some(sender);
+        Ok(())
     }
 }
 

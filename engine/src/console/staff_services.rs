@@ -92,13 +92,31 @@ pub async fn list(
     );
     let loaded = async {
         let mut r = state.store.reader().await?;
-        let rows: Vec<Found> = sql!(&mut r.conn(), c => sqlx::query_as(
+        // An account named by id or e-mail is found first, so that its
+        // services are read through their index, not picked out of all.
+        let account: Option<String> = if account.is_empty() {
+            None
+        } else {
+            let found: Option<String> = sql!(&mut r.conn(), c => sqlx::query_scalar(
+                "SELECT id FROM accounts WHERE id = $1 OR LOWER(email) = LOWER($1) LIMIT 1")
+                .bind(account).fetch_optional(&mut **c).await)?;
+            Some(found.unwrap_or_default())
+        };
+        let by_account = if account.is_some() {
+            "s.account_id = $4"
+        } else {
+            "$4 = ''"
+        };
+        let q = format!(
             "SELECT s.id, s.account_id, a.email, p.name, p.module, s.status, s.recurring_price, s.currency, s.paid_until
              FROM services s JOIN plans p ON p.id = s.plan_id JOIN accounts a ON a.id = s.account_id
-             WHERE ($1 = '' OR s.status = $1) AND ($2 = '' OR s.plan_id = $2) AND ($3 = '' OR p.module = $3)
-               AND ($4 = '' OR s.account_id = $4 OR LOWER(a.email) = LOWER($4))
-             ORDER BY s.id DESC LIMIT 200")
-            .bind(status).bind(plan).bind(module).bind(account).fetch_all(&mut **c).await)?;
+             WHERE {by_account} AND ($1 = '' OR s.status = $1) AND ($2 = '' OR s.plan_id = $2)
+               AND ($3 = '' OR p.module = $3)
+             ORDER BY s.id DESC LIMIT 200"
+        );
+        let rows: Vec<Found> = sql!(&mut r.conn(), c => sqlx::query_as(&q)
+            .bind(status).bind(plan).bind(module).bind(account.unwrap_or_default())
+            .fetch_all(&mut **c).await)?;
         let plans: Vec<(String, String, String)> = sql!(&mut r.conn(), c => sqlx::query_as(
             "SELECT id, name, module FROM plans ORDER BY name, id")
             .fetch_all(&mut **c).await)?;
