@@ -187,13 +187,16 @@ pub async fn update(
             "name, email, language and email_opt_out are changed by the customer or support",
         ));
     }
+    let status_changes = edit.status.is_some();
     let mut tx = state.store.begin().await?;
     let account =
         directory::update_account(tx.conn(), &id, edit, &principal.actor(), state.clock.now())
             .await?;
     tx.commit().await?;
-    // Its status may have changed: its keys are looked up afresh.
-    state.key_cache.forget_all();
+    if status_changes {
+        // Its keys are looked up afresh: a blocked account's stop at once.
+        state.key_cache.forget_all();
+    }
     Ok(Json(account.into()))
 }
 

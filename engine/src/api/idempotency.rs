@@ -90,13 +90,22 @@ impl Idempotency<'_> {
         }
     }
 
-    /// Like [`run`](Self::run), but the work joins the requests committed
-    /// together (see [`GroupCommit`]): one transaction and one flush to disk
-    /// for every request waiting at that moment, each in its own savepoint.
+    /// Like [`run`](Self::run), but on SQLite the work joins the requests
+    /// committed together (see [`GroupCommit`]): one transaction and one
+    /// flush to disk for every request waiting at that moment, each in its
+    /// own savepoint. On PostgreSQL each request keeps its own transaction:
+    /// several writers run at once there, and a group holding one
+    /// customer's ledger row and the shared revenue rows while it waits for
+    /// the next customer's would take locks out of the order every other
+    /// writer takes them in (a deadlock), and its savepoints would overflow
+    /// PostgreSQL's per-session subtransaction cache.
     pub async fn run_grouped<F>(&self, state: &AppState, work: F) -> Result<Response, Problem>
     where
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>> + Send + 'static,
     {
+        if state.store.backend() != crate::store::Backend::Sqlite {
+            return self.run(state, work).await;
+        }
         let (answer, answered) = oneshot::channel();
         let job = Job {
             request: self.request(state),
@@ -206,7 +215,8 @@ struct Job {
     answer: oneshot::Sender<Result<Response, Problem>>,
 }
 
-/// Group commit. Requests hand their work to one committer task per
+/// Group commit (SQLite, whose one writer runs transactions one at a time
+/// anyway). Requests hand their work to one committer task per
 /// process, which takes every request waiting when it starts a group and
 /// runs them in one write transaction, each in its own savepoint: a request
 /// that fails rolls back to its savepoint and leaves the others whole. The
@@ -249,12 +259,13 @@ async fn committer(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-/// The answer for requests whose group could not be committed: nothing of
-/// them was kept, and the same Idempotency-Key retries them safely.
+/// The answer for requests whose group could not be committed: retried
+/// with the same Idempotency-Key, a request is done once whatever
+/// happened.
 fn group_failed() -> Problem {
     Problem::new(
         ProblemKind::Unavailable,
-        "the database did not commit the request; retry it (with the same Idempotency-Key)",
+        "the database did not confirm the commit; retry the request with the same Idempotency-Key",
     )
 }
 
@@ -312,9 +323,16 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
             continue;
         }
         // Raced: another connection committed the same key first (its
-        // row is visible now that ours is rolled back).
+        // row is visible now that ours is rolled back). A lookup that fails
+        // leaves the transaction unusable (PostgreSQL): the group fails.
         let answer = if raced {
-            request.winner(tx.conn()).await
+            match request.winner(tx.conn()).await {
+                Err(problem) if problem.status().is_server_error() => {
+                    broken = true;
+                    Err(group_failed())
+                }
+                answer => answer,
+            }
         } else {
             answer
         };

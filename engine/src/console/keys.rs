@@ -180,7 +180,9 @@ pub async fn revoke(
         tx.keep_if(outcome.map(|_| true)).await
     }
     .await;
-    state.key_cache.forget_all();
+    if done.is_ok() {
+        state.key_cache.forget_all();
+    }
     match done {
         Ok(_) => view::see_other("/keys"),
         Err(Error::NotFound { .. }) => view::not_found(),
