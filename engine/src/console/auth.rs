@@ -296,6 +296,40 @@ pub async fn require(
     }
 }
 
+/// A handler's signed-in staff member: a request without a live staff
+/// session is sent to the staff login.
+pub struct StaffSession(pub SessionCtx);
+
+/// A handler's signed-in customer: a request without a live session is
+/// sent to the login.
+pub struct CustomerSession(pub SessionCtx);
+
+impl axum::extract::FromRequestParts<AppState> for StaffSession {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        require(state, &parts.headers, Realm::Staff)
+            .await
+            .map(StaffSession)
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for CustomerSession {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        require(state, &parts.headers, Realm::Customer)
+            .await
+            .map(CustomerSession)
+    }
+}
+
 /// A form's request id: 64 hex digits, fixed when the form was shown.
 pub fn request_id_ok(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())

@@ -3,12 +3,13 @@
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{self, SessionCtx};
+use super::auth::CustomerSession;
+use super::auth::SessionCtx;
 use super::view;
 use crate::accounts::Role;
 use crate::api::AppState;
@@ -16,7 +17,6 @@ use crate::api::policy::Action;
 use crate::directory;
 use crate::error::Error;
 use crate::store::accounts as accounts_repo;
-use crate::store::logins::Realm;
 
 #[derive(Serialize)]
 struct KeyRow {
@@ -67,11 +67,8 @@ async fn page(
     )
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => page(&state, &s, StatusCode::OK, None, String::new()).await,
-        Err(r) => r,
-    }
+pub async fn list(State(state): State<AppState>, CustomerSession(s): CustomerSession) -> Response {
+    page(&state, &s, StatusCode::OK, None, String::new()).await
 }
 
 #[derive(Deserialize)]
@@ -85,13 +82,9 @@ pub struct KeyForm {
 /// A new key: its secret is shown on this page once, never again.
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Form(form): Form<KeyForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -156,14 +149,10 @@ pub async fn create(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(key_id): Path<String>,
     Form(form): Form<KeyForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }

@@ -4,11 +4,12 @@
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
 use serde::Serialize;
 
+use super::auth::CustomerSession;
 use super::auth::{self, SessionCtx};
 use super::view;
 use crate::api::AppState;
@@ -18,7 +19,6 @@ use crate::api::policy::Action;
 use crate::calendar::Period;
 use crate::catalog::{self, Addon, AddonValues, Plan, PlanStatus};
 use crate::error::Error;
-use crate::store::logins::Realm;
 use crate::store::{accounts as accounts_repo, catalog as plans_repo};
 
 #[derive(Serialize)]
@@ -30,11 +30,10 @@ struct PlanCard {
 }
 
 /// The catalog: active plans sold in the account's currency.
-pub async fn catalog(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn catalog(
+    State(state): State<AppState>,
+    CustomerSession(s): CustomerSession,
+) -> Response {
     let (Some(_), Some(account_id)) = (s.principal(Action::PlanRead), s.login.account_id.clone())
     else {
         return view::forbidden();
@@ -293,14 +292,10 @@ async fn order_page(
 /// The plan's form.
 pub async fn form(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(plan_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::Order).is_none() {
         return view::forbidden();
     }
@@ -327,14 +322,10 @@ pub async fn form(
 /// no token ever lands in a URL) that changes nothing.
 pub async fn preview(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(plan_id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let token = pairs
         .iter()
         .find(|(k, _)| k == "csrf")
@@ -370,14 +361,10 @@ pub async fn preview(
 /// Idempotency-Key, so sending it twice orders once.
 pub async fn place(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(plan_id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let get = |k: &str| {
         pairs
             .iter()

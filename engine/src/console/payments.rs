@@ -4,12 +4,13 @@
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{self, SessionCtx};
+use super::auth::{CustomerSession, StaffSession};
 use super::view;
 use crate::api::AppState;
 use crate::api::policy::Action;
@@ -18,7 +19,6 @@ use crate::error::Error;
 use crate::money::Money;
 use crate::payments::{Checkout, Payment};
 use crate::plugins::instances::PluginKind;
-use crate::store::logins::Realm;
 use crate::store::{accounts as accounts_repo, payments as payments_repo};
 
 fn gateways(state: &AppState) -> Vec<String> {
@@ -33,11 +33,10 @@ fn gateways(state: &AppState) -> Vec<String> {
     names
 }
 
-pub async fn new_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn new_form(
+    State(state): State<AppState>,
+    CustomerSession(s): CustomerSession,
+) -> Response {
     top_up_page(&state, &s, StatusCode::OK, String::new(), String::new()).await
 }
 
@@ -91,13 +90,9 @@ pub struct TopUpForm {
 /// id is its idempotency key.
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Form(form): Form<TopUpForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -207,13 +202,9 @@ fn checkout_view(p: &Payment) -> minijinja::Value {
 /// One payment: its status and how to pay it.
 pub async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(principal) = s.principal(Action::PaymentRead) else {
         return view::forbidden();
     };
@@ -255,11 +246,7 @@ struct PaymentRow {
 }
 
 /// Staff: the latest payments, with "mark paid" for offline ones waiting.
-pub async fn staff_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn staff_list(State(state): State<AppState>, StaffSession(s): StaffSession) -> Response {
     staff_page(&state, &s, String::new(), StatusCode::OK).await
 }
 
@@ -321,14 +308,10 @@ pub struct ConfirmForm {
 /// An offline payment arrived: the API's `markPaymentPaid` service.
 pub async fn mark_paid(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<ConfirmForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }

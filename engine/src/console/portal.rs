@@ -9,6 +9,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::act::{self, FormRequest};
+use super::auth::CustomerSession;
 use super::auth::{self, Attempt};
 use super::view;
 use crate::accounts::Role;
@@ -128,12 +129,9 @@ pub struct CsrfForm {
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -293,11 +291,10 @@ struct InvoiceRow {
     date: String,
 }
 
-pub async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn dashboard(
+    State(state): State<AppState>,
+    CustomerSession(s): CustomerSession,
+) -> Response {
     let Some(principal) = s.principal(Action::AccountRead) else {
         return view::forbidden();
     };
@@ -399,13 +396,9 @@ pub async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Res
 
 pub async fn service(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(principal) = s.principal(Action::ServiceRead) else {
         return view::forbidden();
     };
@@ -509,14 +502,10 @@ fn actions_of(
 /// recorded, and is limited like the API's).
 pub async fn reveal(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -579,13 +568,9 @@ pub async fn reveal(
 /// The printable invoice: the same page the API serves as `/html`.
 pub async fn invoice(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CustomerSession(s): CustomerSession,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(principal) = s.principal(Action::InvoiceRead) else {
         return view::forbidden();
     };

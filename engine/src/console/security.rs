@@ -5,11 +5,12 @@
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, request::Parts};
+use axum::http::{StatusCode, request::Parts};
 use axum::response::Response;
 use minijinja::context;
 use serde::Deserialize;
 
+use super::auth::CustomerSession;
 use super::auth::{self, Attempt, SessionCtx};
 use super::view;
 use crate::api::AppState;
@@ -29,11 +30,8 @@ fn page(s: &SessionCtx, notice: &str, status: StatusCode) -> Response {
     )
 }
 
-pub async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match auth::require(&state, &headers, Realm::Customer).await {
-        Ok(s) => page(&s, "", StatusCode::OK),
-        Err(r) => r,
-    }
+pub async fn show(CustomerSession(s): CustomerSession) -> Response {
+    page(&s, "", StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -55,13 +53,10 @@ pub struct TotpForm {
 /// once.
 pub async fn set(
     State(state): State<AppState>,
+    CustomerSession(s): CustomerSession,
     parts: Parts,
     Form(form): Form<TotpForm>,
 ) -> Response {
-    let s = match auth::require(&state, &parts.headers, Realm::Customer).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }

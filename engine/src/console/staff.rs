@@ -8,6 +8,7 @@ use axum::response::Response;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
+use super::auth::StaffSession;
 use super::auth::{self, SessionCtx};
 use super::portal::{self, CsrfForm, LoginForm};
 use super::view;
@@ -47,12 +48,9 @@ pub async fn login(
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -78,13 +76,9 @@ struct AccountRow {
 
 pub async fn accounts(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Query(search): Query<Search>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::AccountRead).is_none() {
         return view::forbidden();
     }
@@ -259,13 +253,9 @@ async fn account_page(
 
 pub async fn account(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::AccountRead).is_none() {
         return view::forbidden();
     }
@@ -291,14 +281,10 @@ pub struct CreditForm {
 /// the form's request id as its ledger key.
 pub async fn credit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<CreditForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -386,11 +372,7 @@ struct OperationRow {
 }
 
 /// The manual queue: operations waiting for staff, with the module's error.
-pub async fn operations(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn operations(State(state): State<AppState>, StaffSession(s): StaffSession) -> Response {
     operations_page(&state, &s, String::new(), StatusCode::OK).await
 }
 
@@ -456,14 +438,10 @@ pub struct WorkForm {
 /// Retry: the operation goes back to the runner's queue, due now.
 pub async fn retry(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<WorkForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -491,14 +469,10 @@ pub async fn retry(
 /// params, as if the module had answered them.
 pub async fn complete(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<WorkForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -552,14 +526,10 @@ pub async fn complete(
 /// to staff to hand over (as the mailed link would be).
 pub async fn reset_link(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -625,14 +595,10 @@ pub struct BillingForm {
 /// API's account update, which checks them as it does for a staff key.
 pub async fn billing(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<BillingForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }

@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{Datelike, Months, NaiveDate};
 use minijinja::{Value, context};
 use serde::Deserialize;
 use sqlx::Row;
 
-use super::auth;
+use super::auth::StaffSession;
 use super::staff::who;
 use super::view;
 use crate::api::AppState;
@@ -23,7 +22,6 @@ use crate::clock::to_micros;
 use crate::error::Error;
 use crate::money::Currency;
 use crate::sql;
-use crate::store::logins::Realm;
 
 /// The longest range the charts cover.
 const MAX_MONTHS: u32 = 36;
@@ -223,13 +221,9 @@ fn money_text(minor: i64, currency: &str) -> String {
 
 pub async fn dashboard(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Query(range): Query<Range>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::ServiceRead).is_none() {
         return view::forbidden();
     }

@@ -3,11 +3,12 @@
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
+use super::auth::StaffSession;
 use super::auth::{self, SessionCtx};
 use super::portal::printable_invoice;
 use super::staff::who;
@@ -17,7 +18,6 @@ use crate::api::policy::Action;
 use crate::billing::{self, RefundRequest};
 use crate::error::Error;
 use crate::money::Money;
-use crate::store::logins::Realm;
 use crate::store::{invoices as invoices_repo, payments as payments_repo};
 
 #[derive(Serialize)]
@@ -91,13 +91,9 @@ async fn payment_page(
 
 pub async fn payment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     payment_page(&state, &s, &id, String::new(), StatusCode::OK).await
 }
 
@@ -122,14 +118,10 @@ pub struct RefundForm {
 /// its idempotency key.
 pub async fn refund(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<RefundForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) || !auth::request_id_ok(&form.request_id) {
         return view::bad_form();
     }
@@ -231,13 +223,9 @@ struct InvoiceRow {
 /// Invoices and credit notes, newest first; by account when asked.
 pub async fn invoices(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Query(filter): Query<InvoiceFilter>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::InvoiceRead).is_none() {
         return view::forbidden();
     }
@@ -273,13 +261,9 @@ pub async fn invoices(
 
 pub async fn invoice(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(principal) = s.principal(Action::InvoiceRead) else {
         return view::forbidden();
     };
@@ -359,11 +343,7 @@ async fn rules_page(
     )
 }
 
-pub async fn tax_rules(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn tax_rules(State(state): State<AppState>, StaffSession(s): StaffSession) -> Response {
     rules_page(&state, &s, String::new(), StatusCode::OK).await
 }
 
@@ -388,13 +368,9 @@ pub struct RuleForm {
 /// A new tax rule: the API's `createTaxRule` service.
 pub async fn add_tax_rule(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Form(form): Form<RuleForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }

@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 
 use super::act::{self, FormRequest};
+use super::auth::StaffSession;
 use super::auth::{self, SessionCtx};
 use super::portal::CsrfForm;
 use super::staff::who;
@@ -30,7 +31,6 @@ use crate::catalog::{
 use crate::error::Error;
 use crate::money::{Currency, Money};
 use crate::store::catalog as plans_repo;
-use crate::store::logins::Realm;
 
 const PRODUCT_TYPES: [&str; 5] = [
     "dedicated_server",
@@ -50,11 +50,7 @@ struct PlanRow {
     prices: String,
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn list(State(state): State<AppState>, StaffSession(s): StaffSession) -> Response {
     plans_page(&state, &s, String::new(), StatusCode::OK).await
 }
 
@@ -160,13 +156,9 @@ fn currencies_of(text: &str) -> Result<Vec<Currency>, String> {
 /// Step two: the form for a plan on `module`, with its catalog.
 pub async fn new_form(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Query(q): Query<NewQuery>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::PlanWrite).is_none() {
         return view::forbidden();
     }
@@ -197,14 +189,10 @@ pub struct EditQuery {
 /// The form for an existing plan, filled with what it is now.
 pub async fn edit_form(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Query(q): Query<EditQuery>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::PlanWrite).is_none() {
         return view::forbidden();
     }
@@ -890,28 +878,29 @@ fn spec_of(f: &Fields) -> Result<PlanSpec, String> {
 /// Saves a new plan: the API's `createPlan` service.
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    session: StaffSession,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
-    save(state, headers, None, Fields(fields)).await
+    save(state, session, None, Fields(fields)).await
 }
 
 /// Saves an edited plan: the API's `updatePlan` service, refused when
 /// someone saved the plan since this form was shown.
 pub async fn update(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    session: StaffSession,
     Path(id): Path<String>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
-    save(state, headers, Some(id), Fields(fields)).await
+    save(state, session, Some(id), Fields(fields)).await
 }
 
-async fn save(state: AppState, headers: HeaderMap, id: Option<String>, f: Fields) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn save(
+    state: AppState,
+    StaffSession(s): StaffSession,
+    id: Option<String>,
+    f: Fields,
+) -> Response {
     if !s.csrf_ok(f.one("csrf")) || !auth::request_id_ok(f.one("request_id")) {
         return view::bad_form();
     }
@@ -974,14 +963,10 @@ async fn save(state: AppState, headers: HeaderMap, id: Option<String>, f: Fields
 /// Stops selling a plan (services on it keep it).
 pub async fn archive(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }

@@ -4,18 +4,18 @@
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
 use serde::Serialize;
 
-use super::auth::{self, SessionCtx};
+use super::auth::SessionCtx;
+use super::auth::StaffSession;
 use super::portal::CsrfForm;
 use super::staff::who;
 use super::view;
 use crate::api::AppState;
 use crate::api::policy::Action;
-use crate::store::logins::Realm;
 
 #[derive(Serialize)]
 struct Failure {
@@ -87,11 +87,7 @@ fn plugins_page(state: &AppState, s: &SessionCtx, notice: String, status: Status
     )
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn list(State(state): State<AppState>, StaffSession(s): StaffSession) -> Response {
     if s.principal(Action::PluginRead).is_none() {
         return view::forbidden();
     }
@@ -101,14 +97,10 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 /// Runs the instance's `check-connection` now and records its health.
 pub async fn check(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(name): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }

@@ -5,12 +5,13 @@
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::act::{self, FormRequest};
+use super::auth::StaffSession;
 use super::auth::{self, SessionCtx};
 use super::staff::who;
 use super::view;
@@ -25,7 +26,6 @@ use crate::lifecycle;
 use crate::money::Currency;
 use crate::services::{ServiceStatus, SuspendReason};
 use crate::sql;
-use crate::store::logins::Realm;
 use crate::store::{accounts as accounts_repo, catalog as plans_repo, services as services_repo};
 
 const STATUSES: [&str; 6] = [
@@ -65,13 +65,9 @@ struct Row {
 /// Services by status, plan, module and account, newest first.
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Query(filter): Query<Filter>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::ServiceRead).is_none() {
         return view::forbidden();
     }
@@ -282,13 +278,9 @@ async fn page(
 
 pub async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if s.principal(Action::ServiceRead).is_none() {
         return view::forbidden();
     }
@@ -330,14 +322,10 @@ enum StaffAction {
 /// `suspend`, `resume`, `prolong` or `close`, as the form says.
 pub async fn act(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path((id, what)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) || !auth::request_id_ok(&form.request_id) {
         return view::bad_form();
     }

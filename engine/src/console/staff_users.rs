@@ -4,11 +4,12 @@
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
+use super::auth::StaffSession;
 use super::auth::{self, SessionCtx};
 use super::portal::CsrfForm;
 use super::staff::who;
@@ -72,11 +73,7 @@ async fn users_page(
     )
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn list(State(state): State<AppState>, StaffSession(s): StaffSession) -> Response {
     users_page(&state, &s, String::new(), None, StatusCode::OK).await
 }
 
@@ -96,13 +93,9 @@ pub struct NewUser {
 /// always get TOTP.
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Form(form): Form<NewUser>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
@@ -165,14 +158,10 @@ pub async fn create(
 /// `disable`, `enable` or `end-sessions`.
 pub async fn act(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    StaffSession(s): StaffSession,
     Path((id, what)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match auth::require(&state, &headers, Realm::Staff).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if !s.csrf_ok(&form.csrf) {
         return view::bad_form();
     }
