@@ -13,8 +13,27 @@ exactly those refusals, recognised by their problem `type` (and, for
 must state that limit.
 """
 
+import ast
+import threading
+
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+# CPython 3.11 keeps the AST constructor's recursion depth in interpreter
+# state that every thread shares (see CPython gh-106905), so two threads in
+# `ast.parse` at once can fail with "SystemError: AST constructor recursion
+# depth mismatch". Hypothesis parses the source of its lambdas while describing
+# them, and `--workers 2` runs two such threads: one parse at a time.
+_ast_parse = ast.parse
+_ast_parse_lock = threading.Lock()
+
+
+def _serialized_ast_parse(*args, **kwargs):
+    with _ast_parse_lock:
+        return _ast_parse(*args, **kwargs)
+
+
+ast.parse = _serialized_ast_parse
 
 PREFIX = "urn:bursar:problem:"
 
