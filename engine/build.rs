@@ -56,6 +56,9 @@ fn main() {
         println!("cargo:rerun-if-changed={}", plugins.join(dir).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // `sqlx::migrate!` reads the migrations when the crate compiles: a new
+    // migration must recompile it even when no source file changed.
+    println!("cargo:rerun-if-changed=src/store/migrations");
 
     ensure_wasm_target();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));

@@ -42,23 +42,17 @@ pub async fn gross_for(
     })
 }
 
-/// [`gross_for`] a customer in `country`, for a caller that has read the
+/// [`rule_for`] a customer in `country`, for a caller that has read the
 /// account already: no tax rule applies without a country.
-pub async fn gross_in(
+pub async fn rule_in(
     c: Conn<'_>,
     country: Option<&str>,
     product_type: &str,
-    price: i64,
-) -> Result<i64> {
-    let Some(country) = country else {
-        return Ok(price);
-    };
-    Ok(
-        match repo::rule_for(c, country, Some(product_type)).await? {
-            Some(rule) => rule.gross_of(price),
-            None => price,
-        },
-    )
+) -> Result<Option<TaxRule>> {
+    match country {
+        Some(country) => repo::rule_for(c, country, Some(product_type)).await,
+        None => Ok(None),
+    }
 }
 
 /// A charge (or, with `give_back`, a charge given back) of `gross` for a
@@ -78,6 +72,10 @@ pub struct Charge<'a> {
     /// Post exactly this net and tax instead of splitting `gross` by the
     /// account's rule of today: what is given back of an earlier charge.
     pub exact: Option<Taxed>,
+    /// The account's rule for `product_type`, when the caller has looked it
+    /// up in this transaction already (`Some(None)`: no rule applies);
+    /// `None`: [`post_charge`] looks it up.
+    pub rule: Option<Option<TaxRule>>,
 }
 
 impl<'a> Charge<'a> {
@@ -100,6 +98,7 @@ impl<'a> Charge<'a> {
             actor,
             give_back: false,
             exact: None,
+            rule: None,
         }
     }
 }
@@ -124,7 +123,10 @@ pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) ->
     let (taxed, lines, tax_lines) = match ch.exact {
         Some(taxed) => exact_parts(taxed, &parts, ch.gross.currency())?,
         None => {
-            let rule = rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?;
+            let rule = match ch.rule {
+                Some(rule) => rule,
+                None => rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?,
+            };
             charge_parts(rule.as_ref(), &parts, ch.gross)?
         }
     };

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::{Account, AccountStatus, Role};
+use crate::accounts::{AccountStatus, Role};
 use crate::api::error::Problem;
 use crate::api::extract::{ApiJson, ApiQuery, IdempotencyKey, Principal};
 use crate::api::idempotency::{Idempotency, Reply};
@@ -215,17 +215,18 @@ pub struct BalanceView {
     pub available: i64,
 }
 
-async fn balance_view(
-    conn: crate::store::Conn<'_>,
-    account: &Account,
-) -> Result<BalanceView, Problem> {
-    let b = ledger_repo::balance(conn, &LedgerAccountId::customer(&account.id)).await?;
+/// The balance of account `id`, read in one statement (a 404 when there is
+/// no such account).
+async fn balance_view(conn: crate::store::Conn<'_>, id: &str) -> Result<BalanceView, Problem> {
+    let (currency, b) = ledger_repo::customer_balance(conn, id)
+        .await?
+        .ok_or_else(|| crate::error::Error::not_found("account", id))?;
     let credit_limit = b.min_balance.map_or(0, |m| -m);
     Ok(BalanceView {
-        account_id: account.id.clone(),
-        currency: account.currency,
+        account_id: id.to_owned(),
+        currency,
         balance: b.balance,
-        balance_decimal: Money::new(b.balance, account.currency)
+        balance_decimal: Money::new(b.balance, currency)
             .map(Money::to_decimal_string)
             .unwrap_or_else(|_| b.balance.to_string()),
         credit_limit,
@@ -244,8 +245,7 @@ pub async fn balance(
 ) -> Result<Json<BalanceView>, Problem> {
     principal.require_account(&id)?;
     let mut r = state.store.reader().await?;
-    let account = repo::get(r.conn(), &id).await?;
-    Ok(Json(balance_view(r.conn(), &account).await?))
+    Ok(Json(balance_view(r.conn(), &id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "accounts",
@@ -345,8 +345,7 @@ pub async fn credit(
                 actor: &actor,
             };
             let transaction = crate::billing::adjust(tx.conn(), adjustment, now).await?;
-            let account = repo::get(tx.conn(), &id).await?;
-            let balance = balance_view(tx.conn(), &account).await?;
+            let balance = balance_view(tx.conn(), &id).await?;
             Reply::new(
                 StatusCode::CREATED,
                 CreditResult {

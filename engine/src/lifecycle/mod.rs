@@ -141,13 +141,13 @@ pub async fn place_order(
         });
     }
     let q = quote(&plan.spec, req.period, account.currency, &req.addons, true)?;
-    let due = charges::gross_in(
+    let rule = charges::rule_in(
         c.reborrow(),
         account.country.as_deref(),
         plan.spec.product_type.as_str(),
-        q.total,
     )
     .await?;
+    let due = rule.as_ref().map_or(q.total, |r| r.gross_of(q.total));
     let mut service = Service {
         id: new_id("svc"),
         account_id: account.id.clone(),
@@ -176,10 +176,8 @@ pub async fn place_order(
         created_at: now,
         updated_at: now,
     };
-    let waiting = repo::unpaid_of_account(c.reborrow(), &account.id)
-        .await?
-        .len();
-    if waiting >= billing.max_unpaid_orders_per_account as usize {
+    let waiting = repo::count_unpaid_of_account(c.reborrow(), &account.id).await?;
+    if waiting >= i64::from(billing.max_unpaid_orders_per_account) {
         // Only an order that cannot be paid now adds to the waiting ones.
         let balance = ledger_repo::balance(
             c.reborrow(),
@@ -217,15 +215,18 @@ pub async fn place_order(
         now,
     )
     .await?;
-    try_pay(c, &mut service, &plan.spec, actor, now).await?;
+    try_pay(c, &mut service, &plan.spec, Some(rule), actor, now).await?;
     Ok(service)
 }
 
 /// Pays an unpaid order from the balance if it can. Returns whether it did.
+/// `rule`: the account's tax rule for the plan's product type, when the
+/// caller has looked it up in this transaction (see [`charges::Charge::rule`]).
 async fn try_pay(
     mut c: Conn<'_>,
     service: &mut Service,
     plan: &PlanSpec,
+    rule: Option<Option<crate::invoices::TaxRule>>,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<bool> {
@@ -240,6 +241,7 @@ async fn try_pay(
             format!("order:{}", service.id),
             actor,
         );
+        charge.rule = rule;
         // Itemised: the first period (what a later credit can give back a
         // part of) and the setup fee (which never comes back).
         charge.parts = vec![
@@ -301,7 +303,7 @@ pub async fn settle_unpaid(
             continue;
         }
         let plan = plans_repo::get(c.reborrow(), &service.plan_id).await?;
-        if try_pay(c.reborrow(), &mut service, &plan.spec, actor, now).await? {
+        if try_pay(c.reborrow(), &mut service, &plan.spec, None, actor, now).await? {
             opened.push(id);
         }
     }

@@ -158,7 +158,7 @@ async fn post_inner(
         };
     }
 
-    let mut entries = Vec::with_capacity(draft.postings.len());
+    let mut rows = bulk::Rows::new(5);
     for posting in draft.postings_in_lock_order() {
         apply_to_balance(
             c.reborrow(),
@@ -169,21 +169,37 @@ async fn post_inner(
             at,
         )
         .await?;
-        let entry_id: i64 = sql!(&mut c, c => sqlx::query_scalar(
-            "INSERT INTO ledger_entries (transaction_id, ledger_account_id, amount, currency, created_at)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id")
-            .bind(&id).bind(posting.ledger_account.as_str()).bind(posting.amount.minor())
-            .bind(posting.amount.currency().code()).bind(at)
-            .fetch_one(&mut **c).await)?;
-        entries.push(Entry {
-            id: entry_id,
-            transaction_id: id.clone(),
-            ledger_account_id: posting.ledger_account.to_string(),
-            amount: posting.amount.minor(),
-            currency: posting.amount.currency(),
-            created_at: now,
-        });
+        rows.push([
+            id.as_str().into(),
+            posting.ledger_account.as_str().into(),
+            posting.amount.minor().into(),
+            posting.amount.currency().code().into(),
+            at.into(),
+        ]);
     }
+    // Every entry in one statement; what it returns, in no promised order,
+    // says which id each got.
+    let inserted: Vec<(i64, String, i64, String)> = bulk::fetch_all(
+        c.reborrow(),
+        "INSERT INTO ledger_entries (transaction_id, ledger_account_id, amount, currency, created_at)
+         {rows} RETURNING id, ledger_account_id, amount, currency",
+        &rows,
+    )
+    .await?;
+    let mut entries = inserted
+        .into_iter()
+        .map(|(entry_id, ledger_account_id, amount, currency)| {
+            Ok(Entry {
+                id: entry_id,
+                transaction_id: id.clone(),
+                ledger_account_id,
+                amount,
+                currency: Currency::from_code(&currency)
+                    .map_err(|_| decode_error(format!("entry {entry_id}: bad currency")))?,
+                created_at: now,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     entries.sort_by_key(|e| e.id);
     Ok(Posted::New(LedgerTransaction {
         id,
@@ -495,6 +511,28 @@ pub struct Balance {
     pub balance: i64,
     /// Lowest allowed balance; `None` means no floor.
     pub min_balance: Option<i64>,
+}
+
+/// A customer account's balance and its currency, in one statement;
+/// `None` when there is no such account (every account has its ledger
+/// account from the start, in the account's currency).
+pub async fn customer_balance(
+    mut c: Conn<'_>,
+    account_id: &str,
+) -> Result<Option<(Currency, Balance)>> {
+    let id = LedgerAccountId::customer(account_id);
+    let Some(state) = read_ledger_account(c.reborrow(), &id).await? else {
+        return Ok(None);
+    };
+    let currency = Currency::from_code(&state.currency)
+        .map_err(|_| decode_error(format!("ledger account {id}: bad currency")))?;
+    Ok(Some((
+        currency,
+        Balance {
+            balance: state.balance,
+            min_balance: state.min_balance,
+        },
+    )))
 }
 
 pub async fn balance(mut c: Conn<'_>, id: &LedgerAccountId) -> Result<Balance> {

@@ -201,9 +201,24 @@ pub async fn list(
 }
 
 /// The account's unpaid orders, oldest first.
+/// Counts an account's unpaid orders ($1: the account).
+pub const COUNT_UNPAID_OF_ACCOUNT: &str =
+    "SELECT COUNT(*) FROM services WHERE account_id = $1 AND status = 'ordered'";
+/// An account's unpaid orders, oldest first ($1: the account).
+pub const UNPAID_OF_ACCOUNT: &str =
+    "SELECT id FROM services WHERE account_id = $1 AND status = 'ordered' ORDER BY id";
+
+/// How many unpaid orders the account has (through `services_unpaid`).
+pub async fn count_unpaid_of_account(mut c: Conn<'_>, account_id: &str) -> Result<i64> {
+    Ok(sql!(&mut c, c => sqlx::query_scalar(
+        COUNT_UNPAID_OF_ACCOUNT)
+        .bind(account_id).fetch_one(&mut **c).await)?)
+}
+
+/// The account's unpaid orders, oldest first (through `services_unpaid`).
 pub async fn unpaid_of_account(mut c: Conn<'_>, account_id: &str) -> Result<Vec<String>> {
     Ok(sql!(&mut c, c => sqlx::query_scalar(
-        "SELECT id FROM services WHERE account_id = $1 AND status = 'ordered' ORDER BY id")
+        UNPAID_OF_ACCOUNT)
         .bind(account_id).fetch_all(&mut **c).await)?)
 }
 
