@@ -200,7 +200,6 @@ pub async fn list(
     Ok(Page::from_rows(services, limit, |s| s.id.clone()))
 }
 
-/// The account's unpaid orders, oldest first.
 /// Counts an account's unpaid orders ($1: the account).
 pub const COUNT_UNPAID_OF_ACCOUNT: &str =
     "SELECT COUNT(*) FROM services WHERE account_id = $1 AND status = 'ordered'";
