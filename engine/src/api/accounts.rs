@@ -195,7 +195,7 @@ pub async fn update(
     tx.commit().await?;
     if status_changes {
         // Its keys are looked up afresh: a blocked account's stop at once.
-        state.key_cache.forget_all();
+        state.key_cache.forget_account(&account.id);
     }
     Ok(Json(account.into()))
 }
@@ -446,6 +446,6 @@ pub async fn revoke_key(
     let mut tx = state.store.begin().await?;
     let key = directory::revoke_key(tx.conn(), &id, &key_id, state.clock.now()).await?;
     tx.commit().await?;
-    state.key_cache.forget_all();
+    state.key_cache.forget_key(&key.id);
     Ok(Json(key.into()))
 }

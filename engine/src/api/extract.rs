@@ -409,7 +409,8 @@ pub struct KeyCache {
 
 #[derive(Default)]
 struct KeyCacheInner {
-    /// Bumped by every [`KeyCache::forget_all`]: a lookup that started
+    /// Bumped by every forgetting ([`KeyCache::forget_key`],
+    /// [`KeyCache::forget_account`]): a lookup that started
     /// before it is not stored.
     generation: u64,
     keys: std::collections::HashMap<String, (std::time::Instant, KeyIdentity)>,
@@ -443,12 +444,23 @@ impl KeyCache {
             .insert(hash, (std::time::Instant::now(), identity.clone()));
     }
 
-    /// Forgets every key: called after a key is revoked or an account's
-    /// status changes, once that is committed.
-    pub fn forget_all(&self) {
+    /// Forgets a key once its revocation is committed; the other keys stay.
+    pub fn forget_key(&self, key_id: &str) {
+        self.forget(|identity| identity.key.id == key_id);
+    }
+
+    /// Forgets an account's keys once a change of its status is committed.
+    pub fn forget_account(&self, account_id: &str) {
+        self.forget(|identity| identity.key.account_id.as_deref() == Some(account_id));
+    }
+
+    /// Forgets the keys `gone` picks. Every lookup under way is kept out
+    /// too (whichever key it was for): it may have read the key before the
+    /// change.
+    fn forget(&self, gone: impl Fn(&KeyIdentity) -> bool) {
         let mut inner = self.lock();
         inner.generation += 1;
-        inner.keys.clear();
+        inner.keys.retain(|_, (_, identity)| !gone(identity));
     }
 }
 
@@ -459,12 +471,12 @@ mod tests {
     use crate::store::accounts::KeyIdentity;
     use serde_json::json;
 
-    fn identity() -> KeyIdentity {
+    fn identity(key_id: &str, account_id: &str) -> KeyIdentity {
         KeyIdentity {
             key: ApiKey {
-                id: "key_1".into(),
+                id: key_id.into(),
                 role: Role::Customer,
-                account_id: Some("acc_1".into()),
+                account_id: Some(account_id.into()),
                 name: "shop".into(),
                 prefix: "bsr_cus_abc".into(),
                 created_at: chrono::Utc::now(),
@@ -478,25 +490,42 @@ mod tests {
     }
 
     #[test]
-    fn the_key_cache_forgets_everything_at_once_and_keeps_no_lookup_that_raced_it() {
+    fn the_key_cache_forgets_what_changed_and_keeps_no_lookup_that_raced_it() {
         let cache = KeyCache::default();
         let generation = cache.generation();
-        cache.put("h1".into(), generation, &identity());
+        cache.put("h1".into(), generation, &identity("key_1", "acc_1"));
+        cache.put("h2".into(), generation, &identity("key_2", "acc_1"));
+        cache.put("h3".into(), generation, &identity("key_3", "acc_2"));
         assert!(
             cache.get("h1").is_some(),
             "a looked-up key is served from the cache"
         );
-        assert!(cache.get("h2").is_none(), "an unknown hash is a miss");
+        assert!(cache.get("h4").is_none(), "an unknown hash is a miss");
 
         // A lookup that started before a revocation finished after it: what
         // it read may be the key before the revocation, so it is not kept.
         let before = cache.generation();
-        cache.forget_all();
-        assert!(cache.get("h1").is_none(), "a revocation empties the cache");
-        cache.put("h1".into(), before, &identity());
+        cache.forget_key("key_1");
+        assert!(cache.get("h1").is_none(), "a revoked key is forgotten");
+        assert!(cache.get("h2").is_some(), "the account's other key stays");
+        assert!(cache.get("h3").is_some(), "other accounts' keys stay");
+        cache.put("h1".into(), before, &identity("key_1", "acc_1"));
         assert!(cache.get("h1").is_none(), "a stale lookup is not stored");
-        cache.put("h1".into(), cache.generation(), &identity());
+        cache.put("h4".into(), before, &identity("key_4", "acc_3"));
+        assert!(
+            cache.get("h4").is_none(),
+            "no lookup under way at a revocation is stored, whatever its key"
+        );
+        cache.put("h1".into(), cache.generation(), &identity("key_1", "acc_1"));
         assert!(cache.get("h1").is_some());
+
+        // A status change forgets every key of that account, only those.
+        let before = cache.generation();
+        cache.forget_account("acc_1");
+        assert!(cache.get("h1").is_none() && cache.get("h2").is_none());
+        assert!(cache.get("h3").is_some());
+        cache.put("h2".into(), before, &identity("key_2", "acc_1"));
+        assert!(cache.get("h2").is_none(), "a stale lookup is not stored");
     }
 
     #[test]

@@ -149,7 +149,7 @@ pub async fn revoke(
     let key =
         directory::revoke_staff_key(tx.conn(), &id, &principal.actor(), state.clock.now()).await?;
     tx.commit().await?;
-    state.key_cache.forget_all();
+    state.key_cache.forget_key(&key.id);
     Ok(Json(key.into()))
 }
 

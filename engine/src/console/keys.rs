@@ -170,7 +170,7 @@ pub async fn revoke(
     }
     .await;
     if done.is_ok() {
-        state.key_cache.forget_all();
+        state.key_cache.forget_key(&key_id);
     }
     match done {
         Ok(_) => view::see_other("/keys"),

@@ -658,7 +658,7 @@ pub async fn billing(
     }
     .await;
     // The account's status may have changed: its keys are looked up afresh.
-    state.key_cache.forget_all();
+    state.key_cache.forget_account(&id);
     match done {
         Ok(_) => view::see_other(&format!("/staff/accounts/{id}")),
         Err(Error::NotFound { .. }) => view::not_found(),
