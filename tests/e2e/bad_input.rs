@@ -204,9 +204,19 @@ async fn unknown_routes_methods_and_queries_are_problems() {
     app.get("/api/v1/nothing-here", ADMIN_KEY)
         .await
         .problem(404);
-    app.get("/api/v1/accounts/acc_missing", ADMIN_KEY)
-        .await
-        .problem(404);
+    let account = app.get("/api/v1/accounts/acc_missing", ADMIN_KEY).await;
+    account.problem(404);
+    // The balance is read without the account row: a missing account is
+    // the same 404, naming the account.
+    let balance = app
+        .get("/api/v1/accounts/acc_missing/balance", ADMIN_KEY)
+        .await;
+    balance.problem(404);
+    assert_eq!(
+        balance.json["detail"], account.json["detail"],
+        "{}",
+        balance.text
+    );
     app.request(Method::PUT, "/api/v1/accounts", Some(ADMIN_KEY), None, &[])
         .await
         .problem(405);
