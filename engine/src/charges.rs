@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::invoices::{
-    Invoice, InvoiceKind, InvoiceLine, TaxRule, Taxed, charge_parts, charge_postings, exact_parts,
+    Invoice, InvoiceKind, InvoiceLine, TaxLine, TaxRule, Taxed, charge_parts, charge_postings,
+    exact_parts,
 };
 use crate::ledger::{TransactionDraft, TransactionKind};
-use crate::money::Money;
+use crate::money::{Currency, Money};
 use crate::store::ledger::Posted;
 use crate::store::{Conn, accounts as accounts_repo, invoices as repo, ledger as ledger_repo};
 
@@ -111,27 +112,46 @@ pub struct Charged {
     pub lines: Vec<InvoiceLine>,
 }
 
-/// Posts a charge split into revenue and tax, and its invoice (or credit
-/// note) in the same transaction. Posting the same key again posts and
-/// documents nothing new.
-pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) -> Result<Charged> {
+/// A charge worked out before anything is written: the ledger
+/// transaction to post and the invoice (or credit note) that documents it.
+pub struct Prepared {
+    pub draft: TransactionDraft,
+    pub taxed: Taxed,
+    pub lines: Vec<InvoiceLine>,
+    pub tax_lines: Vec<TaxLine>,
+    pub document_kind: InvoiceKind,
+    pub currency: Currency,
+}
+
+impl Prepared {
+    /// The document of the posted transaction `transaction_id`.
+    pub fn document<'a>(&'a self, transaction_id: &'a str) -> repo::NewInvoice<'a> {
+        repo::NewInvoice {
+            kind: self.document_kind,
+            account_id: self.draft.account_id.as_deref().unwrap_or_default(),
+            currency: self.currency,
+            taxed: self.taxed,
+            lines: self.lines.clone(),
+            tax_lines: self.tax_lines.clone(),
+            transaction_id,
+            payment_id: None,
+        }
+    }
+}
+
+/// Splits a charge into revenue and tax under `rule` (unless it is
+/// `exact`) and works out its postings; writes nothing.
+pub fn prepare(ch: Charge<'_>, rule: Option<&TaxRule>) -> Result<Prepared> {
     let parts = if ch.parts.is_empty() {
         vec![(ch.description.to_owned(), ch.gross.minor())]
     } else {
-        ch.parts.clone()
+        ch.parts
     };
     let (taxed, lines, tax_lines) = match ch.exact {
         Some(taxed) => exact_parts(taxed, &parts, ch.gross.currency())?,
-        None => {
-            let rule = match ch.rule {
-                Some(rule) => rule,
-                None => rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?,
-            };
-            charge_parts(rule.as_ref(), &parts, ch.gross)?
-        }
+        None => charge_parts(rule, &parts, ch.gross)?,
     };
-    let currency = ch.gross.currency();
-    let postings = charge_postings(ch.account_id, taxed, currency, ch.give_back)?;
+    let postings = charge_postings(ch.account_id, taxed, ch.gross.currency(), ch.give_back)?;
     let draft = TransactionDraft {
         idempotency_key: ch.idempotency_key,
         kind: if ch.give_back {
@@ -144,28 +164,42 @@ pub async fn post_charge(mut c: Conn<'_>, ch: Charge<'_>, now: DateTime<Utc>) ->
         created_by: ch.actor.to_owned(),
         postings,
     };
-    let posted = ledger_repo::post(c.reborrow(), &draft, now).await?;
+    Ok(Prepared {
+        draft,
+        taxed,
+        lines,
+        tax_lines,
+        document_kind: if ch.give_back {
+            InvoiceKind::CreditNote
+        } else {
+            InvoiceKind::Invoice
+        },
+        currency: ch.gross.currency(),
+    })
+}
+
+/// Posts a charge split into revenue and tax, and its invoice (or credit
+/// note) in the same transaction. Posting the same key again posts and
+/// documents nothing new.
+pub async fn post_charge(
+    mut c: Conn<'_>,
+    mut ch: Charge<'_>,
+    now: DateTime<Utc>,
+) -> Result<Charged> {
+    let rule = match (ch.exact, ch.rule.take()) {
+        (Some(_), _) => None,
+        (None, Some(rule)) => rule,
+        (None, None) => rule_for(c.reborrow(), ch.account_id, Some(ch.product_type)).await?,
+    };
+    let prepared = prepare(ch, rule.as_ref())?;
+    let posted = ledger_repo::post(c.reborrow(), &prepared.draft, now).await?;
     if let Posted::New(txn) = &posted {
-        let document = repo::NewInvoice {
-            kind: if ch.give_back {
-                InvoiceKind::CreditNote
-            } else {
-                InvoiceKind::Invoice
-            },
-            account_id: ch.account_id,
-            currency,
-            taxed,
-            lines: lines.clone(),
-            tax_lines,
-            transaction_id: &txn.id,
-            payment_id: None,
-        };
-        repo::create_many(c, &[document], now).await?;
+        repo::create_many(c, &[prepared.document(&txn.id)], now).await?;
     }
     Ok(Charged {
         posted,
-        taxed,
-        lines,
+        taxed: prepared.taxed,
+        lines: prepared.lines,
     })
 }
 

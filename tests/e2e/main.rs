@@ -21,6 +21,7 @@ mod module_graph;
 mod notifications;
 mod operations;
 mod operator;
+mod order_batch;
 mod payments;
 mod plugins;
 mod policy;

@@ -9,6 +9,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
@@ -19,9 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::AppState;
 use crate::api::error::{Problem, ProblemKind};
 use crate::api::extract::{IdempotencyKey, Principal};
+use crate::api::views::ServiceView;
 use crate::error::Error;
+use crate::lifecycle::order_batch::{self, BatchOrder};
 use crate::sql;
-use crate::store::idempotency::{self, Seen, StoredResponse};
+use crate::store::idempotency::{self, Seen, Stored, StoredResponse};
 use crate::store::{Conn, Store, Tx};
 
 pub const REPLAYED: &str = "idempotent-replayed";
@@ -99,7 +102,17 @@ impl Idempotency<'_> {
     /// the next customer's would take locks out of the order every other
     /// writer takes them in (a deadlock), and its savepoints would overflow
     /// PostgreSQL's per-session subtransaction cache.
-    pub async fn run_grouped<F>(&self, state: &AppState, work: F) -> Result<Response, Problem>
+    ///
+    /// An order (`order`: the same order `work` places) is placed together
+    /// with the other orders of its group, with multi-row statements (see
+    /// [`crate::lifecycle::order_batch`]); `work` places it alone if the
+    /// batch leaves it.
+    pub async fn run_grouped<F>(
+        &self,
+        state: &AppState,
+        order: Option<BatchOrder>,
+        work: F,
+    ) -> Result<Response, Problem>
     where
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>> + Send + 'static,
     {
@@ -110,6 +123,7 @@ impl Idempotency<'_> {
         let job = Job {
             request: self.request(state),
             work: Box::new(work),
+            order,
             answer,
         };
         state.group_commit.submit(&state.store, job)?;
@@ -212,8 +226,15 @@ type Work = Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Pr
 struct Job {
     request: Request,
     work: Work,
+    /// An order the group may place in its batch instead of by `work`.
+    order: Option<BatchOrder>,
     answer: oneshot::Sender<Result<Response, Problem>>,
 }
+
+type Answer = (
+    oneshot::Sender<Result<Response, Problem>>,
+    Result<Response, Problem>,
+);
 
 /// Group commit (SQLite, whose one writer runs transactions one at a time
 /// anyway). Requests hand their work to one committer task per
@@ -280,9 +301,15 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
             return;
         }
     };
-    let mut answers: Vec<(oneshot::Sender<_>, Result<Response, Problem>)> =
-        Vec::with_capacity(jobs.len());
+    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+    let (orders, mut jobs): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|j| j.order.is_some());
     let mut broken = false;
+    if !orders.is_empty() {
+        let (left, failed) = commit_orders(&mut tx, orders, &mut answers).await;
+        jobs.extend(left);
+        broken = failed;
+    }
     for job in jobs {
         if broken {
             answers.push((job.answer, Err(group_failed())));
@@ -363,6 +390,153 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
         };
         let _ = answer.send(outcome);
     }
+}
+
+/// The orders of a group, placed as one batch
+/// ([`order_batch::place_many`]): replays and reused keys answered from
+/// one lookup of their keys, then the rest placed with multi-row
+/// statements in a savepoint of their own and their answers stored in one
+/// statement. Returns the jobs left for the item path (a key sent twice in
+/// the group, an order the batch leaves, or every order when the batch
+/// fails), and whether the transaction is broken.
+async fn commit_orders(tx: &mut Tx, jobs: Vec<Job>, answers: &mut Vec<Answer>) -> (Vec<Job>, bool) {
+    let keys: Vec<(&str, &str)> = jobs
+        .iter()
+        .filter_map(|j| {
+            j.request
+                .key
+                .as_deref()
+                .map(|k| (j.request.scope.as_str(), k))
+        })
+        .collect();
+    let seen = if keys.is_empty() {
+        Ok(Vec::new())
+    } else {
+        idempotency::lookup_many(tx.conn(), &keys).await
+    };
+    drop(keys);
+    let Ok(seen) = seen else {
+        return (jobs, false);
+    };
+    let stored: HashMap<(String, String), Stored> = seen
+        .into_iter()
+        .map(|(scope, key, stored)| ((scope, key), stored))
+        .collect();
+    let mut fresh = Vec::with_capacity(jobs.len());
+    let mut left = Vec::new();
+    let mut taken = HashSet::new();
+    for job in jobs {
+        if let Some(key) = &job.request.key {
+            let scoped = (job.request.scope.clone(), key.clone());
+            match stored
+                .get(&scoped)
+                .map(|s| s.seen_by(&job.request.request_hash))
+            {
+                Some(Seen::Same(response)) => {
+                    answers.push((job.answer, Ok(replay(response))));
+                    continue;
+                }
+                Some(Seen::Different) => {
+                    answers.push((job.answer, Err(Error::IdempotencyMismatch.into())));
+                    continue;
+                }
+                Some(Seen::Never) | None => {}
+            }
+            if !taken.insert(scoped) {
+                // The item path replays the first one's answer.
+                left.push(job);
+                continue;
+            }
+        }
+        fresh.push(job);
+    }
+    if fresh.is_empty() {
+        return (left, false);
+    }
+    if let Err(e) = savepoint(tx, "SAVEPOINT order_batch").await {
+        tracing::warn!(error = %e, "a group commit could not set a savepoint");
+        left.extend(fresh);
+        return (left, true);
+    }
+    let placed = AssertUnwindSafe(place_orders(tx, &mut fresh))
+        .catch_unwind()
+        .await;
+    match placed {
+        Ok(Ok(responses)) => {
+            if let Err(e) = savepoint(tx, "RELEASE SAVEPOINT order_batch").await {
+                tracing::warn!(error = %e, "a group commit could not end a savepoint");
+                left.extend(fresh);
+                return (left, true);
+            }
+            for (job, response) in fresh.into_iter().zip(responses) {
+                match response {
+                    Some(response) => answers.push((job.answer, Ok(response))),
+                    None => left.push(job),
+                }
+            }
+            (left, false)
+        }
+        failed => {
+            match failed {
+                Ok(Err(e)) => tracing::info!(error = %e, "an order batch is placed one by one"),
+                _ => tracing::error!("an order batch panicked; its orders are placed one by one"),
+            }
+            let undone = match savepoint(tx, "ROLLBACK TO SAVEPOINT order_batch").await {
+                Ok(()) => savepoint(tx, "RELEASE SAVEPOINT order_batch").await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &undone {
+                tracing::warn!(error = %e, "a group commit could not end a savepoint");
+            }
+            left.extend(fresh);
+            (left, undone.is_err())
+        }
+    }
+}
+
+/// Places the jobs' orders (taken out of them) and stores the answers of
+/// those with a key: for each job its answer, or `None` for the item path.
+async fn place_orders(
+    tx: &mut Tx,
+    jobs: &mut [Job],
+) -> crate::error::Result<Vec<Option<Response>>> {
+    let orders: Vec<BatchOrder> = jobs.iter_mut().filter_map(|j| j.order.take()).collect();
+    let now = jobs.iter().map(|j| j.request.now).max().unwrap_or_default();
+    let placed = order_batch::place_many(tx.conn(), &orders, now).await?;
+    let mut responses = Vec::with_capacity(jobs.len());
+    let mut stored = Vec::new();
+    for (job, service) in jobs.iter().zip(placed) {
+        let Some(service) = service else {
+            responses.push(None);
+            continue;
+        };
+        metrics::counter!("bursar_orders_total", "status" => service.status.as_str()).increment(1);
+        // As `Reply::new` renders it on the item path.
+        let body = serde_json::to_value(ServiceView::from(service))
+            .map_err(|e| Error::Conflict(format!("an order's answer: {e}")))?
+            .to_string();
+        if let Some(key) = &job.request.key {
+            let response = StoredResponse {
+                status: StatusCode::CREATED.as_u16(),
+                body: body.clone(),
+            };
+            stored.push((&job.request, key, response));
+        }
+        responses.push(Some(json_response(StatusCode::CREATED, body)));
+    }
+    let saved: Vec<_> = stored
+        .iter()
+        .map(|(r, key, response)| {
+            (
+                r.scope.as_str(),
+                key.as_str(),
+                r.request_hash.as_str(),
+                response,
+            )
+        })
+        .collect();
+    idempotency::save_many(tx.conn(), &saved, now).await?;
+    Ok(responses)
 }
 
 async fn savepoint(tx: &mut Tx, statement: &'static str) -> crate::error::Result<()> {

@@ -16,6 +16,7 @@ use crate::api::views::*;
 use crate::api::{AppState, ListQuery, PageBody, SeqListQuery, page_limit};
 use crate::calendar::Period;
 use crate::catalog::{AddonValues, CustomerAction};
+use crate::lifecycle::order_batch::BatchOrder;
 use crate::lifecycle::{self, OrderRequest};
 use crate::services::proration::Proration;
 use crate::services::{Operation, Service, ServiceStatus, SuspendReason};
@@ -75,12 +76,17 @@ pub async fn order(
     let now = state.clock.now();
     let actor = principal.actor();
     let billing = state.billing.clone();
+    let batch = BatchOrder {
+        req: order.clone(),
+        actor: actor.clone(),
+        billing: billing.clone(),
+    };
     let idem = Idempotency {
         principal: &principal,
         key: &key,
         request_hash: &body.request_hash,
     };
-    idem.run_grouped(&state, move |tx| {
+    idem.run_grouped(&state, Some(batch), move |tx| {
         Box::pin(async move {
             let service = lifecycle::place_order(tx.conn(), order, &billing, &actor, now).await?;
             metrics::counter!("bursar_orders_total", "status" => service.status.as_str())

@@ -4,6 +4,7 @@
 //! state, event log and queued operation commit together or not at all.
 
 pub mod operations;
+pub mod order_batch;
 pub mod renewal;
 pub mod runner;
 
@@ -12,7 +13,7 @@ use renewal::{charge_description, extended, renewal_key, renewal_quote};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::accounts::AccountStatus;
+use crate::accounts::{Account, AccountStatus};
 use crate::calendar::{BillingConfig, Period, add_units};
 use crate::catalog::{AddonValues, Plan, PlanSpec, PlanStatus, Quote, quote};
 use crate::error::{Error, Result};
@@ -113,42 +114,44 @@ async fn apply(
     .await
 }
 
-/// Prices an order and creates the service: paid from the balance (plus
-/// credit limit) it goes to `opening` with an `open` operation queued;
-/// otherwise it waits in `ordered` with the amount due — at most
-/// `billing.max_unpaid_orders_per_account` of them per account. Its
-/// periods are counted in the account's time zone, or the deployment's.
-pub async fn place_order(
-    mut c: Conn<'_>,
-    req: OrderRequest,
-    billing: &BillingConfig,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Service> {
-    let default_zone = billing.time_zone;
-    let account = accounts_repo::get(c.reborrow(), &req.account_id).await?;
+/// Refuses an order of an account that is not active or of a plan that
+/// sells no more.
+fn check_order(account: &Account, plan: &Plan) -> Result<()> {
     if account.status != AccountStatus::Active {
         return Err(Error::AccountNotActive {
-            account_id: account.id,
+            account_id: account.id.clone(),
             status: account.status.as_str(),
         });
     }
-    let plan = plans_repo::get(c.reborrow(), &req.plan_id).await?;
     if plan.status == PlanStatus::Archived {
         return Err(Error::Refused {
             refusal: crate::error::Refusal::PlanArchived,
             message: format!("plan {} is archived and sells no more", plan.id),
         });
     }
+    Ok(())
+}
+
+/// The service an order creates, unpaid (`ordered`, with the amount due
+/// under the account's tax `rule` for the plan's product type), and the
+/// line its event log opens with. Writes nothing.
+fn new_order(
+    account: &Account,
+    plan: &Plan,
+    req: &OrderRequest,
+    rule: Option<&crate::invoices::TaxRule>,
+    default_zone: crate::calendar::Zone,
+    now: DateTime<Utc>,
+) -> Result<(Service, String)> {
     let q = quote(&plan.spec, req.period, account.currency, &req.addons, true)?;
-    let rule = charges::rule_in(
-        c.reborrow(),
-        account.country.as_deref(),
-        plan.spec.product_type.as_str(),
-    )
-    .await?;
-    let due = rule.as_ref().map_or(q.total, |r| r.gross_of(q.total));
-    let mut service = Service {
+    let due = rule.map_or(q.total, |r| r.gross_of(q.total));
+    let detail = format!(
+        "{} {} for {}",
+        plan.spec.name,
+        req.period.as_str(),
+        Money::new(due, account.currency)?
+    );
+    let service = Service {
         id: new_id("svc"),
         account_id: account.id.clone(),
         plan_id: plan.id.clone(),
@@ -176,6 +179,55 @@ pub async fn place_order(
         created_at: now,
         updated_at: now,
     };
+    Ok((service, detail))
+}
+
+/// Whether an order of `due` may wait unpaid beside `waiting` others, or
+/// the balance (plus credit limit) `balance` covers it now.
+fn within_quota(
+    waiting: i64,
+    billing: &BillingConfig,
+    balance: i64,
+    min_balance: Option<i64>,
+    due: i64,
+) -> bool {
+    waiting < i64::from(billing.max_unpaid_orders_per_account)
+        || min_balance.is_none_or(|floor| balance - due >= floor)
+}
+
+fn quota_refusal(account_id: &str, waiting: i64) -> Error {
+    Error::Quota {
+        what: "unpaid orders",
+        message: format!(
+            "account {account_id} has {waiting} unpaid orders waiting; pay or cancel one first"
+        ),
+    }
+}
+
+/// Prices an order and creates the service: paid from the balance (plus
+/// credit limit) it goes to `opening` with an `open` operation queued;
+/// otherwise it waits in `ordered` with the amount due — at most
+/// `billing.max_unpaid_orders_per_account` of them per account. Its
+/// periods are counted in the account's time zone, or the deployment's.
+/// [`order_batch::place_many`] does the same for many orders at once.
+pub async fn place_order(
+    mut c: Conn<'_>,
+    req: OrderRequest,
+    billing: &BillingConfig,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Service> {
+    let account = accounts_repo::get(c.reborrow(), &req.account_id).await?;
+    let plan = plans_repo::get(c.reborrow(), &req.plan_id).await?;
+    check_order(&account, &plan)?;
+    let rule = charges::rule_in(
+        c.reborrow(),
+        account.country.as_deref(),
+        plan.spec.product_type.as_str(),
+    )
+    .await?;
+    let (mut service, detail) =
+        new_order(&account, &plan, &req, rule.as_ref(), billing.time_zone, now)?;
     let waiting = repo::count_unpaid_of_account(c.reborrow(), &account.id).await?;
     if waiting >= i64::from(billing.max_unpaid_orders_per_account) {
         // Only an order that cannot be paid now adds to the waiting ones.
@@ -184,17 +236,9 @@ pub async fn place_order(
             &crate::ledger::LedgerAccountId::customer(&account.id),
         )
         .await?;
-        let covered = balance
-            .min_balance
-            .is_none_or(|floor| balance.balance - due >= floor);
-        if !covered {
-            return Err(Error::Quota {
-                what: "unpaid orders",
-                message: format!(
-                    "account {} has {waiting} unpaid orders waiting; pay or cancel one first",
-                    account.id
-                ),
-            });
+        let (balance, floor) = (balance.balance, balance.min_balance);
+        if !within_quota(waiting, billing, balance, floor, service.amount_due) {
+            return Err(quota_refusal(&account.id, waiting));
         }
     }
     repo::insert(c.reborrow(), &service).await?;
@@ -206,17 +250,58 @@ pub async fn place_order(
         ServiceStatus::Ordered,
         None,
         actor,
-        Some(&format!(
-            "{} {} for {}",
-            plan.spec.name,
-            req.period.as_str(),
-            Money::new(due, account.currency)?
-        )),
+        Some(&detail),
         now,
     )
     .await?;
     try_pay(c, &mut service, &plan.spec, Some(rule), actor, now).await?;
     Ok(service)
+}
+
+/// The charge that pays an unpaid order, itemised: the first period (what
+/// a later credit can give back a part of) and the setup fee (which never
+/// comes back). `description`: [`order_charge_description`].
+fn order_charge<'a>(
+    service: &'a Service,
+    plan: &'a PlanSpec,
+    description: &'a str,
+    actor: &'a str,
+) -> Result<charges::Charge<'a>> {
+    let mut charge = charges::Charge::new(
+        &service.account_id,
+        plan.product_type.as_str(),
+        Money::new(service.amount_due, service.currency)?,
+        description,
+        format!("order:{}", service.id),
+        actor,
+    );
+    charge.parts = vec![
+        (
+            charge_description(&plan.name, &service.id, service.period),
+            service.recurring_price,
+        ),
+        (
+            format!("{}: setup of service {}", plan.name, service.id),
+            service.setup_fee,
+        ),
+    ];
+    Ok(charge)
+}
+
+fn order_charge_description(plan: &PlanSpec, service: &Service) -> String {
+    format!("{}: order of service {}", plan.name, service.id)
+}
+
+/// Marks an order paid: nothing more due, and the taxed first period
+/// (the first of the charge's `lines`) is what a later credit counts from.
+fn mark_paid(service: &mut Service, lines: &[crate::invoices::InvoiceLine]) {
+    if service.recurring_price > 0
+        && let Some(first) = lines.first()
+    {
+        service.range_gross = first.total;
+        service.range_tax = first.tax;
+    }
+    service.amount_due = 0;
 }
 
 /// Pays an unpaid order from the balance if it can. Returns whether it did.
@@ -231,43 +316,19 @@ async fn try_pay(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let to = next_status(service, Action::Pay)?;
+    let mut lines = Vec::new();
     if service.amount_due > 0 {
-        let description = format!("{}: order of service {}", plan.name, service.id);
-        let mut charge = charges::Charge::new(
-            &service.account_id,
-            plan.product_type.as_str(),
-            Money::new(service.amount_due, service.currency)?,
-            &description,
-            format!("order:{}", service.id),
-            actor,
-        );
+        let description = order_charge_description(plan, service);
+        let mut charge = order_charge(service, plan, &description, actor)?;
         charge.rule = rule;
-        // Itemised: the first period (what a later credit can give back a
-        // part of) and the setup fee (which never comes back).
-        charge.parts = vec![
-            (
-                charge_description(&plan.name, &service.id, service.period),
-                service.recurring_price,
-            ),
-            (
-                format!("{}: setup of service {}", plan.name, service.id),
-                service.setup_fee,
-            ),
-        ];
-        let charged = match charges::post_charge(c.reborrow(), charge, now).await {
-            Ok(charged) => charged,
+        match charges::post_charge(c.reborrow(), charge, now).await {
+            Ok(charged) => lines = charged.lines,
             Err(Error::InsufficientFunds { .. }) => return Ok(false),
             Err(e) => return Err(e),
-        };
-        if service.recurring_price > 0
-            && let Some(first) = charged.lines.first()
-        {
-            service.range_gross = first.total;
-            service.range_tax = first.tax;
         }
     }
     let paid = service.amount_due;
-    service.amount_due = 0;
+    mark_paid(service, &lines);
     apply(
         c.reborrow(),
         service,

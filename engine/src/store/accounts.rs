@@ -144,12 +144,19 @@ pub async fn get(mut c: Conn<'_>, id: &str) -> Result<Account> {
         .into_account()
 }
 
-/// Accounts in id (creation) order, starting after the cursor.
+/// Those of the accounts `ids` that exist, in no particular order.
+pub async fn get_many(c: Conn<'_>, ids: &[&str]) -> Result<Vec<Account>> {
+    let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN {{ids}}");
+    let rows: Vec<AccountRow> = bulk::fetch_in(c, &q, ids).await?;
+    rows.into_iter().map(AccountRow::into_account).collect()
+}
+
 /// The billing country (if any) of each of the accounts `ids` that exist.
 pub async fn countries(c: Conn<'_>, ids: &[&str]) -> Result<Vec<(String, Option<String>)>> {
     bulk::fetch_in(c, "SELECT id, country FROM accounts WHERE id IN {ids}", ids).await
 }
 
+/// Accounts in id (creation) order, starting after the cursor.
 pub async fn list(mut c: Conn<'_>, after: Option<&str>, limit: usize) -> Result<Page<Account>> {
     let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2");
     let rows: Vec<AccountRow> = sql!(&mut c, c => sqlx::query_as(&q)

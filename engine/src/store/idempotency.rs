@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::to_micros;
 use crate::error::Result;
 use crate::sql;
-use crate::store::Conn;
+use crate::store::{Conn, bulk};
 
 /// A response kept for replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,18 +25,96 @@ pub enum Seen {
     Different,
 }
 
+/// What is stored under a key: the request's hash and its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub request_hash: String,
+    pub response: StoredResponse,
+}
+
+impl Stored {
+    fn from_row((request_hash, status, body): (String, i64, String)) -> Stored {
+        Stored {
+            request_hash,
+            response: StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            },
+        }
+    }
+
+    /// What a request hashed `request_hash` sent under this key sees.
+    pub fn seen_by(&self, request_hash: &str) -> Seen {
+        if self.request_hash == request_hash {
+            Seen::Same(self.response.clone())
+        } else {
+            Seen::Different
+        }
+    }
+}
+
 pub async fn lookup(mut c: Conn<'_>, scope: &str, key: &str, request_hash: &str) -> Result<Seen> {
     let row: Option<(String, i64, String)> = sql!(&mut c, c => sqlx::query_as(
         "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2")
         .bind(scope).bind(key).fetch_optional(&mut **c).await)?;
-    Ok(match row {
-        None => Seen::Never,
-        Some((hash, status, body)) if hash == request_hash => Seen::Same(StoredResponse {
-            status: u16::try_from(status).unwrap_or(500),
-            body,
-        }),
-        Some(_) => Seen::Different,
-    })
+    Ok(row.map_or(Seen::Never, |row| {
+        Stored::from_row(row).seen_by(request_hash)
+    }))
+}
+
+/// What is stored under each of many `(scope, key)` pairs; those never
+/// used are left out. Returns `(scope, key, stored)`.
+pub async fn lookup_many(
+    c: Conn<'_>,
+    keys: &[(&str, &str)],
+) -> Result<Vec<(String, String, Stored)>> {
+    let mut rows = bulk::Rows::new(2);
+    for (scope, key) in keys {
+        rows.push([(*scope).into(), (*key).into()]);
+    }
+    let found: Vec<(String, String, String, i64, String)> = bulk::fetch_all(
+        c,
+        "WITH v (scope, key) AS ({rows})
+         SELECT DISTINCT i.scope, i.key, i.request_hash, i.status, i.body
+         FROM idempotency_keys i JOIN v ON i.scope = v.scope AND i.key = v.key",
+        &rows,
+    )
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(scope, key, hash, status, body)| {
+            (scope, key, Stored::from_row((hash, status, body)))
+        })
+        .collect())
+}
+
+/// Records the responses of many requests (scope, key, request hash,
+/// response each) with multi-row statements; a key stored before fails
+/// them all with a unique violation.
+pub async fn save_many(
+    c: Conn<'_>,
+    saved: &[(&str, &str, &str, &StoredResponse)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let at = to_micros(now);
+    let mut rows = bulk::Rows::new(6);
+    for (scope, key, hash, response) in saved {
+        rows.push([
+            (*scope).into(),
+            (*key).into(),
+            (*hash).into(),
+            i64::from(response.status).into(),
+            response.body.as_str().into(),
+            at.into(),
+        ]);
+    }
+    bulk::execute(
+        c,
+        "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at) {rows}",
+        &rows,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Records the response. A concurrent request that stored the same key

@@ -106,24 +106,54 @@ impl ServiceRow {
 }
 
 /// Stores a new service.
-pub async fn insert(mut c: Conn<'_>, s: &Service) -> Result<()> {
-    sql!(&mut c, c => sqlx::query(
+pub async fn insert(c: Conn<'_>, s: &Service) -> Result<()> {
+    insert_many(c, std::slice::from_ref(s)).await
+}
+
+/// Stores new services with multi-row statements.
+pub async fn insert_many(c: Conn<'_>, services: &[Service]) -> Result<()> {
+    let mut rows = bulk::Rows::new(27);
+    for s in services {
+        rows.push([
+            s.id.as_str().into(),
+            s.account_id.as_str().into(),
+            s.plan_id.as_str().into(),
+            s.status.as_str().into(),
+            s.suspend_reason.map(SuspendReason::as_str).into(),
+            s.period.as_str().into(),
+            s.currency.code().into(),
+            s.recurring_price.into(),
+            s.amount_due.into(),
+            to_json(&s.addons).into(),
+            to_json(&s.params).into(),
+            "{}".into(),
+            s.auto_renew.into(),
+            s.anchor_at.map(to_micros).into(),
+            s.paid_units.into(),
+            s.period_start.map(to_micros).into(),
+            s.paid_until.map(to_micros).into(),
+            s.range_gross.into(),
+            s.range_periods.into(),
+            s.suspended_at.map(to_micros).into(),
+            s.closed_at.map(to_micros).into(),
+            to_micros(s.created_at).into(),
+            to_micros(s.updated_at).into(),
+            s.time_zone.name().into(),
+            s.setup_fee.into(),
+            s.range_from.map(to_micros).into(),
+            s.range_tax.into(),
+        ]);
+    }
+    bulk::execute(
+        c,
         "INSERT INTO services (id, account_id, plan_id, status, suspend_reason, period, currency, recurring_price,
             amount_due, addons, params, secret_params, auto_renew, anchor_at, paid_units, period_start, paid_until,
             range_gross, range_periods, suspended_at, closed_at, created_at, updated_at, time_zone,
             setup_fee, range_from, range_tax)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
-            $24, $25, $26)")
-        .bind(&s.id).bind(&s.account_id).bind(&s.plan_id).bind(s.status.as_str())
-        .bind(s.suspend_reason.map(SuspendReason::as_str)).bind(s.period.as_str()).bind(s.currency.code())
-        .bind(s.recurring_price).bind(s.amount_due).bind(to_json(&s.addons)).bind(to_json(&s.params))
-        .bind(s.auto_renew).bind(s.anchor_at.map(to_micros)).bind(s.paid_units)
-        .bind(s.period_start.map(to_micros)).bind(s.paid_until.map(to_micros))
-        .bind(s.range_gross).bind(s.range_periods)
-        .bind(s.suspended_at.map(to_micros)).bind(s.closed_at.map(to_micros))
-        .bind(to_micros(s.created_at)).bind(to_micros(s.updated_at)).bind(s.time_zone.name())
-        .bind(s.setup_fee).bind(s.range_from.map(to_micros)).bind(s.range_tax)
-        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+         {rows}",
+        &rows,
+    )
+    .await?;
     Ok(())
 }
 
@@ -212,6 +242,21 @@ pub async fn count_unpaid_of_account(mut c: Conn<'_>, account_id: &str) -> Resul
     Ok(sql!(&mut c, c => sqlx::query_scalar(
         COUNT_UNPAID_OF_ACCOUNT)
         .bind(account_id).fetch_one(&mut **c).await)?)
+}
+
+/// How many unpaid orders each of the accounts has (those with none are
+/// left out), through `services_unpaid`.
+pub async fn count_unpaid_of_accounts(
+    c: Conn<'_>,
+    account_ids: &[&str],
+) -> Result<Vec<(String, i64)>> {
+    bulk::fetch_in(
+        c,
+        "SELECT account_id, COUNT(*) FROM services WHERE account_id IN {ids} AND status = 'ordered'
+         GROUP BY account_id",
+        account_ids,
+    )
+    .await
 }
 
 /// The account's unpaid orders, oldest first (through `services_unpaid`).
