@@ -432,3 +432,93 @@ async fn orders_waiting_together_get_the_answers_they_get_alone() {
     assert_eq!(app.counts().await.idempotency_keys, 6);
     app.assert_ledger_clean().await;
 }
+
+/// Orders and credits sent at once for the same accounts (on PostgreSQL a
+/// batch holds several customers' ledger rows while credits pay waiting
+/// orders): every request is answered, none fails for a lock taken out of
+/// order, and the money adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_and_credits_at_once_on_the_same_accounts_all_go_through() {
+    let app = TestApp::new().await;
+    let plan = app.simple_plan(300).await;
+    let mut accounts = Vec::new();
+    for i in 0..3 {
+        accounts.push(
+            app.create_account(&format!("mixed{i}@example.com"), "EUR", 0)
+                .await,
+        );
+    }
+    let mut tasks = Vec::new();
+    for round in 0..8 {
+        for (i, account) in accounts.iter().enumerate() {
+            let router = app.router.clone();
+            let (path, body, key) = if (round + i) % 3 == 0 {
+                (
+                    format!("/api/v1/accounts/{account}/credits"),
+                    json!({"amount": 300, "currency": "EUR", "reason": "top-up", "kind": "credit"}),
+                    format!("credit-{round}-{i}"),
+                )
+            } else {
+                (
+                    "/api/v1/orders".to_owned(),
+                    json!({"account_id": account, "plan_id": plan, "period": "1m"}),
+                    format!("order-{round}-{i}"),
+                )
+            };
+            tasks.push(tokio::spawn(async move {
+                let req = axum::http::Request::builder()
+                    .method("POST")
+                    .uri(path)
+                    .header("authorization", format!("Bearer {ADMIN_KEY}"))
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", key)
+                    .body(axum::body::Body::from(body.to_string()))
+                    .unwrap();
+                let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+                resp.status().as_u16()
+            }));
+        }
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 201);
+    }
+    let mut credited = 0;
+    for account in &accounts {
+        let credits = app
+            .db
+            .count(&format!(
+                "SELECT COUNT(*) FROM ledger_transactions WHERE account_id = '{account}' AND kind = 'credit'"
+            ))
+            .await;
+        credited += credits;
+        let paid = app
+            .db
+            .count(&format!(
+                "SELECT COUNT(*) FROM services WHERE account_id = '{account}' AND status = 'opening'"
+            ))
+            .await;
+        let waiting = app
+            .db
+            .count(&format!(
+                "SELECT COUNT(*) FROM services WHERE account_id = '{account}' AND status = 'ordered'"
+            ))
+            .await;
+        assert_eq!(
+            app.balance(account).await,
+            0,
+            "{account}: every credit pays one order"
+        );
+        assert_eq!(
+            paid, credits,
+            "{account}: each credit paid exactly one order"
+        );
+        assert_eq!(
+            paid + waiting,
+            8 - credits,
+            "{account}: every order placed once"
+        );
+    }
+    assert_eq!(credited, 8, "one credit a round");
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM services").await, 16);
+    app.assert_ledger_clean().await;
+}

@@ -76,37 +76,26 @@ impl Idempotency<'_> {
     where
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>>,
     {
-        let request = self.request(state);
-        let mut tx = state.store.begin().await?;
-        match attempt(&mut tx, &request, work).await {
-            Attempt::Kept(reply) => {
-                tx.commit().await?;
-                Ok(reply)
-            }
-            Attempt::Answered(answer) => answer,
-            Attempt::Raced => {
-                // A concurrent request with the same key won; ours rolls back.
-                drop(tx);
-                let mut reader = state.store.reader().await?;
-                request.winner(reader.conn()).await
-            }
-        }
+        run_alone(&state.store, &self.request(state), work).await
     }
 
-    /// Like [`run`](Self::run), but on SQLite the work joins the requests
-    /// committed together (see [`GroupCommit`]): one transaction and one
-    /// flush to disk for every request waiting at that moment, each in its
-    /// own savepoint. On PostgreSQL each request keeps its own transaction:
-    /// several writers run at once there, and a group holding one
-    /// customer's ledger row and the shared revenue rows while it waits for
-    /// the next customer's would take locks out of the order every other
-    /// writer takes them in (a deadlock), and its savepoints would overflow
-    /// PostgreSQL's per-session subtransaction cache.
+    /// Like [`run`](Self::run), but the work joins the requests committed
+    /// together (see [`GroupCommit`]): one transaction and one flush to
+    /// disk for every request waiting at that moment.
     ///
     /// An order (`order`: the same order `work` places) is placed together
     /// with the other orders of its group, with multi-row statements (see
     /// [`crate::lifecycle::order_batch`]); `work` places it alone if the
-    /// batch leaves it.
+    /// batch leaves it. On SQLite the other requests of the group run in
+    /// the same transaction, each in its own savepoint. On PostgreSQL only
+    /// orders are grouped, and what the batch leaves runs in a transaction
+    /// of its own after the group's commit: several writers run at once
+    /// there, and a group holding one request's locks while it runs the
+    /// next one's would take them out of the order every other writer
+    /// takes them in (a deadlock), and its savepoints would overflow
+    /// PostgreSQL's per-session subtransaction cache. The batch itself
+    /// takes its locks in that order: the customers' ledger rows in id
+    /// order, then the engine's own, then the invoice counter.
     pub async fn run_grouped<F>(
         &self,
         state: &AppState,
@@ -116,7 +105,7 @@ impl Idempotency<'_> {
     where
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>> + Send + 'static,
     {
-        if state.store.backend() != crate::store::Backend::Sqlite {
+        if order.is_none() && state.store.backend() != crate::store::Backend::Sqlite {
             return self.run(state, work).await;
         }
         let (answer, answered) = oneshot::channel();
@@ -136,6 +125,27 @@ impl Idempotency<'_> {
             key: self.key.0.clone(),
             request_hash: self.request_hash.to_owned(),
             now: state.clock.now(),
+        }
+    }
+}
+
+/// A request's work in a transaction of its own, its answer stored with it.
+async fn run_alone<F>(store: &Store, request: &Request, work: F) -> Result<Response, Problem>
+where
+    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Reply, Problem>>,
+{
+    let mut tx = store.begin().await?;
+    match attempt(&mut tx, request, work).await {
+        Attempt::Kept(reply) => {
+            tx.commit().await?;
+            Ok(reply)
+        }
+        Attempt::Answered(answer) => answer,
+        Attempt::Raced => {
+            // A concurrent request with the same key won; ours rolls back.
+            drop(tx);
+            let mut reader = store.reader().await?;
+            request.winner(reader.conn()).await
         }
     }
 }
@@ -236,12 +246,14 @@ type Answer = (
     Result<Response, Problem>,
 );
 
-/// Group commit (SQLite, whose one writer runs transactions one at a time
-/// anyway). Requests hand their work to one committer task per
+/// Group commit. Requests hand their work to one committer task per
 /// process, which takes every request waiting when it starts a group and
-/// runs them in one write transaction, each in its own savepoint: a request
-/// that fails rolls back to its savepoint and leaves the others whole. The
-/// answers go out after the commit, so a 201 still means "on disk", and
+/// runs them in one write transaction: the group's orders as one batch,
+/// and on SQLite (whose one writer runs transactions one at a time
+/// anyway) every other request in its own savepoint, where a request that
+/// fails rolls back to its savepoint and leaves the others whole (on
+/// PostgreSQL, see [`Idempotency::run_grouped`]). The answers go out after
+/// the commit, so a 201 still means "on disk", and
 /// the fsync (SQLite's `synchronous = FULL`, PostgreSQL's WAL flush) and
 /// the transaction's own statements are paid once per group, not once per
 /// request. Under no load a group is one request: no added wait.
@@ -291,6 +303,9 @@ fn group_failed() -> Problem {
 }
 
 async fn commit_group(store: &Store, jobs: Vec<Job>) {
+    if store.backend() != crate::store::Backend::Sqlite {
+        return commit_orders_apart(store, jobs).await;
+    }
     let mut tx = match store.begin().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -389,6 +404,64 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
             other => other,
         };
         let _ = answer.send(outcome);
+    }
+}
+
+/// A group on PostgreSQL: its orders placed as one batch in a transaction
+/// of their own; what the batch leaves runs alone, each request in its own
+/// transaction, after the batch's commit (a key sent twice in the group
+/// then finds the first one's answer).
+async fn commit_orders_apart(store: &Store, jobs: Vec<Job>) {
+    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+    let (orders, mut left): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|j| j.order.is_some());
+    match store.begin().await {
+        Ok(mut tx) => {
+            let (rest, broken) = commit_orders(&mut tx, orders, &mut answers).await;
+            left.extend(rest);
+            let committed = if broken {
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!(error = %e, "rolling back a broken group failed");
+                }
+                false
+            } else {
+                match tx.commit().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a group commit failed");
+                        false
+                    }
+                }
+            };
+            if !committed {
+                metrics::counter!("bursar_group_commit_failures_total").increment(1);
+            }
+            metrics::histogram!("bursar_group_commit_requests").record(answers.len() as f64);
+            for (answer, outcome) in answers {
+                let outcome = match outcome {
+                    Ok(_) if !committed => Err(group_failed()),
+                    other => other,
+                };
+                let _ = answer.send(outcome);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a group commit could not begin");
+            left.extend(orders);
+        }
+    }
+    for job in left {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let answer = AssertUnwindSafe(run_alone(&store, &job.request, job.work))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!("a request panicked; its work is rolled back");
+                    Err(Problem::internal())
+                });
+            let _ = job.answer.send(answer);
+        });
     }
 }
 
