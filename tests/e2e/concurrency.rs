@@ -57,6 +57,57 @@ async fn fifty_concurrent_debits_against_ten_debits_worth_leave_exactly_zero() {
     app.assert_ledger_clean().await;
 }
 
+/// The first credits of a deployment sent at once all open the engine's
+/// own adjustments account on first use: one of them opens it, the others
+/// (on PostgreSQL, seeing it appear between their update and their read)
+/// post to it instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_credits_sent_at_once_all_go_through() {
+    for round in 0..3 {
+        let app = TestApp::new().await;
+        let mut accounts = Vec::new();
+        for i in 0..12 {
+            accounts.push(
+                app.create_account(&format!("first{round}-{i}@example.com"), "EUR", 0)
+                    .await,
+            );
+        }
+        let tasks: Vec<_> = accounts
+            .iter()
+            .map(|id| {
+                let router = app.router.clone();
+                let path = format!("/api/v1/accounts/{id}/credits");
+                tokio::spawn(async move {
+                    let req = axum::http::Request::builder()
+                        .method("POST")
+                        .uri(path)
+                        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from(
+                            json!({"kind": "credit", "amount": 500, "currency": "EUR", "reason": "first"})
+                                .to_string(),
+                        ))
+                        .unwrap();
+                    let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+                    let status = resp.status();
+                    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                        .await
+                        .unwrap();
+                    (status, String::from_utf8_lossy(&body).into_owned())
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (status, body) = t.await.unwrap();
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        for id in &accounts {
+            assert_eq!(app.balance(id).await, 500);
+        }
+        app.assert_ledger_clean().await;
+    }
+}
+
 /// Orders sent at once are committed in groups (one transaction, a
 /// savepoint each): each is paid while the balance covers it, a refused one
 /// and a replay sit among them without disturbing the rest, and every

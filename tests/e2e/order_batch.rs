@@ -475,12 +475,17 @@ async fn orders_and_credits_at_once_on_the_same_accounts_all_go_through() {
                     .body(axum::body::Body::from(body.to_string()))
                     .unwrap();
                 let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-                resp.status().as_u16()
+                let status = resp.status().as_u16();
+                let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
             }));
         }
     }
     for task in tasks {
-        assert_eq!(task.await.unwrap(), 201);
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 201, "{body}");
     }
     let mut credited = 0;
     for account in &accounts {

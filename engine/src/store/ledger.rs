@@ -441,6 +441,18 @@ async fn apply_to_balance(
                     let theirs = Currency::from_code(&state.currency)?;
                     return Err(MoneyError::CurrencyMismatch(currency, theirs).into());
                 }
+                // On PostgreSQL the row may have been committed by another
+                // transaction (the engine's account opened on first use)
+                // after our UPDATE looked and before this read: then the
+                // movement it allows is tried again.
+                let after = state.balance + amount;
+                let allowed = (-MAX_BALANCE..=MAX_BALANCE).contains(&after)
+                    && (amount >= 0
+                        || !enforce_limit
+                        || state.min_balance.is_none_or(|m| after >= m));
+                if allowed && attempt == 0 {
+                    continue;
+                }
                 return Err(match state.account_id {
                     Some(account_id) if amount < 0 => Error::InsufficientFunds {
                         account_id,
