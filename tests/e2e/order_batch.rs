@@ -527,3 +527,105 @@ async fn orders_and_credits_at_once_on_the_same_accounts_all_go_through() {
     assert_eq!(app.db.count("SELECT COUNT(*) FROM services").await, 16);
     app.assert_ledger_clean().await;
 }
+
+/// A batch that fails as a whole (here: the shop's revenue account would
+/// leave its allowed range, which the batch checks only when it writes) is
+/// undone with its transaction, and its orders get the answers they get
+/// one by one: the first that fits is placed, the others are refused, and
+/// nothing of the failed batch stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_that_fails_is_undone_and_its_orders_answered_one_by_one() {
+    let app = TestApp::new().await;
+    let plan = app.simple_plan(500).await;
+    let rich = app.create_account("undone@example.com", "EUR", 0).await;
+    assert_eq!(
+        app.credit(&rich, 4 * 500, "EUR").await.status,
+        StatusCode::CREATED
+    );
+    let first = app.order(&rich, &plan, "1m").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let keys = app.counts().await.idempotency_keys;
+    let revenue = app
+        .db
+        .text("SELECT id FROM ledger_accounts WHERE kind = 'revenue'")
+        .await;
+    let before = app
+        .db
+        .count(&format!(
+            "SELECT balance FROM ledger_accounts WHERE id = '{revenue}'"
+        ))
+        .await;
+    // Room for one more order's revenue, not for two.
+    let max = bursar::ledger::MAX_BALANCE;
+    let near = if before >= 0 { max - 700 } else { -(max - 700) };
+    app.db
+        .exec(&format!(
+            "UPDATE ledger_accounts SET balance = {near} WHERE id = '{revenue}'"
+        ))
+        .await;
+
+    let send = |key: &'static str| {
+        let router = app.router.clone();
+        let body = json!({"account_id": rich, "plan_id": plan, "period": "1m"});
+        tokio::spawn(async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/v1/orders")
+                .header("authorization", format!("Bearer {ADMIN_KEY}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        })
+    };
+    // On SQLite the writer is held so that the three wait and go as one
+    // batch; on PostgreSQL they go as they come, with the same answers.
+    let busy = if app.db.backend() == bursar::store::Backend::Sqlite {
+        Some(app.store().begin().await.unwrap())
+    } else {
+        None
+    };
+    let sent: Vec<_> = ["u1", "u2", "u3"].into_iter().map(send).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    if let Some(busy) = busy {
+        busy.rollback().await.unwrap();
+    }
+    let mut statuses = Vec::new();
+    for task in sent {
+        let (status, body) = task.await.unwrap();
+        assert!(status == 201 || status == 409, "{status} {body}");
+        if status == 409 {
+            assert!(body.contains("allowed range"), "{body}");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409], "one more order fits");
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM services").await, 2);
+    assert_eq!(
+        app.counts().await.idempotency_keys,
+        keys + 1,
+        "the one placed"
+    );
+    assert_eq!(app.balance(&rich).await, 2 * 500);
+    let after = app
+        .db
+        .count(&format!(
+            "SELECT balance FROM ledger_accounts WHERE id = '{revenue}'"
+        ))
+        .await;
+    assert_eq!((after - near).abs(), 500, "one order's revenue moved");
+    app.db
+        .exec(&format!(
+            "UPDATE ledger_accounts SET balance = {} WHERE id = '{revenue}'",
+            before + (after - near)
+        ))
+        .await;
+    app.assert_ledger_clean().await;
+}

@@ -306,25 +306,28 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
     if store.backend() != crate::store::Backend::Sqlite {
         return commit_orders_apart(store, jobs).await;
     }
-    let mut tx = match store.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            tracing::warn!(error = %e, "a group commit could not begin");
-            for job in jobs {
-                let _ = job.answer.send(Err(group_failed()));
-            }
-            return;
-        }
-    };
     let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
     let (orders, mut jobs): (Vec<Job>, Vec<Job>) =
         jobs.into_iter().partition(|j| j.order.is_some());
-    let mut broken = false;
+    let Some(mut tx) = begin_group(store, &mut jobs, &mut answers).await else {
+        return fail_group(orders, answers);
+    };
     if !orders.is_empty() {
         let (left, failed) = commit_orders(&mut tx, orders, &mut answers).await;
         jobs.extend(left);
-        broken = failed;
+        if failed {
+            // The batch ran first: what it wrote is all the transaction
+            // holds, and the item path starts over in a new one.
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rolling back a failed order batch failed");
+            }
+            tx = match begin_group(store, &mut jobs, &mut answers).await {
+                Some(tx) => tx,
+                None => return fail_group(Vec::new(), answers),
+            };
+        }
     }
+    let mut broken = false;
     for job in jobs {
         if broken {
             answers.push((job.answer, Err(group_failed())));
@@ -407,6 +410,30 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
     }
 }
 
+/// Begins a group's transaction; when it cannot, every job of `jobs` is
+/// answered that the group failed (moved into `answers`).
+async fn begin_group(store: &Store, jobs: &mut Vec<Job>, answers: &mut Vec<Answer>) -> Option<Tx> {
+    match store.begin().await {
+        Ok(tx) => Some(tx),
+        Err(e) => {
+            tracing::warn!(error = %e, "a group commit could not begin");
+            answers.extend(jobs.drain(..).map(|job| (job.answer, Err(group_failed()))));
+            None
+        }
+    }
+}
+
+/// Sends a group's answers when its transaction could not begin: the
+/// replays and refusals already found, and "failed" for `left`.
+fn fail_group(left: Vec<Job>, answers: Vec<Answer>) {
+    for (answer, outcome) in answers {
+        let _ = answer.send(outcome);
+    }
+    for job in left {
+        let _ = job.answer.send(Err(group_failed()));
+    }
+}
+
 /// A group on PostgreSQL: its orders placed as one batch in a transaction
 /// of their own; what the batch leaves runs alone, each request in its own
 /// transaction, after the batch's commit (a key sent twice in the group
@@ -417,13 +444,15 @@ async fn commit_orders_apart(store: &Store, jobs: Vec<Job>) {
         jobs.into_iter().partition(|j| j.order.is_some());
     match store.begin().await {
         Ok(mut tx) => {
-            let (rest, broken) = commit_orders(&mut tx, orders, &mut answers).await;
+            let (rest, failed) = commit_orders(&mut tx, orders, &mut answers).await;
             left.extend(rest);
-            let committed = if broken {
+            let committed = if failed {
+                // The batch's orders go through the item path; what was
+                // answered (replays, reused keys) wrote nothing.
                 if let Err(e) = tx.rollback().await {
-                    tracing::warn!(error = %e, "rolling back a broken group failed");
+                    tracing::warn!(error = %e, "rolling back a failed order batch failed");
                 }
-                false
+                true
             } else {
                 match tx.commit().await {
                     Ok(()) => true,
@@ -466,12 +495,14 @@ async fn commit_orders_apart(store: &Store, jobs: Vec<Job>) {
 }
 
 /// The orders of a group, placed as one batch
-/// ([`order_batch::place_many`]): replays and reused keys answered from
-/// one lookup of their keys, then the rest placed with multi-row
-/// statements in a savepoint of their own and their answers stored in one
-/// statement. Returns the jobs left for the item path (a key sent twice in
-/// the group, an order the batch leaves, or every order when the batch
-/// fails), and whether the transaction is broken.
+/// ([`order_batch::place_many`]) before anything else is written in `tx`:
+/// replays and reused keys answered from one lookup of their keys, then
+/// the rest placed with multi-row statements and their answers stored in
+/// one statement. Returns the jobs left for the item path (a key sent
+/// twice in the group, an order the batch leaves, or every order when the
+/// batch fails), and whether the batch failed: then `tx` holds its partial
+/// writes and only them (no savepoint: SQLite would copy every page the
+/// batch touches into its subjournal), and the caller rolls it back.
 async fn commit_orders(tx: &mut Tx, jobs: Vec<Job>, answers: &mut Vec<Answer>) -> (Vec<Job>, bool) {
     let keys: Vec<(&str, &str)> = jobs
         .iter()
@@ -526,21 +557,11 @@ async fn commit_orders(tx: &mut Tx, jobs: Vec<Job>, answers: &mut Vec<Answer>) -
     if fresh.is_empty() {
         return (left, false);
     }
-    if let Err(e) = savepoint(tx, "SAVEPOINT order_batch").await {
-        tracing::warn!(error = %e, "a group commit could not set a savepoint");
-        left.extend(fresh);
-        return (left, true);
-    }
     let placed = AssertUnwindSafe(place_orders(tx, &mut fresh))
         .catch_unwind()
         .await;
     match placed {
         Ok(Ok(responses)) => {
-            if let Err(e) = savepoint(tx, "RELEASE SAVEPOINT order_batch").await {
-                tracing::warn!(error = %e, "a group commit could not end a savepoint");
-                left.extend(fresh);
-                return (left, true);
-            }
             for (job, response) in fresh.into_iter().zip(responses) {
                 match response {
                     Some(response) => answers.push((job.answer, Ok(response))),
@@ -554,15 +575,8 @@ async fn commit_orders(tx: &mut Tx, jobs: Vec<Job>, answers: &mut Vec<Answer>) -
                 Ok(Err(e)) => tracing::info!(error = %e, "an order batch is placed one by one"),
                 _ => tracing::error!("an order batch panicked; its orders are placed one by one"),
             }
-            let undone = match savepoint(tx, "ROLLBACK TO SAVEPOINT order_batch").await {
-                Ok(()) => savepoint(tx, "RELEASE SAVEPOINT order_batch").await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &undone {
-                tracing::warn!(error = %e, "a group commit could not end a savepoint");
-            }
             left.extend(fresh);
-            (left, undone.is_err())
+            (left, true)
         }
     }
 }

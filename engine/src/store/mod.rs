@@ -154,13 +154,18 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(opts.busy_timeout)
             .foreign_keys(true);
+        // No ping before handing out a connection: a SQLite connection is
+        // a file handle in this process that cannot go stale, and the ping
+        // is one more hand-off to the connection's thread per request.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(2))
+            .test_before_acquire(false)
             .connect_with(options.create_if_missing(false).read_only(true))
             .await?;
         Ok(Store::Sqlite { write, read })
