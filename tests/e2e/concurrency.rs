@@ -108,8 +108,8 @@ async fn the_first_credits_sent_at_once_all_go_through() {
     }
 }
 
-/// Orders sent at once are committed in groups (one transaction, a
-/// savepoint each): each is paid while the balance covers it, a refused one
+/// Orders sent at once are committed in groups (one transaction, placed as
+/// one batch): each is paid while the balance covers it, a refused one
 /// and a replay sit among them without disturbing the rest, and every
 /// invoice number is used once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
