@@ -1,5 +1,5 @@
 use axum::http::StatusCode;
-use bursar_tests::{ADMIN_KEY, TestApp};
+use bursar_tests::TestApp;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -14,38 +14,21 @@ async fn fifty_concurrent_debits_against_ten_debits_worth_leave_exactly_zero() {
     let path = format!("/api/v1/accounts/{id}/credits");
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let router = app.router.clone();
-            let path = path.clone();
-            tokio::spawn(async move {
-                let req = axum::http::Request::builder()
-                    .method("POST")
-                    .uri(path)
-                    .header("authorization", format!("Bearer {ADMIN_KEY}"))
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", format!("debit-{i}"))
-                    .body(axum::body::Body::from(
-                        json!({"kind": "debit", "amount": 100, "currency": "EUR", "reason": "race"}).to_string(),
-                    ))
-                    .unwrap();
-                let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-                let status = resp.status();
-                let ct = resp
-                    .headers()
-                    .get("content-type")
-                    .map(|v| v.to_str().unwrap().to_owned())
-                    .unwrap_or_default();
-                (status, ct)
-            })
+            app.spawn_post(
+                &path,
+                Some(&format!("debit-{i}")),
+                json!({"kind": "debit", "amount": 100, "currency": "EUR", "reason": "race"}),
+            )
         })
         .collect();
     let mut ok = 0;
     let mut refused = 0;
     for t in tasks {
-        let (status, ct) = t.await.unwrap();
-        match status.as_u16() {
+        let reply = t.await.unwrap();
+        match reply.status.as_u16() {
             201 => ok += 1,
             402 | 409 => {
-                assert_eq!(ct, "application/problem+json");
+                assert_eq!(reply.content_type, "application/problem+json");
                 refused += 1
             }
             other => panic!("unexpected status {other}"),
@@ -75,31 +58,16 @@ async fn the_first_credits_sent_at_once_all_go_through() {
         let tasks: Vec<_> = accounts
             .iter()
             .map(|id| {
-                let router = app.router.clone();
-                let path = format!("/api/v1/accounts/{id}/credits");
-                tokio::spawn(async move {
-                    let req = axum::http::Request::builder()
-                        .method("POST")
-                        .uri(path)
-                        .header("authorization", format!("Bearer {ADMIN_KEY}"))
-                        .header("content-type", "application/json")
-                        .body(axum::body::Body::from(
-                            json!({"kind": "credit", "amount": 500, "currency": "EUR", "reason": "first"})
-                                .to_string(),
-                        ))
-                        .unwrap();
-                    let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-                    let status = resp.status();
-                    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                        .await
-                        .unwrap();
-                    (status, String::from_utf8_lossy(&body).into_owned())
-                })
+                app.spawn_post(
+                    &format!("/api/v1/accounts/{id}/credits"),
+                    None,
+                    json!({"kind": "credit", "amount": 500, "currency": "EUR", "reason": "first"}),
+                )
             })
             .collect();
         for t in tasks {
-            let (status, body) = t.await.unwrap();
-            assert_eq!(status, StatusCode::CREATED, "{body}");
+            let reply = t.await.unwrap();
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         }
         for id in &accounts {
             assert_eq!(app.balance(id).await, 500);
@@ -123,27 +91,15 @@ async fn orders_sent_at_once_are_each_charged_once_and_a_refusal_among_them_leav
         StatusCode::CREATED
     );
     let order = |key: String, plan: &str| {
-        let body = json!({"account_id": id, "plan_id": plan, "period": "1m"});
-        let router = app.router.clone();
-        tokio::spawn(async move {
-            let req = axum::http::Request::builder()
-                .method("POST")
-                .uri("/api/v1/orders")
-                .header("authorization", format!("Bearer {ADMIN_KEY}"))
-                .header("content-type", "application/json")
-                .header("idempotency-key", key)
-                .body(axum::body::Body::from(body.to_string()))
-                .unwrap();
-            let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-            let status = resp.status().as_u16();
-            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (
-                status,
-                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
-            )
-        })
+        let task = app.spawn_post(
+            "/api/v1/orders",
+            Some(&key),
+            json!({"account_id": id, "plan_id": plan, "period": "1m"}),
+        );
+        async move {
+            let reply = task.await.unwrap();
+            (reply.status.as_u16(), reply.json)
+        }
     };
     // 20 orders (ten paid, ten unpaid: the most an account may have), each
     // key sent twice (a client retrying at once), and orders of a plan that
@@ -162,7 +118,7 @@ async fn orders_sent_at_once_are_each_charged_once_and_a_refusal_among_them_leav
     let mut answers: std::collections::HashMap<String, Vec<(u16, serde_json::Value)>> =
         Default::default();
     for (key, task) in tasks {
-        answers.entry(key).or_default().push(task.await.unwrap());
+        answers.entry(key).or_default().push(task.await);
     }
     let mut opening = 0;
     let mut ordered = 0;

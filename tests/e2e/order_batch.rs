@@ -349,25 +349,12 @@ async fn orders_waiting_together_get_the_answers_they_get_alone() {
         .await;
     assert_eq!(early.status, StatusCode::CREATED, "{}", early.text);
     let send = |key: &'static str, body: Value| {
-        let router = app.router.clone();
-        tokio::spawn(async move {
-            let req = axum::http::Request::builder()
-                .method("POST")
-                .uri("/api/v1/orders")
-                .header("authorization", format!("Bearer {ADMIN_KEY}"))
-                .header("content-type", "application/json")
-                .header("idempotency-key", key)
-                .body(axum::body::Body::from(body.to_string()))
-                .unwrap();
-            let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-            let status = resp.status().as_u16();
-            let replayed = resp.headers().contains_key("idempotent-replayed");
-            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            let json: Value = serde_json::from_slice(&bytes).unwrap();
-            (key, status, replayed, json)
-        })
+        let task = app.spawn_post("/api/v1/orders", Some(key), body);
+        async move {
+            let reply = task.await.unwrap();
+            let replayed = reply.headers.contains_key("idempotent-replayed");
+            (key, reply.status.as_u16(), replayed, reply.json)
+        }
     };
     // The writer is busy: every order below waits for it.
     let busy = app.store().begin().await.unwrap();
@@ -384,7 +371,7 @@ async fn orders_waiting_together_get_the_answers_they_get_alone() {
     busy.rollback().await.unwrap();
     let mut answers: std::collections::HashMap<&str, Vec<(u16, bool, Value)>> = Default::default();
     for task in sent {
-        let (key, status, replayed, json) = task.await.unwrap();
+        let (key, status, replayed, json) = task.await;
         answers
             .entry(key)
             .or_default()
@@ -451,7 +438,6 @@ async fn orders_and_credits_at_once_on_the_same_accounts_all_go_through() {
     let mut tasks = Vec::new();
     for round in 0..8 {
         for (i, account) in accounts.iter().enumerate() {
-            let router = app.router.clone();
             let (path, body, key) = if (round + i) % 3 == 0 {
                 (
                     format!("/api/v1/accounts/{account}/credits"),
@@ -465,27 +451,12 @@ async fn orders_and_credits_at_once_on_the_same_accounts_all_go_through() {
                     format!("order-{round}-{i}"),
                 )
             };
-            tasks.push(tokio::spawn(async move {
-                let req = axum::http::Request::builder()
-                    .method("POST")
-                    .uri(path)
-                    .header("authorization", format!("Bearer {ADMIN_KEY}"))
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", key)
-                    .body(axum::body::Body::from(body.to_string()))
-                    .unwrap();
-                let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-                let status = resp.status().as_u16();
-                let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                    .await
-                    .unwrap();
-                (status, String::from_utf8_lossy(&body).into_owned())
-            }));
+            tasks.push(app.spawn_post(&path, Some(&key), body));
         }
     }
     for task in tasks {
-        let (status, body) = task.await.unwrap();
-        assert_eq!(status, 201, "{body}");
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     }
     let mut credited = 0;
     for account in &accounts {
@@ -565,24 +536,11 @@ async fn a_batch_that_fails_is_undone_and_its_orders_answered_one_by_one() {
         .await;
 
     let send = |key: &'static str| {
-        let router = app.router.clone();
-        let body = json!({"account_id": rich, "plan_id": plan, "period": "1m"});
-        tokio::spawn(async move {
-            let req = axum::http::Request::builder()
-                .method("POST")
-                .uri("/api/v1/orders")
-                .header("authorization", format!("Bearer {ADMIN_KEY}"))
-                .header("content-type", "application/json")
-                .header("idempotency-key", key)
-                .body(axum::body::Body::from(body.to_string()))
-                .unwrap();
-            let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-            let status = resp.status().as_u16();
-            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (status, String::from_utf8_lossy(&bytes).into_owned())
-        })
+        app.spawn_post(
+            "/api/v1/orders",
+            Some(key),
+            json!({"account_id": rich, "plan_id": plan, "period": "1m"}),
+        )
     };
     // On SQLite the writer is held so that the three wait and go as one
     // batch; on PostgreSQL they go as they come, with the same answers.
@@ -598,7 +556,8 @@ async fn a_batch_that_fails_is_undone_and_its_orders_answered_one_by_one() {
     }
     let mut statuses = Vec::new();
     for task in sent {
-        let (status, body) = task.await.unwrap();
+        let reply = task.await.unwrap();
+        let (status, body) = (reply.status.as_u16(), reply.text);
         assert!(status == 201 || status == 409, "{status} {body}");
         if status == 409 {
             assert!(body.contains("allowed range"), "{body}");

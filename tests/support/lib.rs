@@ -412,30 +412,27 @@ impl TestApp {
 
     /// Sends a prepared request.
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            content_type,
-            headers,
-            text,
-            json,
-            body: bytes.to_vec(),
+        send_to(self.router.clone(), req).await
+    }
+
+    /// Starts an admin POST of `body` (with an Idempotency-Key when given)
+    /// on its own task, for requests that must be under way at once.
+    pub fn spawn_post(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Value,
+    ) -> tokio::task::JoinHandle<Reply> {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .header("content-type", "application/json");
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
         }
+        let req = req.body(Body::from(body.to_string())).expect("request");
+        tokio::spawn(send_to(self.router.clone(), req))
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Reply {
@@ -540,6 +537,34 @@ pub struct Counts {
     pub transactions: i64,
     pub entries: i64,
     pub idempotency_keys: i64,
+}
+
+/// Sends a prepared request to `router`.
+pub async fn send_to(router: Router, req: Request<Body>) -> Reply {
+    let response = router.oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        content_type,
+        headers,
+        text,
+        json,
+        body: bytes.to_vec(),
+    }
 }
 
 pub async fn counts(store: &Store) -> Counts {

@@ -383,6 +383,13 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
         };
         answers.push((job.answer, answer));
     }
+    finish_group(tx, broken, answers).await;
+}
+
+/// Commits a group's transaction (rolls it back when `broken`) and sends
+/// its answers: an answer for work that was not committed becomes "the
+/// group failed".
+async fn finish_group(tx: Tx, broken: bool, answers: Vec<Answer>) {
     metrics::histogram!("bursar_group_commit_requests").record(answers.len() as f64);
     let committed = if broken {
         if let Err(e) = tx.rollback().await {
@@ -401,6 +408,11 @@ async fn commit_group(store: &Store, jobs: Vec<Job>) {
     if !committed {
         metrics::counter!("bursar_group_commit_failures_total").increment(1);
     }
+    send_answers(answers, committed);
+}
+
+/// Sends answers; `committed`: whether the work they answer was.
+fn send_answers(answers: Vec<Answer>, committed: bool) {
     for (answer, outcome) in answers {
         let outcome = match outcome {
             Ok(_) if !committed => Err(group_failed()),
@@ -426,9 +438,7 @@ async fn begin_group(store: &Store, jobs: &mut Vec<Job>, answers: &mut Vec<Answe
 /// Sends a group's answers when its transaction could not begin: the
 /// replays and refusals already found, and "failed" for `left`.
 fn fail_group(left: Vec<Job>, answers: Vec<Answer>) {
-    for (answer, outcome) in answers {
-        let _ = answer.send(outcome);
-    }
+    send_answers(answers, true);
     for job in left {
         let _ = job.answer.send(Err(group_failed()));
     }
@@ -446,32 +456,15 @@ async fn commit_orders_apart(store: &Store, jobs: Vec<Job>) {
         Ok(mut tx) => {
             let (rest, failed) = commit_orders(&mut tx, orders, &mut answers).await;
             left.extend(rest);
-            let committed = if failed {
+            if failed {
                 // The batch's orders go through the item path; what was
                 // answered (replays, reused keys) wrote nothing.
                 if let Err(e) = tx.rollback().await {
                     tracing::warn!(error = %e, "rolling back a failed order batch failed");
                 }
-                true
+                send_answers(answers, true);
             } else {
-                match tx.commit().await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a group commit failed");
-                        false
-                    }
-                }
-            };
-            if !committed {
-                metrics::counter!("bursar_group_commit_failures_total").increment(1);
-            }
-            metrics::histogram!("bursar_group_commit_requests").record(answers.len() as f64);
-            for (answer, outcome) in answers {
-                let outcome = match outcome {
-                    Ok(_) if !committed => Err(group_failed()),
-                    other => other,
-                };
-                let _ = answer.send(outcome);
+                finish_group(tx, false, answers).await;
             }
         }
         Err(e) => {
@@ -575,8 +568,10 @@ async fn commit_orders(tx: &mut Tx, jobs: Vec<Job>, answers: &mut Vec<Answer>) -
                 Ok(Err(e)) => tracing::info!(error = %e, "an order batch is placed one by one"),
                 _ => tracing::error!("an order batch panicked; its orders are placed one by one"),
             }
-            left.extend(fresh);
-            (left, true)
+            // First-comers ahead of the same keys sent again, which
+            // then find their answers.
+            fresh.extend(left);
+            (fresh, true)
         }
     }
 }
@@ -591,13 +586,14 @@ async fn place_orders(
     let now = jobs.iter().map(|j| j.request.now).max().unwrap_or_default();
     let placed = order_batch::place_many(tx.conn(), &orders, now).await?;
     let mut responses = Vec::with_capacity(jobs.len());
+    let mut statuses = Vec::new();
     let mut stored = Vec::new();
     for (job, service) in jobs.iter().zip(placed) {
         let Some(service) = service else {
             responses.push(None);
             continue;
         };
-        metrics::counter!("bursar_orders_total", "status" => service.status.as_str()).increment(1);
+        statuses.push(service.status);
         // As `Reply::new` renders it on the item path.
         let body = serde_json::to_value(ServiceView::from(service))
             .map_err(|e| Error::Conflict(format!("an order's answer: {e}")))?
@@ -623,6 +619,9 @@ async fn place_orders(
         })
         .collect();
     idempotency::save_many(tx.conn(), &saved, now).await?;
+    for status in statuses {
+        metrics::counter!("bursar_orders_total", "status" => status.as_str()).increment(1);
+    }
     Ok(responses)
 }
 
