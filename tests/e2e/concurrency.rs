@@ -159,3 +159,72 @@ async fn orders_sent_at_once_are_each_charged_once_and_a_refusal_among_them_leav
     );
     app.assert_ledger_clean().await;
 }
+
+/// A pooled connection is not pinged on every use (that would be a second
+/// round trip per read), only after it sat idle: so when the database drops
+/// the idle connections (a restart, an administrator), the next reads get
+/// fresh ones instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_on_after_the_database_drops_the_idle_connections() {
+    use bursar::store::{Backend, Conn};
+    use sqlx::Connection;
+
+    const HELD: usize = 4;
+    let app = TestApp::new().await;
+    let backend_pid = |mut r: bursar::store::Reader| async move {
+        let pid: i64 = match r.conn() {
+            Conn::Postgres(c) => sqlx::query_scalar("SELECT pg_backend_pid()::BIGINT")
+                .fetch_one(c)
+                .await
+                .unwrap(),
+            Conn::Sqlite(c) => sqlx::query_scalar("SELECT 1").fetch_one(c).await.unwrap(),
+        };
+        (r, pid)
+    };
+    // Several connections in the pool at once, then all idle.
+    let mut held = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..HELD {
+        let (r, pid) = backend_pid(app.store().reader().await.unwrap()).await;
+        held.push(r);
+        pids.push(pid);
+    }
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    if app.db.backend() == Backend::Postgres {
+        // From a connection of its own, so only this test's are dropped.
+        let mut admin = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+        for pid in &pids {
+            let dropped: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1::INT)")
+                .bind(pid)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            assert!(dropped, "backend {pid}");
+        }
+        admin.close().await.unwrap();
+    }
+
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        let r = app
+            .store()
+            .reader()
+            .await
+            .expect("a read connection after the old ones were dropped");
+        let (r, pid) = backend_pid(r).await;
+        if app.db.backend() == Backend::Postgres {
+            assert!(!pids.contains(&pid), "a dropped connection was handed out");
+        }
+        held.push(r);
+    }
+    let id = app.create_account("after-drop@example.com", "EUR", 0).await;
+    let got = app
+        .get(
+            &format!("/api/v1/accounts/{id}/balance"),
+            bursar_tests::ADMIN_KEY,
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+}

@@ -906,11 +906,15 @@ async fn an_accounts_unpaid_orders_are_read_without_its_other_services() {
     let app = TestApp::new().await;
     for sql in [COUNT_UNPAID_OF_ACCOUNT, UNPAID_OF_ACCOUNT] {
         let plan = match app.store() {
-            Store::Sqlite { read, .. } => {
+            Store::Sqlite { .. } => {
+                let mut reader = app.store().reader().await.unwrap();
+                let bursar::store::Conn::Sqlite(c) = reader.conn() else {
+                    unreachable!("a SQLite store reads from SQLite")
+                };
                 let rows: Vec<(i64, i64, i64, String)> =
                     sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
                         .bind("acc_x")
-                        .fetch_all(read)
+                        .fetch_all(c)
                         .await
                         .unwrap();
                 rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")

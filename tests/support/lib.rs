@@ -25,7 +25,7 @@ use bursar::config::Config;
 use bursar::lifecycle::runner::{OperationRunner, RunnerConfig};
 use bursar::server::bootstrap_admin_key;
 use bursar::services::module::{ModuleRegistry, ScriptedModule};
-use bursar::store::{Backend, Store, StoreOptions};
+use bursar::store::{Backend, Conn, Store, StoreOptions};
 
 pub const ADMIN_KEY: &str = "bsr_adm_test_0123456789abcdef0123456789";
 
@@ -108,18 +108,20 @@ impl TestDb {
 
     /// One number from a SQL query (`SELECT COUNT(*) …`).
     pub async fn count(&self, sql: &str) -> i64 {
-        match &self.store {
-            Store::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await,
-            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        let mut reader = self.store.reader().await.expect("a read connection");
+        match reader.conn() {
+            Conn::Sqlite(c) => sqlx::query_scalar(sql).fetch_one(c).await,
+            Conn::Postgres(c) => sqlx::query_scalar(sql).fetch_one(c).await,
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// One string from a SQL query.
     pub async fn text(&self, sql: &str) -> String {
-        match &self.store {
-            Store::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await,
-            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        let mut reader = self.store.reader().await.expect("a read connection");
+        match reader.conn() {
+            Conn::Sqlite(c) => sqlx::query_scalar(sql).fetch_one(c).await,
+            Conn::Postgres(c) => sqlx::query_scalar(sql).fetch_one(c).await,
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }

@@ -22,6 +22,7 @@ pub mod logins;
 pub mod notifications;
 pub mod outbox;
 pub mod payments;
+mod readers;
 pub mod services;
 
 use std::str::FromStr;
@@ -70,10 +71,16 @@ impl Default for StoreOptions {
     }
 }
 
+/// A pooled connection idle for longer than this is tested before use.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// A handle to the database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub enum Store {
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: readers::ReadPool,
+    },
     Postgres(PgPool),
 }
 
@@ -91,7 +98,7 @@ pub enum Tx {
 
 /// A pooled connection for reads.
 pub enum Reader {
-    Sqlite(PoolConnection<Sqlite>),
+    Sqlite(readers::ReadConnection),
     Postgres(PoolConnection<Postgres>),
 }
 
@@ -163,18 +170,29 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(opts.max_connections.max(2))
-            .test_before_acquire(false)
-            .connect_with(options.create_if_missing(false).read_only(true))
-            .await?;
+        let read = readers::pool(options, opts.max_connections.max(2))?;
+        // Open one now, so a database that cannot be read fails here.
+        drop(readers::get(&read).await?);
         Ok(Store::Sqlite { write, read })
     }
 
     pub async fn connect_postgres(options: PgConnectOptions, opts: &StoreOptions) -> Result<Store> {
+        // sqlx pings every connection as it goes back to the pool, so one
+        // in use a moment ago needs no second ping on the way out: only a
+        // connection idle for a while (a database restart may have dropped
+        // it) is pinged before it is handed out.
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < PING_IDLE_AFTER {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(Store::Postgres(pool))
@@ -216,7 +234,7 @@ impl Store {
     /// A connection for reads outside any transaction.
     pub async fn reader(&self) -> Result<Reader> {
         Ok(match self {
-            Store::Sqlite { read, .. } => Reader::Sqlite(read.acquire().await?),
+            Store::Sqlite { read, .. } => Reader::Sqlite(readers::get(read).await?),
             Store::Postgres(pool) => Reader::Postgres(pool.acquire().await?),
         })
     }
@@ -231,7 +249,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite { write, read } => {
-                read.close().await;
+                read.close();
                 write.close().await;
             }
             Store::Postgres(pool) => pool.close().await,
