@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use bursar::clock::{Clock, SharedClock};
 use bursar::lifecycle::runner::OperationRunner;
 use bursar::services::OperationKind;
-use bursar::services::module::{ModuleError, ModuleRegistry, ScriptedModule};
+use bursar::services::module::{ModuleError, ModuleOutcome, ModuleRegistry, ScriptedModule};
 use bursar::store::services as repo;
 use bursar_tests::{ADMIN_KEY, TestApp};
 use chrono::Utc;
@@ -272,4 +272,76 @@ async fn two_runners_on_one_database_never_run_the_same_operation_at_once() {
         .get("/api/v1/services?status=active&limit=100", ADMIN_KEY)
         .await;
     assert_eq!(active.json["data"].as_array().unwrap().len(), 30);
+}
+
+/// Outcomes that come in together are recorded together (one transaction
+/// on SQLite); one of them that cannot be recorded takes nothing of the
+/// others with it, and runs again once its lease expires.
+#[tokio::test]
+async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_with_it() {
+    let app = TestApp::new().await;
+    let plan = app.simple_plan(100).await;
+    let acc = app.create_account("together@example.com", "EUR", 0).await;
+    app.credit(&acc, 10_000, "EUR").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let r = app.order(&acc, &plan, "1m").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.json["id"].as_str().unwrap().to_owned());
+    }
+    for _ in 0..5 {
+        app.module.push(
+            OperationKind::Open,
+            false,
+            Ok(ModuleOutcome::Done {
+                params: vec![("ip".into(), "192.0.2.10".into())],
+                secret_params: vec![("root_password".into(), "s3cret".into())],
+            }),
+        );
+    }
+    // The third service's sealed params were written under a key this
+    // engine does not have: storing its new secret fails.
+    let broken = &ids[2];
+    app.db
+        .exec(&format!(
+            "UPDATE services SET secret_params = 'enc:v1:gone:AAAA' WHERE id = '{broken}'"
+        ))
+        .await;
+
+    assert_eq!(app.runner().run_once().await.unwrap(), 4);
+    for id in ids.iter().filter(|id| *id != broken) {
+        let s = app.service(id).await;
+        assert_eq!(s["status"], "active", "{id}");
+        assert_eq!(s["params"]["ip"], "192.0.2.10", "{id}");
+        let op = &app
+            .get(&format!("/api/v1/services/{id}/operations"), ADMIN_KEY)
+            .await
+            .json["data"][0];
+        assert_eq!(op["status"], "done", "{id}");
+    }
+    assert_eq!(app.service(broken).await["status"], "opening");
+    let op = &app
+        .get(&format!("/api/v1/services/{broken}/operations"), ADMIN_KEY)
+        .await
+        .json["data"][0];
+    assert_eq!(op["status"], "running", "kept under its lease, not lost");
+    assert_eq!(app.module.calls().len(), 4);
+
+    // Repaired, and once the lease is over it runs again; nothing else does.
+    app.db
+        .exec(&format!(
+            "UPDATE services SET secret_params = '{{}}' WHERE id = '{broken}'"
+        ))
+        .await;
+    assert_eq!(app.run_operations().await, 0, "a live lease is respected");
+    app.clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(app.run_operations().await, 1);
+    assert_eq!(app.service(broken).await["status"], "active");
+    assert_eq!(app.module.calls().len(), 5);
+    let opened = app
+        .db
+        .text("SELECT CAST(COUNT(*) AS TEXT) FROM service_events WHERE action = 'opened'")
+        .await;
+    assert_eq!(opened, "4", "each service opened once");
+    app.assert_ledger_clean().await;
 }

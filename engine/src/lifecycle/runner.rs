@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -18,10 +19,10 @@ use crate::services::module::{
     ModuleError, ModuleOutcome, ModuleRegistry, ModuleRequest, ServiceContext,
 };
 use crate::services::{OperationStatus, RetryPolicy};
-use crate::store::Store;
 use crate::store::accounts as accounts_repo;
 use crate::store::catalog as plans_repo;
 use crate::store::services::{self as repo, Claimed, OperationUpdate};
+use crate::store::{Backend, Store, Tx};
 
 /// How the runner works; `[operations]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,13 +119,110 @@ impl OperationRunner {
             repo::claim_due(tx.conn(), &self.owner, now, lease_until, self.config.batch).await?;
         tx.commit().await?;
         let n = claimed.len();
-        let results = futures::future::join_all(claimed.into_iter().map(|c| self.process(c))).await;
-        for r in results {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "recording an operation result failed; its lease will expire and it runs again");
+        if self.store.backend() == Backend::Sqlite {
+            self.run_grouped(claimed).await;
+        } else {
+            let runs = claimed.into_iter().map(|c| async move {
+                let outcome = self.call(&c).await;
+                self.record(c, outcome).await
+            });
+            for r in futures::future::join_all(runs).await {
+                if let Err(e) = r {
+                    warn_unrecorded(&e);
+                }
             }
         }
         Ok(n)
+    }
+
+    /// SQLite has one writer, and each transaction on it ends with an
+    /// fsync: the calls run at once, and every outcome that is in when the
+    /// writer is free is recorded in one transaction. (On PostgreSQL each
+    /// outcome keeps a transaction of its own: they commit side by side,
+    /// and one that takes ledger rows does not hold them while the next
+    /// takes others.)
+    async fn run_grouped(&self, claimed: Vec<Claimed>) {
+        let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let calls = async move {
+            let mut calls: FuturesUnordered<_> = claimed
+                .into_iter()
+                .map(|c| async move {
+                    let outcome = self.call(&c).await;
+                    (c, outcome)
+                })
+                .collect();
+            while let Some(called) = calls.next().await {
+                // The receiver lives until every sender is gone.
+                let _ = done.send(called);
+            }
+        };
+        let record = async {
+            while let Some(first) = outcomes.recv().await {
+                // Calls go on while this waits for the writer; what they
+                // bring by then joins the group.
+                let tx = self.store.begin().await;
+                let mut group = vec![first];
+                while let Ok(next) = outcomes.try_recv() {
+                    group.push(next);
+                }
+                self.record_group(tx, group).await;
+            }
+        };
+        futures::join!(calls, record);
+    }
+
+    /// Records outcomes together in `tx`. When that fails for any of them
+    /// (a plan change the balance no longer covers, a database error),
+    /// nothing of the group is kept and each is recorded apart, as if it
+    /// came alone.
+    async fn record_group(&self, tx: Result<Tx>, group: Vec<(Claimed, Outcome)>) {
+        let together = match tx {
+            Ok(tx) => self.write_group(tx, &group).await,
+            Err(e) => Err(e),
+        };
+        match together {
+            Ok(written) => {
+                metrics::histogram!("bursar_operation_group_size").record(group.len() as f64);
+                for ((claimed, outcome), kept) in group.into_iter().zip(written) {
+                    if kept {
+                        report(&claimed.operation, &outcome);
+                    } else {
+                        warn_expired(&claimed);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, operations = group.len(), "outcomes could not be recorded together; recording each apart");
+                for (claimed, outcome) in group {
+                    if let Err(e) = self.record(claimed, outcome).await {
+                        warn_unrecorded(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every outcome of `group` in `tx` and commits it; which of
+    /// them still held their claim.
+    async fn write_group(&self, mut tx: Tx, group: &[(Claimed, Outcome)]) -> Result<Vec<bool>> {
+        let now = self.clock.now();
+        let mut written = Vec::with_capacity(group.len());
+        let all = async {
+            for (claimed, outcome) in group {
+                written.push(self.write_in(&mut tx, claimed, outcome, now).await?);
+            }
+            Ok::<_, crate::error::Error>(())
+        }
+        .await;
+        match all {
+            Ok(()) => tx.commit().await.map(|()| written),
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback after a failure failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Runs batches until nothing is due (at most `max_rounds`).
@@ -199,27 +297,29 @@ impl OperationRunner {
         })
     }
 
-    async fn process(&self, claimed: Claimed) -> Result<()> {
+    /// Calls the operation's module. Never fails: what goes wrong is the
+    /// outcome.
+    async fn call(&self, claimed: &Claimed) -> Outcome {
         let op = &claimed.operation;
-        let outcome = match self.request_for(&claimed).await {
-            Err(e) => Err(ModuleError::InvalidConfig(format!(
-                "cannot build the request: {e}"
-            ))),
-            Ok(request) => match self.modules.get(&op.module) {
-                None => Err(ModuleError::UnknownModule(op.module.clone())),
-                Some(module) => {
-                    let limit = Duration::from_millis(self.config.call_timeout_ms);
-                    match tokio::time::timeout(limit, module.call(&request)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(ModuleError::Timeout(format!(
-                            "no answer within {} ms",
-                            limit.as_millis()
-                        ))),
-                    }
-                }
-            },
+        let request = match self.request_for(claimed).await {
+            Err(e) => {
+                return Err(ModuleError::InvalidConfig(format!(
+                    "cannot build the request: {e}"
+                )));
+            }
+            Ok(request) => request,
         };
-        self.record(claimed, outcome).await
+        let Some(module) = self.modules.get(&op.module) else {
+            return Err(ModuleError::UnknownModule(op.module.clone()));
+        };
+        let limit = Duration::from_millis(self.config.call_timeout_ms);
+        match tokio::time::timeout(limit, module.call(&request)).await {
+            Ok(result) => result,
+            Err(_) => Err(ModuleError::Timeout(format!(
+                "no answer within {} ms",
+                limit.as_millis()
+            ))),
+        }
     }
 
     async fn record(
@@ -241,34 +341,33 @@ impl OperationRunner {
             }
             Err(e) => return Err(e),
             Ok(false) => {
-                tracing::warn!(operation = %claimed.operation.id, "claim expired before the result was recorded; dropping it");
+                warn_expired(&claimed);
                 return Ok(());
             }
             Ok(true) => outcome,
         };
-        let op = &claimed.operation;
-        let outcome_label = match &outcome {
-            Ok(ModuleOutcome::Done { .. }) => "done",
-            Ok(ModuleOutcome::InProgress { .. }) => "in_progress",
-            Ok(ModuleOutcome::NeedsStaff(_)) => "needs_staff",
-            Err(e) => e.kind(),
-        };
-        metrics::counter!("bursar_operations_total", "kind" => op.kind.as_str(), "outcome" => outcome_label).increment(1);
-        if let Err(e) = &outcome {
-            metrics::counter!("bursar_module_failures_total", "module" => op.module.clone(), "kind" => e.kind()).increment(1);
-            tracing::warn!(operation = %op.id, module = %op.module, kind = e.kind(), error = %e, "module call failed");
-        }
+        report(&claimed.operation, &outcome);
         Ok(())
     }
 
     /// Writes an outcome and what it brings, in one transaction fenced by
     /// the claim. False when the claim had expired.
-    async fn write(
-        &self,
-        claimed: &Claimed,
-        outcome: &std::result::Result<ModuleOutcome, ModuleError>,
-    ) -> Result<bool> {
+    async fn write(&self, claimed: &Claimed, outcome: &Outcome) -> Result<bool> {
         let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let written = self.write_in(&mut tx, claimed, outcome, now).await;
+        tx.keep_if(written).await
+    }
+
+    /// Writes an outcome and what it brings in `tx`, fenced by the claim.
+    /// False (and nothing written) when the claim had expired.
+    async fn write_in(
+        &self,
+        tx: &mut Tx,
+        claimed: &Claimed,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let op = &claimed.operation;
         let (update, done_params) = plan_update(
             op.kind,
@@ -278,38 +377,58 @@ impl OperationRunner {
             &self.config.retry(),
             now,
         );
-        let mut tx = self.store.begin().await?;
-        let written = async {
-            if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
-                return Ok(false);
-            }
-            if let Some((params, secret)) = &done_params {
-                let result = Done {
-                    params,
-                    secret_params: secret,
-                };
-                operations::finish(tx.conn(), op, result, &self.secrets, RUNNER_ACTOR, now).await?;
-            }
-            if update.status == OperationStatus::Canceled {
-                let kind = update.error_kind.as_deref().unwrap_or_default();
-                operations::cancel(tx.conn(), op, kind, now).await?;
-            }
-            if let Some(event) = staff_event(op, &update) {
-                let data = serde_json::json!({
-                    "operation_id": op.id,
-                    "service_id": op.service_id,
-                    "kind": op.kind.as_str(),
-                    "module": op.module,
-                    "attempts": op.attempts,
-                    "error": update.last_error,
-                });
-                crate::notify::record(tx.conn(), event, data, now).await?;
-            }
-            Ok::<_, crate::error::Error>(true)
+        if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
+            return Ok(false);
         }
-        .await;
-        tx.keep_if(written).await
+        if let Some((params, secret)) = &done_params {
+            let result = Done {
+                params,
+                secret_params: secret,
+            };
+            operations::finish(tx.conn(), op, result, &self.secrets, RUNNER_ACTOR, now).await?;
+        }
+        if update.status == OperationStatus::Canceled {
+            let kind = update.error_kind.as_deref().unwrap_or_default();
+            operations::cancel(tx.conn(), op, kind, now).await?;
+        }
+        if let Some(event) = staff_event(op, &update) {
+            let data = serde_json::json!({
+                "operation_id": op.id,
+                "service_id": op.service_id,
+                "kind": op.kind.as_str(),
+                "module": op.module,
+                "attempts": op.attempts,
+                "error": update.last_error,
+            });
+            crate::notify::record(tx.conn(), event, data, now).await?;
+        }
+        Ok(true)
     }
+}
+
+type Outcome = std::result::Result<ModuleOutcome, ModuleError>;
+
+/// Counts an outcome that was recorded, and logs a failed call.
+fn report(op: &crate::services::Operation, outcome: &Outcome) {
+    let outcome_label = match outcome {
+        Ok(ModuleOutcome::Done { .. }) => "done",
+        Ok(ModuleOutcome::InProgress { .. }) => "in_progress",
+        Ok(ModuleOutcome::NeedsStaff(_)) => "needs_staff",
+        Err(e) => e.kind(),
+    };
+    metrics::counter!("bursar_operations_total", "kind" => op.kind.as_str(), "outcome" => outcome_label).increment(1);
+    if let Err(e) = outcome {
+        metrics::counter!("bursar_module_failures_total", "module" => op.module.clone(), "kind" => e.kind()).increment(1);
+        tracing::warn!(operation = %op.id, module = %op.module, kind = e.kind(), error = %e, "module call failed");
+    }
+}
+
+fn warn_expired(claimed: &Claimed) {
+    tracing::warn!(operation = %claimed.operation.id, "claim expired before the result was recorded; dropping it");
+}
+
+fn warn_unrecorded(e: &crate::error::Error) {
+    tracing::warn!(error = %e, "recording an operation result failed; its lease will expire and it runs again");
 }
 
 /// What staff are told about an outcome: an operation now waiting in the
@@ -331,7 +450,7 @@ fn plan_update(
     kind: crate::services::OperationKind,
     attempts: i64,
     remote_ref: Option<String>,
-    outcome: &std::result::Result<ModuleOutcome, ModuleError>,
+    outcome: &Outcome,
     retry: &RetryPolicy,
     now: DateTime<Utc>,
 ) -> (OperationUpdate, Option<DoneParams>) {
