@@ -283,32 +283,55 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
     let plan = app.simple_plan(100).await;
     let acc = app.create_account("together@example.com", "EUR", 0).await;
     app.credit(&acc, 10_000, "EUR").await;
-    let mut ids = Vec::new();
+    let order = |n: usize| {
+        let (app, acc, plan) = (&app, &acc, &plan);
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                let r = app.order(acc, plan, "1m").await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+                ids.push(r.json["id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }
+    };
+    let done = || {
+        Ok(ModuleOutcome::Done {
+            params: vec![("ip".into(), "192.0.2.10".into())],
+            secret_params: vec![("root_password".into(), "s3cret".into())],
+        })
+    };
+    let sqlite = app.store().backend() == bursar::store::Backend::Sqlite;
+
+    // Four outcomes that come in at once: one transaction on SQLite.
+    let first = order(4).await;
     for _ in 0..4 {
-        let r = app.order(&acc, &plan, "1m").await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        ids.push(r.json["id"].as_str().unwrap().to_owned());
+        app.module.push(OperationKind::Open, false, done());
     }
+    app.module.answer_together(4);
+    let runner = app.runner();
+    assert_eq!(runner.run_once().await.unwrap(), 4);
+    assert_eq!(runner.recorded_together(), if sqlite { 4 } else { 0 });
+    for id in &first {
+        assert_eq!(app.service(id).await["status"], "active", "{id}");
+    }
+
+    // Four more, and the third one's sealed params were written under a
+    // key this engine does not have: storing its new secret fails.
+    let ids = order(4).await;
     for _ in 0..5 {
-        app.module.push(
-            OperationKind::Open,
-            false,
-            Ok(ModuleOutcome::Done {
-                params: vec![("ip".into(), "192.0.2.10".into())],
-                secret_params: vec![("root_password".into(), "s3cret".into())],
-            }),
-        );
+        app.module.push(OperationKind::Open, false, done());
     }
-    // The third service's sealed params were written under a key this
-    // engine does not have: storing its new secret fails.
     let broken = &ids[2];
     app.db
         .exec(&format!(
             "UPDATE services SET secret_params = 'enc:v1:gone:AAAA' WHERE id = '{broken}'"
         ))
         .await;
-
-    assert_eq!(app.runner().run_once().await.unwrap(), 4);
+    app.module.answer_together(4);
+    let runner = app.runner();
+    assert_eq!(runner.run_once().await.unwrap(), 4);
+    assert_eq!(runner.recorded_together(), 0, "the group was undone");
     for id in ids.iter().filter(|id| *id != broken) {
         let s = app.service(id).await;
         assert_eq!(s["status"], "active", "{id}");
@@ -325,7 +348,7 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
         .await
         .json["data"][0];
     assert_eq!(op["status"], "running", "kept under its lease, not lost");
-    assert_eq!(app.module.calls().len(), 4);
+    assert_eq!(app.module.calls().len(), 8);
 
     // Repaired, and once the lease is over it runs again; nothing else does.
     app.db
@@ -333,15 +356,16 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
             "UPDATE services SET secret_params = '{{}}' WHERE id = '{broken}'"
         ))
         .await;
+    app.module.answer_together(1);
     assert_eq!(app.run_operations().await, 0, "a live lease is respected");
     app.clock.advance(chrono::Duration::minutes(2));
     assert_eq!(app.run_operations().await, 1);
     assert_eq!(app.service(broken).await["status"], "active");
-    assert_eq!(app.module.calls().len(), 5);
+    assert_eq!(app.module.calls().len(), 9);
     let opened = app
         .db
         .text("SELECT CAST(COUNT(*) AS TEXT) FROM service_events WHERE action = 'opened'")
         .await;
-    assert_eq!(opened, "4", "each service opened once");
+    assert_eq!(opened, "8", "each service opened once");
     app.assert_ledger_clean().await;
 }

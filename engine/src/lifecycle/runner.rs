@@ -4,6 +4,7 @@
 //! cut off) can never apply a result twice.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -80,6 +81,8 @@ pub struct OperationRunner {
     secrets: Arc<Secrets>,
     owner: String,
     config: RunnerConfig,
+    /// Outcomes recorded in a transaction with others (SQLite).
+    together: AtomicU64,
 }
 
 impl OperationRunner {
@@ -102,11 +105,18 @@ impl OperationRunner {
             secrets,
             owner,
             config,
+            together: AtomicU64::new(0),
         }
     }
 
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// How many outcomes this runner recorded in one transaction with
+    /// others (on SQLite; none on PostgreSQL).
+    pub fn recorded_together(&self) -> u64 {
+        self.together.load(Ordering::Relaxed)
     }
 
     /// Claims one batch of due operations and runs them. Returns how many
@@ -174,15 +184,24 @@ impl OperationRunner {
     /// Records outcomes together in `tx`. When that fails for any of them
     /// (a plan change the balance no longer covers, a database error),
     /// nothing of the group is kept and each is recorded apart, as if it
-    /// came alone.
+    /// came alone (the claim fences a group that was committed after all).
     async fn record_group(&self, tx: Result<Tx>, group: Vec<(Claimed, Outcome)>) {
-        let together = match tx {
-            Ok(tx) => self.write_group(tx, &group).await,
-            Err(e) => Err(e),
+        let tx = match tx {
+            Ok(tx) => tx,
+            // No writer to be had: one at a time would wait as long again
+            // each. Their leases expire and they run again.
+            Err(e) => {
+                tracing::warn!(error = %e, operations = group.len(), "recording operation results failed; their leases will expire and they run again");
+                return;
+            }
         };
-        match together {
+        match self.write_group(tx, &group).await {
             Ok(written) => {
-                metrics::histogram!("bursar_operation_group_size").record(group.len() as f64);
+                let kept = written.iter().filter(|k| **k).count();
+                metrics::histogram!("bursar_operation_group_size").record(kept as f64);
+                if group.len() > 1 {
+                    self.together.fetch_add(kept as u64, Ordering::Relaxed);
+                }
                 for ((claimed, outcome), kept) in group.into_iter().zip(written) {
                     if kept {
                         report(&claimed.operation, &outcome);
@@ -192,7 +211,7 @@ impl OperationRunner {
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, operations = group.len(), "outcomes could not be recorded together; recording each apart");
+                tracing::warn!(error = %e, operations = group.len(), "operation results could not be recorded together; recording each apart");
                 for (claimed, outcome) in group {
                     if let Err(e) = self.record(claimed, outcome).await {
                         warn_unrecorded(&e);

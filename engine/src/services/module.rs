@@ -243,6 +243,7 @@ pub struct ScriptedModule {
     in_flight: Mutex<HashMap<String, usize>>,
     overlaps: Mutex<Vec<String>>,
     delay: Mutex<Duration>,
+    gate: Mutex<Option<Arc<tokio::sync::Barrier>>>,
     features: Mutex<Vec<String>>,
 }
 
@@ -274,6 +275,12 @@ impl ScriptedModule {
     /// Makes every call take this long (to widen race windows).
     pub fn set_delay(&self, d: Duration) {
         *self.delay.lock().expect("lock") = d;
+    }
+
+    /// Makes calls wait until `n` of them are under way, then answer
+    /// together (outcomes that come in at once).
+    pub fn answer_together(&self, n: usize) {
+        *self.gate.lock().expect("lock") = Some(Arc::new(tokio::sync::Barrier::new(n)));
     }
 
     pub fn calls(&self) -> Vec<ModuleRequest> {
@@ -308,6 +315,10 @@ impl ProcessingModule for ScriptedModule {
             let delay = *self.delay.lock().expect("lock");
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            let gate = self.gate.lock().expect("lock").clone();
+            if let Some(gate) = gate {
+                gate.wait().await;
             }
             let answer = self
                 .script
