@@ -369,3 +369,20 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
     assert_eq!(opened, "8", "each service opened once");
     app.assert_ledger_clean().await;
 }
+
+/// Claiming walks the due operations in order and stops at its limit: a
+/// claim does not read (and sort) the whole backlog.
+#[tokio::test]
+async fn a_claim_reads_the_due_operations_in_order_not_the_whole_backlog() {
+    let app = TestApp::new().await;
+    let sql = repo::due_operations(app.store().backend())
+        .replace("$1", "1700000000000000")
+        .replace("$2", "16");
+    let plan = app.db.plan(&sql).await;
+    assert!(plan.contains("operations_pending"), "{sql}:\n{plan}");
+    assert!(
+        !plan.to_uppercase().contains("TEMP B-TREE FOR ORDER BY"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Sort"), "{plan}");
+}

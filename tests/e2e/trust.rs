@@ -901,40 +901,10 @@ async fn unpaid_orders_are_bounded_so_a_payment_never_settles_a_flood_of_them() 
 /// not by reading every service the account ever had.
 #[tokio::test]
 async fn an_accounts_unpaid_orders_are_read_without_its_other_services() {
-    use bursar::store::Store;
     use bursar::store::services::{COUNT_UNPAID_OF_ACCOUNT, UNPAID_OF_ACCOUNT};
     let app = TestApp::new().await;
     for sql in [COUNT_UNPAID_OF_ACCOUNT, UNPAID_OF_ACCOUNT] {
-        let plan = match app.store() {
-            Store::Sqlite { .. } => {
-                let mut reader = app.store().reader().await.unwrap();
-                let bursar::store::Conn::Sqlite(c) = reader.conn() else {
-                    unreachable!("a SQLite store reads from SQLite")
-                };
-                let rows: Vec<(i64, i64, i64, String)> =
-                    sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                        .bind("acc_x")
-                        .fetch_all(c)
-                        .await
-                        .unwrap();
-                rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
-            }
-            Store::Postgres(pool) => {
-                // The test's table is small enough for a sequential scan;
-                // what matters is which index the planner takes otherwise.
-                let mut tx = pool.begin().await.unwrap();
-                sqlx::query("SET LOCAL enable_seqscan = off")
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                let rows: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-                    .bind("acc_x")
-                    .fetch_all(&mut *tx)
-                    .await
-                    .unwrap();
-                rows.join("\n")
-            }
-        };
+        let plan = app.db.plan(&sql.replace("$1", "'acc_x'")).await;
         assert!(plan.contains("services_unpaid"), "{sql}:\n{plan}");
     }
 }

@@ -126,6 +126,42 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The query plan the database picks for `sql` (its parameters written
+    /// in as literals). On PostgreSQL sequential and bitmap scans and sorts
+    /// are off: a test's tables are small enough for a scan and a sort, and
+    /// what matters is which index the planner takes otherwise, and whether
+    /// it can read it in order (a sort it cannot avoid still shows).
+    pub async fn plan(&self, sql: &str) -> String {
+        match &self.store {
+            Store::Sqlite { .. } => {
+                let mut reader = self.store.reader().await.expect("a read connection");
+                let Conn::Sqlite(c) = reader.conn() else {
+                    unreachable!("a SQLite store reads from SQLite")
+                };
+                let rows: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .fetch_all(c)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await.expect("a transaction");
+                for off in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+                    sqlx::query(&format!("SET LOCAL {off} = off"))
+                        .execute(&mut *tx)
+                        .await
+                        .expect("set");
+                }
+                let rows: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.join("\n")
+            }
+        }
+    }
+
     /// Runs one statement (test set-up: corrupting, ageing, marking rows).
     pub async fn exec(&self, sql: &str) {
         match &self.store {

@@ -724,6 +724,29 @@ pub struct Claimed {
     pub token: String,
 }
 
+/// The operations due at `$1`, first due first, at most `$2`: those
+/// waiting for their time and those whose lease expired, each only when no
+/// earlier operation of its service is unfinished. It walks the partial
+/// index `operations_pending` in order and stops at the limit, however many
+/// operations are waiting (migration 0013). SQLite is told to: left to
+/// itself it reads every unfinished operation through `operations_due`
+/// and sorts them.
+pub fn due_operations(backend: crate::store::Backend) -> String {
+    let hint = match backend {
+        crate::store::Backend::Sqlite => "INDEXED BY operations_pending",
+        crate::store::Backend::Postgres => "",
+    };
+    format!(
+        "SELECT o.id FROM operations o {hint}
+    WHERE o.status IN ('queued', 'waiting', 'running')
+      AND ((o.status IN ('queued', 'waiting') AND o.next_run_at <= $1)
+           OR (o.status = 'running' AND o.lease_until < $1))
+      AND NOT EXISTS (SELECT 1 FROM operations p WHERE p.service_id = o.service_id AND p.id < o.id
+                      AND p.status IN ('queued', 'running', 'waiting', 'manual'))
+    ORDER BY o.next_run_at, o.id LIMIT $2"
+    )
+}
+
 /// Claims up to `limit` due operations for `owner` until `lease_until`:
 /// queued or waiting ones whose time has come, and running ones whose
 /// lease expired (their runner died). An operation is due only when no
@@ -737,26 +760,23 @@ pub async fn claim_due(
     lease_until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Claimed>> {
-    let skip_locked = if matches!(c, Conn::Postgres(_)) {
-        "FOR UPDATE OF o SKIP LOCKED"
-    } else {
-        ""
+    let (backend, skip_locked) = match c {
+        Conn::Sqlite(_) => (crate::store::Backend::Sqlite, ""),
+        Conn::Postgres(_) => (
+            crate::store::Backend::Postgres,
+            "FOR UPDATE OF o SKIP LOCKED",
+        ),
     };
+    let due = due_operations(backend);
     let token = new_id("claim");
     let q = format!(
-        "UPDATE operations SET status = 'running', lease_owner = $1, lease_until = $2, claim_token = $5,
-            attempts = attempts + CASE WHEN remote_ref IS NULL THEN 1 ELSE 0 END, updated_at = $3
-         WHERE id IN (
-            SELECT o.id FROM operations o
-            WHERE ((o.status IN ('queued', 'waiting') AND o.next_run_at <= $3)
-                   OR (o.status = 'running' AND o.lease_until < $3))
-              AND NOT EXISTS (SELECT 1 FROM operations p WHERE p.service_id = o.service_id AND p.id < o.id
-                              AND p.status IN ('queued', 'running', 'waiting', 'manual'))
-            ORDER BY o.next_run_at, o.id LIMIT $4 {skip_locked})
+        "UPDATE operations SET status = 'running', lease_owner = $3, lease_until = $4, claim_token = $5,
+            attempts = attempts + CASE WHEN remote_ref IS NULL THEN 1 ELSE 0 END, updated_at = $1
+         WHERE id IN ({due} {skip_locked})
          RETURNING {OPERATION_COLUMNS}"
     );
     let rows: Vec<OperationRow> = sql!(&mut c, c => sqlx::query_as(&q)
-        .bind(owner).bind(to_micros(lease_until)).bind(to_micros(now)).bind(limit as i64).bind(&token)
+        .bind(to_micros(now)).bind(limit as i64).bind(owner).bind(to_micros(lease_until)).bind(&token)
         .fetch_all(&mut **c).await)?;
     rows.into_iter()
         .map(|r| {
