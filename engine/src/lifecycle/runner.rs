@@ -233,15 +233,8 @@ impl OperationRunner {
             Ok::<_, crate::error::Error>(())
         }
         .await;
-        match all {
-            Ok(()) => tx.commit().await.map(|()| written),
-            Err(e) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, "rollback after a failure failed");
-                }
-                Err(e)
-            }
-        }
+        tx.keep_if(all.map(|()| true)).await?;
+        Ok(written)
     }
 
     /// Runs batches until nothing is due (at most `max_rounds`).
@@ -341,11 +334,7 @@ impl OperationRunner {
         }
     }
 
-    async fn record(
-        &self,
-        claimed: Claimed,
-        outcome: std::result::Result<ModuleOutcome, ModuleError>,
-    ) -> Result<()> {
+    async fn record(&self, claimed: Claimed, outcome: Outcome) -> Result<()> {
         let outcome = match self.write(&claimed, &outcome).await {
             // The change is made, but the balance no longer covers it: staff
             // decide (credit the account, then complete or retry).
