@@ -370,19 +370,32 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
     app.assert_ledger_clean().await;
 }
 
-/// Claiming walks the due operations in order and stops at its limit: a
-/// claim does not read (and sort) the whole backlog.
+/// Every queue claim (the operation runner's, the mailer's, the webhook
+/// deliverer's) walks its pending index first due first and stops at its
+/// batch: a claim does not read (and sort) the whole backlog.
 #[tokio::test]
-async fn a_claim_reads_the_due_operations_in_order_not_the_whole_backlog() {
+async fn every_queue_claim_reads_its_index_in_order_not_the_whole_backlog() {
     let app = TestApp::new().await;
-    let sql = repo::due_operations(app.store().backend())
-        .replace("$1", "1700000000000000")
-        .replace("$2", "16");
-    let plan = app.db.plan(&sql).await;
-    assert!(plan.contains("operations_pending"), "{sql}:\n{plan}");
-    assert!(
-        !plan.to_uppercase().contains("TEMP B-TREE FOR ORDER BY"),
-        "{plan}"
-    );
-    assert!(!plan.contains("Sort"), "{plan}");
+    let backend = app.store().backend();
+    for (due, index) in [
+        (repo::due_operations(backend), "operations_pending"),
+        (
+            bursar::store::notifications::due_notifications(backend),
+            "notifications_pending",
+        ),
+        (bursar::store::outbox::due_events(backend), "outbox_pending"),
+    ] {
+        let sql = due
+            .replace("$1", "1700000000000000")
+            .replace("$2", "16")
+            .replace("$3", "16");
+        let plan = app.db.plan(&sql).await;
+        assert!(plan.contains(index), "{sql}:\n{plan}");
+        assert!(
+            // SQLite's "USE TEMP B-TREE FOR [RIGHT PART OF] ORDER BY".
+            !plan.to_uppercase().contains("ORDER BY"),
+            "{sql}:\n{plan}"
+        );
+        assert!(!plan.contains("Sort"), "{sql}:\n{plan}");
+    }
 }

@@ -257,7 +257,28 @@ impl Store {
     }
 }
 
+/// The hint that makes SQLite read a table through `index` (nothing on
+/// PostgreSQL). A queue claim takes it so that it walks its pending index
+/// (`operations_pending`, `outbox_pending`, `notifications_pending`) first
+/// due first and stops at its batch: left to itself SQLite reads every
+/// pending row through a `(status, …)` index and sorts them, a cost that
+/// grows with the backlog.
+pub fn indexed_by(backend: Backend, index: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("INDEXED BY {index}"),
+        Backend::Postgres => String::new(),
+    }
+}
+
 impl Conn<'_> {
+    /// Which database engine this connection is to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
     /// A shorter borrow of the same connection, to pass to another query
     /// function and keep using this one afterwards.
     pub fn reborrow(&mut self) -> Conn<'_> {

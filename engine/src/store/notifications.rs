@@ -98,18 +98,29 @@ pub async fn has_key(mut c: Conn<'_>, key: &str) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// Pending notifications due by `now`, oldest first, claimed until `until`
-/// (so two mailers never send one at once).
+/// The pending notifications due at `$1`, first due first, at most `$3`,
+/// read through `notifications_pending` in order (migration 0014; see
+/// [`crate::store::indexed_by`]).
+pub fn due_notifications(backend: crate::store::Backend) -> String {
+    let hint = crate::store::indexed_by(backend, "notifications_pending");
+    format!(
+        "SELECT id FROM notifications {hint} WHERE status = 'pending' AND next_attempt_at <= $1
+         ORDER BY next_attempt_at, id LIMIT $3"
+    )
+}
+
+/// Pending notifications due by `now`, first due first, claimed until
+/// `until` (so two mailers never send one at once).
 pub async fn claim_due(
     mut c: Conn<'_>,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Notification>> {
+    let due = due_notifications(c.backend());
     let q = format!(
         "UPDATE notifications SET next_attempt_at = $2
-         WHERE id IN (SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1
-                      ORDER BY id LIMIT $3)
+         WHERE id IN ({due})
            AND status = 'pending' AND next_attempt_at <= $1
          RETURNING {COLUMNS}"
     );

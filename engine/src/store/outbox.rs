@@ -59,7 +59,18 @@ pub async fn insert(mut c: Conn<'_>, events: &[(String, Value)], now: DateTime<U
     Ok(())
 }
 
-/// Pending events due by `now`, oldest first, claimed until `until` (a
+/// The pending events due at `$1`, first due first, at most `$3`, read
+/// through `outbox_pending` in order (migration 0014; see
+/// [`crate::store::indexed_by`]).
+pub fn due_events(backend: crate::store::Backend) -> String {
+    let hint = crate::store::indexed_by(backend, "outbox_pending");
+    format!(
+        "SELECT id FROM outbox {hint} WHERE status = 'pending' AND next_attempt_at <= $1
+         ORDER BY next_attempt_at, id LIMIT $3"
+    )
+}
+
+/// Pending events due by `now`, first due first, claimed until `until` (a
 /// conditional update, so two deliverers never claim one event at once).
 pub async fn claim_due(
     mut c: Conn<'_>,
@@ -67,12 +78,14 @@ pub async fn claim_due(
     until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<OutboxEvent>> {
-    let rows: Vec<Row> = sql!(&mut c, c => sqlx::query_as(
+    let q = format!(
         "UPDATE outbox SET next_attempt_at = $2
-         WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
-                      ORDER BY id LIMIT $3)
+         WHERE id IN ({})
            AND status = 'pending' AND next_attempt_at <= $1
-         RETURNING id, event_id, type, payload, attempts, created_at")
+         RETURNING id, event_id, type, payload, attempts, created_at",
+        due_events(c.backend())
+    );
+    let rows: Vec<Row> = sql!(&mut c, c => sqlx::query_as(&q)
         .bind(to_micros(now)).bind(to_micros(until)).bind(limit as i64)
         .fetch_all(&mut **c).await)?;
     let mut events: Vec<OutboxEvent> = rows

@@ -728,14 +728,10 @@ pub struct Claimed {
 /// waiting for their time and those whose lease expired, each only when no
 /// earlier operation of its service is unfinished. It walks the partial
 /// index `operations_pending` in order and stops at the limit, however many
-/// operations are waiting (migration 0013). SQLite is told to: left to
-/// itself it reads every unfinished operation through `operations_due`
-/// and sorts them.
+/// operations are waiting (migration 0013; see
+/// [`crate::store::indexed_by`]).
 pub fn due_operations(backend: crate::store::Backend) -> String {
-    let hint = match backend {
-        crate::store::Backend::Sqlite => "INDEXED BY operations_pending",
-        crate::store::Backend::Postgres => "",
-    };
+    let hint = crate::store::indexed_by(backend, "operations_pending");
     format!(
         "SELECT o.id FROM operations o {hint}
     WHERE o.status IN ('queued', 'waiting', 'running')
@@ -760,14 +756,11 @@ pub async fn claim_due(
     lease_until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Claimed>> {
-    let (backend, skip_locked) = match c {
-        Conn::Sqlite(_) => (crate::store::Backend::Sqlite, ""),
-        Conn::Postgres(_) => (
-            crate::store::Backend::Postgres,
-            "FOR UPDATE OF o SKIP LOCKED",
-        ),
+    let skip_locked = match c {
+        Conn::Sqlite(_) => "",
+        Conn::Postgres(_) => "FOR UPDATE OF o SKIP LOCKED",
     };
-    let due = due_operations(backend);
+    let due = due_operations(c.backend());
     let token = new_id("claim");
     let q = format!(
         "UPDATE operations SET status = 'running', lease_owner = $3, lease_until = $4, claim_token = $5,
