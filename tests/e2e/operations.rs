@@ -9,7 +9,9 @@ use bursar::clock::{Clock, SharedClock};
 use bursar::lifecycle::runner::OperationRunner;
 use bursar::services::OperationKind;
 use bursar::services::module::{ModuleError, ModuleOutcome, ModuleRegistry, ScriptedModule};
+use bursar::store::Backend;
 use bursar::store::services as repo;
+use bursar::store::statistics::{ClaimStatistics, SLOW_CLAIM};
 use bursar_tests::{ADMIN_KEY, TestApp};
 use chrono::Utc;
 use serde_json::json;
@@ -274,8 +276,8 @@ async fn two_runners_on_one_database_never_run_the_same_operation_at_once() {
     assert_eq!(active.json["data"].as_array().unwrap().len(), 30);
 }
 
-/// Outcomes that come in together are recorded together (one transaction
-/// on SQLite); one of them that cannot be recorded takes nothing of the
+/// Outcomes that come in together are recorded together, in one
+/// transaction; one of them that cannot be recorded takes nothing of the
 /// others with it, and runs again once its lease expires.
 #[tokio::test]
 async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_with_it() {
@@ -301,9 +303,7 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
             secret_params: vec![("root_password".into(), "s3cret".into())],
         })
     };
-    let sqlite = app.store().backend() == bursar::store::Backend::Sqlite;
-
-    // Four outcomes that come in at once: one transaction on SQLite.
+    // Four outcomes that come in at once: one transaction.
     let first = order(4).await;
     for _ in 0..4 {
         app.module.push(OperationKind::Open, false, done());
@@ -311,7 +311,7 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
     app.module.answer_together(4);
     let runner = app.runner();
     assert_eq!(runner.run_once().await.unwrap(), 4);
-    assert_eq!(runner.recorded_together(), if sqlite { 4 } else { 0 });
+    assert_eq!(runner.recorded_together(), 4);
     for id in &first {
         assert_eq!(app.service(id).await["status"], "active", "{id}");
     }
@@ -373,6 +373,73 @@ async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_w
 /// Every queue claim (the operation runner's, the mailer's, the webhook
 /// deliverer's) walks its pending index first due first and stops at its
 /// batch: a claim does not read (and sort) the whole backlog.
+/// A burst queued after the table was last analysed (here: while it was
+/// empty, as on a new database) leaves PostgreSQL's planner sure the queue
+/// is empty, and it plans the claim as a read and sort of the whole
+/// backlog. The runner's first slow claim refreshes the statistics, and
+/// the claim is planned again as a walk of the pending index that stops at
+/// its batch, with nothing about the plan forced.
+#[tokio::test]
+async fn a_slow_claim_refreshes_stale_statistics_and_the_claim_walks_its_index_again() {
+    let app = TestApp::new().await;
+    let store = app.store();
+    let stats = ClaimStatistics::new("operations");
+    if store.backend() == Backend::Sqlite {
+        assert!(
+            !stats.after_claim(store, Duration::from_secs(1)).await,
+            "SQLite's claims are steered by hints, not statistics"
+        );
+        return;
+    }
+    // Autovacuum must not refresh them behind the test's back.
+    app.db
+        .exec("ALTER TABLE operations SET (autovacuum_enabled = off)")
+        .await;
+    let seed = bursar::seed::due_renewals(store, 3_000, 100, 1_000, Utc::now())
+        .await
+        .expect("seed services");
+    app.db.exec("ANALYZE operations").await;
+    let ops: Vec<repo::NewOperation> = seed
+        .services
+        .iter()
+        .map(|s| (s.as_str(), OperationKind::Open, "manual", json!({})))
+        .collect();
+    let mut tx = store.begin().await.unwrap();
+    repo::enqueue_many(tx.conn(), &ops, Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let now = bursar::clock::to_micros(Utc::now() + chrono::Duration::seconds(1));
+    let claim = repo::due_operations(store.backend())
+        .replace("$1", &now.to_string())
+        .replace("$2", "16");
+    let stale = app.db.plan_as_estimated(&claim).await;
+    assert!(
+        stale.contains("Sort"),
+        "with stale statistics the backlog is read and sorted:\n{stale}"
+    );
+
+    let fast = SLOW_CLAIM - Duration::from_millis(1);
+    assert!(
+        !stats.after_claim(store, fast).await,
+        "a fast claim changes nothing"
+    );
+    assert!(app.db.plan_as_estimated(&claim).await.contains("Sort"));
+
+    assert!(
+        stats.after_claim(store, SLOW_CLAIM).await,
+        "a slow claim refreshes"
+    );
+    let fresh = app.db.plan_as_estimated(&claim).await;
+    assert!(fresh.contains("operations_pending"), "{fresh}");
+    assert!(!fresh.contains("Sort"), "{fresh}");
+    assert!(
+        !stats.after_claim(store, SLOW_CLAIM).await,
+        "one refresh is enough for a while"
+    );
+}
+
 #[tokio::test]
 async fn every_queue_claim_reads_its_index_in_order_not_the_whole_backlog() {
     let app = TestApp::new().await;

@@ -132,6 +132,17 @@ impl TestDb {
     /// what matters is which index the planner takes otherwise, and whether
     /// it can read it in order (a sort it cannot avoid still shows).
     pub async fn plan(&self, sql: &str) -> String {
+        self.explain(sql, &["enable_seqscan", "enable_bitmapscan", "enable_sort"])
+            .await
+    }
+
+    /// The plan PostgreSQL picks for `sql` from its statistics as they
+    /// stand, nothing forbidden (on SQLite the same as [`Self::plan`]).
+    pub async fn plan_as_estimated(&self, sql: &str) -> String {
+        self.explain(sql, &[]).await
+    }
+
+    async fn explain(&self, sql: &str, off: &[&str]) -> String {
         match &self.store {
             Store::Sqlite { .. } => {
                 let mut reader = self.store.reader().await.expect("a read connection");
@@ -147,8 +158,8 @@ impl TestDb {
             }
             Store::Postgres(pool) => {
                 let mut tx = pool.begin().await.expect("a transaction");
-                for off in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
-                    sqlx::query(&format!("SET LOCAL {off} = off"))
+                for setting in off {
+                    sqlx::query(&format!("SET LOCAL {setting} = off"))
                         .execute(&mut *tx)
                         .await
                         .expect("set");

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -23,7 +23,8 @@ use crate::services::{OperationStatus, RetryPolicy};
 use crate::store::accounts as accounts_repo;
 use crate::store::catalog as plans_repo;
 use crate::store::services::{self as repo, Claimed, OperationUpdate};
-use crate::store::{Backend, Store, Tx};
+use crate::store::statistics::ClaimStatistics;
+use crate::store::{Store, Tx};
 
 /// How the runner works; `[operations]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,8 +82,10 @@ pub struct OperationRunner {
     secrets: Arc<Secrets>,
     owner: String,
     config: RunnerConfig,
-    /// Outcomes recorded in a transaction with others (SQLite).
+    /// Outcomes recorded in a transaction with others.
     together: AtomicU64,
+    /// Refreshes the planner's view of the queue when a claim was slow.
+    statistics: ClaimStatistics,
 }
 
 impl OperationRunner {
@@ -106,6 +109,7 @@ impl OperationRunner {
             owner,
             config,
             together: AtomicU64::new(0),
+            statistics: ClaimStatistics::new("operations"),
         }
     }
 
@@ -114,7 +118,7 @@ impl OperationRunner {
     }
 
     /// How many outcomes this runner recorded in one transaction with
-    /// others (on SQLite; none on PostgreSQL).
+    /// others.
     pub fn recorded_together(&self) -> u64 {
         self.together.load(Ordering::Relaxed)
     }
@@ -125,32 +129,22 @@ impl OperationRunner {
         let now = self.clock.now();
         let lease_until = now + chrono::Duration::milliseconds(self.config.lease_ms as i64);
         let mut tx = self.store.begin().await?;
+        let started = Instant::now();
         let claimed =
             repo::claim_due(tx.conn(), &self.owner, now, lease_until, self.config.batch).await?;
+        let took = started.elapsed();
         tx.commit().await?;
+        self.statistics.after_claim(&self.store, took).await;
         let n = claimed.len();
-        if self.store.backend() == Backend::Sqlite {
-            self.run_grouped(claimed).await;
-        } else {
-            let runs = claimed.into_iter().map(|c| async move {
-                let outcome = self.call(&c).await;
-                self.record(c, outcome).await
-            });
-            for r in futures::future::join_all(runs).await {
-                if let Err(e) = r {
-                    warn_unrecorded(&e);
-                }
-            }
-        }
+        self.run_grouped(claimed).await;
         Ok(n)
     }
 
-    /// SQLite has one writer, and each transaction on it ends with an
-    /// fsync: the calls run at once, and every outcome that is in when the
-    /// writer is free is recorded in one transaction. (On PostgreSQL each
-    /// outcome keeps a transaction of its own: they commit side by side,
-    /// and one that takes ledger rows does not hold them while the next
-    /// takes others.)
+    /// The calls run at once, and every outcome that is in when a
+    /// transaction is to be had is recorded in one: one commit (an fsync)
+    /// for the group, where one per outcome cost the orders arriving
+    /// meanwhile a third of their rate on PostgreSQL (docs/BENCHMARKS.md,
+    /// eighth round) and held SQLite's one writer.
     async fn run_grouped(&self, claimed: Vec<Claimed>) {
         let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
         let calls = async move {
@@ -168,8 +162,8 @@ impl OperationRunner {
         };
         let record = async {
             while let Some(first) = outcomes.recv().await {
-                // Calls go on while this waits for the writer; what they
-                // bring by then joins the group.
+                // Calls go on while this waits for a transaction; what
+                // they bring by then joins the group.
                 let tx = self.store.begin().await;
                 let mut group = vec![first];
                 while let Ok(next) = outcomes.try_recv() {

@@ -13,7 +13,7 @@
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -29,6 +29,7 @@ use crate::error::Result;
 use crate::messages::Kind;
 use crate::secrets::{Secrets, SettingValue};
 use crate::store::notifications::{self as repo, Notification, Outcome};
+use crate::store::statistics::ClaimStatistics;
 use crate::store::{
     Conn, Store, accounts as accounts_repo, catalog as plans_repo, invoices as invoices_repo,
     ledger as ledger_repo, payments as payments_repo, services as services_repo,
@@ -252,6 +253,8 @@ pub struct Mailer {
     limiter: governor::DefaultDirectRateLimiter,
     /// Dates of accounts without their own time zone are shown in this one.
     zone: crate::calendar::Zone,
+    /// Refreshes the planner's view of the queue when a claim was slow.
+    statistics: ClaimStatistics,
 }
 
 /// The transport `[email]` asks for (none when `off`).
@@ -296,6 +299,7 @@ impl Mailer {
             secrets,
             limiter,
             zone: crate::calendar::Zone::UTC,
+            statistics: ClaimStatistics::new("notifications"),
         })
     }
 
@@ -331,6 +335,7 @@ impl Mailer {
     async fn run_batch(&self, now: DateTime<Utc>, stop: Option<&Stop>) -> Result<Batch> {
         let claimed = {
             let mut tx = self.store.begin().await?;
+            let started = Instant::now();
             let due = repo::claim_due(
                 tx.conn(),
                 now,
@@ -338,7 +343,9 @@ impl Mailer {
                 BATCH,
             )
             .await?;
+            let took = started.elapsed();
             tx.commit().await?;
+            self.statistics.after_claim(&self.store, took).await;
             due
         };
         let mut sent = 0;

@@ -12,7 +12,7 @@
 
 pub mod email;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -22,6 +22,7 @@ use sha2::Sha256;
 
 use crate::error::Result;
 use crate::secrets::SettingValue;
+use crate::store::statistics::ClaimStatistics;
 use crate::store::{Conn, Store, outbox as repo};
 
 /// One `[[webhook]]` endpoint.
@@ -74,6 +75,8 @@ pub struct Deliverer {
     store: Store,
     endpoints: Vec<(WebhookConfig, String)>,
     http: reqwest::Client,
+    /// Refreshes the planner's view of the outbox when a claim was slow.
+    statistics: ClaimStatistics,
 }
 
 /// Retries double from this, up to an hour.
@@ -102,6 +105,7 @@ impl Deliverer {
             store,
             endpoints,
             http,
+            statistics: ClaimStatistics::new("outbox"),
         })
     }
 
@@ -109,6 +113,7 @@ impl Deliverer {
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
         let claimed = {
             let mut tx = self.store.begin().await?;
+            let started = Instant::now();
             let events = repo::claim_due(
                 tx.conn(),
                 now,
@@ -116,7 +121,9 @@ impl Deliverer {
                 50,
             )
             .await?;
+            let took = started.elapsed();
             tx.commit().await?;
+            self.statistics.after_claim(&self.store, took).await;
             events
         };
         let mut delivered = 0;

@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod payments;
 mod readers;
 pub mod services;
+pub mod statistics;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -243,6 +244,18 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         let mut r = self.reader().await?;
         sql!(r.conn(), c => sqlx::query("SELECT 1").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Refreshes the planner statistics of `table` (a name from the
+    /// schema) on PostgreSQL; nothing on SQLite, whose queue claims are
+    /// steered by hints ([`indexed_by`]). See [`statistics`].
+    pub async fn analyze(&self, table: &str) -> Result<()> {
+        if let Store::Postgres(pool) = self {
+            sqlx::query(&format!("ANALYZE {table}"))
+                .execute(pool)
+                .await?;
+        }
         Ok(())
     }
 
