@@ -24,7 +24,7 @@ use crate::store::accounts as accounts_repo;
 use crate::store::catalog as plans_repo;
 use crate::store::services::{self as repo, Claimed, OperationUpdate};
 use crate::store::statistics::ClaimStatistics;
-use crate::store::{Store, Tx};
+use crate::store::{Backend, Store, Tx};
 
 /// How the runner works; `[operations]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,9 +142,18 @@ impl OperationRunner {
 
     /// The calls run at once, and every outcome that is in when a
     /// transaction is to be had is recorded in one: one commit (an fsync)
-    /// for the group, where one per outcome cost the orders arriving
-    /// meanwhile a third of their rate on PostgreSQL (docs/BENCHMARKS.md,
-    /// eighth round) and held SQLite's one writer.
+    /// for the group instead of one per outcome, which held SQLite's one
+    /// writer and, on PostgreSQL, cost the orders arriving meanwhile
+    /// 12–31 % of their rate (docs/BENCHMARKS.md, eighth round).
+    ///
+    /// On PostgreSQL only outcomes that write nothing but their operation
+    /// and a staff note are grouped (in progress, a retry, the manual
+    /// queue). One that completes or cancels its operation may lock the
+    /// service, the customer's ledger rows and the shared system accounts;
+    /// held in a group while the next outcome locks another customer's,
+    /// they would form lock cycles with orders and payments. Those are
+    /// recorded each in a transaction of its own, side by side, as they
+    /// always were. SQLite has one writer and no such cycles.
     async fn run_grouped(&self, claimed: Vec<Claimed>) {
         let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
         let calls = async move {
@@ -162,17 +171,60 @@ impl OperationRunner {
         };
         let record = async {
             while let Some(first) = outcomes.recv().await {
-                // Calls go on while this waits for a transaction; what
-                // they bring by then joins the group.
-                let tx = self.store.begin().await;
-                let mut group = vec![first];
+                let mut ready = vec![first];
+                let tx = match self.records_alone(&ready[0]) {
+                    true => None,
+                    // Calls go on while this waits for a transaction;
+                    // what they bring by then joins the group.
+                    false => Some(self.store.begin().await),
+                };
                 while let Ok(next) = outcomes.try_recv() {
-                    group.push(next);
+                    ready.push(next);
                 }
-                self.record_group(tx, group).await;
+                let (alone, group): (Vec<_>, Vec<_>) =
+                    ready.into_iter().partition(|r| self.records_alone(r));
+                let alone = futures::future::join_all(
+                    alone
+                        .into_iter()
+                        .map(|(c, outcome)| self.record(c, outcome)),
+                );
+                let group = async {
+                    if !group.is_empty() {
+                        let tx = match tx {
+                            Some(tx) => tx,
+                            None => self.store.begin().await,
+                        };
+                        self.record_group(tx, group).await;
+                    }
+                };
+                let (recorded, ()) = futures::join!(alone, group);
+                for r in recorded {
+                    if let Err(e) = r {
+                        warn_unrecorded(&e);
+                    }
+                }
             }
         };
         futures::join!(calls, record);
+    }
+
+    /// Whether an outcome is recorded in a transaction of its own (see
+    /// [`Self::run_grouped`]): on PostgreSQL, one that completes or cancels
+    /// its operation.
+    fn records_alone(&self, (claimed, outcome): &(Claimed, Outcome)) -> bool {
+        if self.store.backend() != Backend::Postgres {
+            return false;
+        }
+        let op = &claimed.operation;
+        let (update, done) = plan_update(
+            op.kind,
+            op.attempts,
+            op.remote_ref.clone(),
+            outcome,
+            &self.config.retry(),
+            self.clock.now(),
+        );
+        done.is_some() || update.status == OperationStatus::Canceled
     }
 
     /// Records outcomes together in `tx`. When that fails for any of them

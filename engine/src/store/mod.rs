@@ -249,12 +249,19 @@ impl Store {
 
     /// Refreshes the planner statistics of `table` (a name from the
     /// schema) on PostgreSQL; nothing on SQLite, whose queue claims are
-    /// steered by hints ([`indexed_by`]). See [`statistics`].
+    /// steered by hints ([`indexed_by`]). See [`statistics`]. It never
+    /// waits for a lock (another `ANALYZE`, a `VACUUM`, a migration):
+    /// then it skips the table, and it gives up after ten seconds.
     pub async fn analyze(&self, table: &str) -> Result<()> {
         if let Store::Postgres(pool) = self {
-            sqlx::query(&format!("ANALYZE {table}"))
-                .execute(pool)
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL statement_timeout = 10000")
+                .execute(&mut *tx)
                 .await?;
+            sqlx::query(&format!("ANALYZE (SKIP_LOCKED) {table}"))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         }
         Ok(())
     }

@@ -1,25 +1,31 @@
 //! Fresh planner statistics for the queue tables on PostgreSQL.
 //!
-//! A queue table changes faster than autovacuum analyses it: a burst of
-//! orders queues thousands of operations within seconds, while the planner
-//! still believes what the last `ANALYZE` saw — on a new database, an
-//! empty table. From that belief the claim's cheapest-looking plan reads
-//! every pending row through `operations_due` and sorts them (54 ms for
-//! 22,000 queued operations on an idle database, seconds under the load
-//! that queued them) instead of walking the pending index and stopping at
-//! its batch (0.2 ms). A claim slower than [`SLOW_CLAIM`] is the sign: the
-//! table is analysed then, at most once per [`REFRESH_EVERY`] per worker,
-//! and the next claim is planned from what the table holds. Nothing about
-//! the plan is forced: a planner told what is there picks the index walk
-//! by itself. SQLite is steered by a hint instead ([`super::indexed_by`]).
+//! A queue table changes faster than autovacuum analyses it (a minute or
+//! more apart): a burst of orders queues thousands of operations within
+//! seconds, while the planner's column statistics still describe the table
+//! as the last `ANALYZE` saw it — on a new database, with no operation
+//! queued. From that picture the claim's cheapest-looking plan reads every
+//! pending row through `operations_due` and sorts them (tens to hundreds
+//! of milliseconds for 22,000 queued operations on an idle database,
+//! seconds under the load that queued them; docs/BENCHMARKS.md, seventh
+//! round) instead of walking the pending index and stopping at its batch
+//! (well under a millisecond). A claim slower than [`SLOW_CLAIM`] may be
+//! that: the table is analysed then, at most once per [`REFRESH_EVERY`]
+//! per worker, and the next claim is planned from what the table holds.
+//! A claim slow for another reason (a loaded machine, a backlog of
+//! operations none of which is due) costs at most one `ANALYZE` of the
+//! table per worker in that while. Nothing about the plan is forced: a
+//! planner told what is there picks the index walk by itself. SQLite is
+//! steered by a hint instead ([`super::indexed_by`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Backend, Store};
 
-/// A claim that takes longer than this was planned from statistics that no
-/// longer describe its table (a good plan takes well under a millisecond).
+/// A claim that takes longer than this may have been planned from
+/// statistics that no longer describe its table (a good plan takes well
+/// under a millisecond).
 pub const SLOW_CLAIM: Duration = Duration::from_millis(20);
 
 /// The shortest time between two refreshes of one table by one worker,
