@@ -215,16 +215,26 @@ impl OperationRunner {
         if self.store.backend() != Backend::Postgres {
             return false;
         }
+        let (update, done) = self.planned(claimed, outcome, self.clock.now());
+        done.is_some() || update.status == OperationStatus::Canceled
+    }
+
+    /// What `outcome` makes of the claimed operation (see [`plan_update`]).
+    fn planned(
+        &self,
+        claimed: &Claimed,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> (OperationUpdate, Option<DoneParams>) {
         let op = &claimed.operation;
-        let (update, done) = plan_update(
+        plan_update(
             op.kind,
             op.attempts,
             op.remote_ref.clone(),
             outcome,
             &self.config.retry(),
-            self.clock.now(),
-        );
-        done.is_some() || update.status == OperationStatus::Canceled
+            now,
+        )
     }
 
     /// Records outcomes together in `tx`. When that fails for any of them
@@ -423,14 +433,7 @@ impl OperationRunner {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let op = &claimed.operation;
-        let (update, done_params) = plan_update(
-            op.kind,
-            op.attempts,
-            op.remote_ref.clone(),
-            outcome,
-            &self.config.retry(),
-            now,
-        );
+        let (update, done_params) = self.planned(claimed, outcome, now);
         if !repo::finish_run(tx.conn(), &op.id, &claimed.token, &update, now).await? {
             return Ok(false);
         }
