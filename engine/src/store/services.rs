@@ -729,14 +729,16 @@ pub struct Claimed {
 /// earlier operation of its service is unfinished. It walks the partial
 /// index `operations_pending` in order and stops at the limit, however many
 /// operations are waiting (migration 0013; see
-/// [`crate::store::indexed_by`]).
+/// [`crate::store::indexed_by`]), or at the first operation whose time has
+/// not come: a running operation was claimed when its time had come, so
+/// its `next_run_at` is in the past too, and a backlog waiting for its
+/// retries (a module down for an hour) is not read by every claim.
 pub fn due_operations(backend: crate::store::Backend) -> String {
     let hint = crate::store::indexed_by(backend, "operations_pending");
     format!(
         "SELECT o.id FROM operations o {hint}
-    WHERE o.status IN ('queued', 'waiting', 'running')
-      AND ((o.status IN ('queued', 'waiting') AND o.next_run_at <= $1)
-           OR (o.status = 'running' AND o.lease_until < $1))
+    WHERE o.status IN ('queued', 'waiting', 'running') AND o.next_run_at <= $1
+      AND (o.status <> 'running' OR o.lease_until < $1)
       AND NOT EXISTS (SELECT 1 FROM operations p WHERE p.service_id = o.service_id AND p.id < o.id
                       AND p.status IN ('queued', 'running', 'waiting', 'manual'))
     ORDER BY o.next_run_at, o.id LIMIT $2"
