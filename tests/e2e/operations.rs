@@ -278,8 +278,9 @@ async fn two_runners_on_one_database_never_run_the_same_operation_at_once() {
 
 /// Outcomes that come in together are recorded together, in one
 /// transaction (on PostgreSQL only those that do not complete or cancel
-/// their operation, which may lock ledger rows); one of them that cannot be recorded takes nothing of the
-/// others with it, and runs again once its lease expires.
+/// their operation, which may lock ledger rows); one of them that cannot
+/// be recorded takes nothing of the others with it, and runs again once
+/// its lease expires.
 #[tokio::test]
 async fn an_outcome_that_cannot_be_recorded_does_not_hold_back_those_that_came_with_it() {
     let app = TestApp::new().await;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -128,13 +128,12 @@ impl OperationRunner {
     pub async fn run_once(&self) -> Result<usize> {
         let now = self.clock.now();
         let lease_until = now + chrono::Duration::milliseconds(self.config.lease_ms as i64);
-        let mut tx = self.store.begin().await?;
-        let started = Instant::now();
-        let claimed =
-            repo::claim_due(tx.conn(), &self.owner, now, lease_until, self.config.batch).await?;
-        let took = started.elapsed();
-        tx.commit().await?;
-        self.statistics.after_claim(&self.store, took).await;
+        let claimed = self
+            .statistics
+            .claim(&self.store, async |c| {
+                repo::claim_due(c, &self.owner, now, lease_until, self.config.batch).await
+            })
+            .await?;
         let n = claimed.len();
         self.run_grouped(claimed).await;
         Ok(n)

@@ -13,7 +13,7 @@
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -333,21 +333,13 @@ impl Mailer {
 
     /// Claims one batch and works it.
     async fn run_batch(&self, now: DateTime<Utc>, stop: Option<&Stop>) -> Result<Batch> {
-        let claimed = {
-            let mut tx = self.store.begin().await?;
-            let started = Instant::now();
-            let due = repo::claim_due(
-                tx.conn(),
-                now,
-                now + chrono::Duration::seconds(CLAIM_SECS),
-                BATCH,
-            )
+        let until = now + chrono::Duration::seconds(CLAIM_SECS);
+        let claimed = self
+            .statistics
+            .claim(&self.store, async |c| {
+                repo::claim_due(c, now, until, BATCH).await
+            })
             .await?;
-            let took = started.elapsed();
-            tx.commit().await?;
-            self.statistics.after_claim(&self.store, took).await;
-            due
-        };
         let mut sent = 0;
         let count = claimed.len();
         for n in claimed {

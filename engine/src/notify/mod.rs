@@ -12,7 +12,7 @@
 
 pub mod email;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -111,21 +111,13 @@ impl Deliverer {
 
     /// Delivers what is due; returns how many events were delivered.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
-        let claimed = {
-            let mut tx = self.store.begin().await?;
-            let started = Instant::now();
-            let events = repo::claim_due(
-                tx.conn(),
-                now,
-                now + chrono::Duration::seconds(CLAIM_SECS),
-                50,
-            )
+        let until = now + chrono::Duration::seconds(CLAIM_SECS);
+        let claimed = self
+            .statistics
+            .claim(&self.store, async |c| {
+                repo::claim_due(c, now, until, 50).await
+            })
             .await?;
-            let took = started.elapsed();
-            tx.commit().await?;
-            self.statistics.after_claim(&self.store, took).await;
-            events
-        };
         let mut delivered = 0;
         for event in claimed {
             let body = serde_json::to_vec(&json!({

@@ -21,7 +21,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Backend, Store};
+use super::{Backend, Conn, Store};
+use crate::error::Result;
 
 /// A claim that takes longer than this may have been planned from
 /// statistics that no longer describe its table (a good plan takes well
@@ -64,7 +65,24 @@ impl ClaimStatistics {
         true
     }
 
-    /// To be called after every claim on the table, with how long its
+    /// Runs `claim` (the claim statement on this table) in a transaction of
+    /// its own, commits it, and then refreshes the table's statistics if
+    /// the statement was slow ([`Self::after_claim`]).
+    pub async fn claim<T>(
+        &self,
+        store: &Store,
+        claim: impl AsyncFnOnce(Conn<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut tx = store.begin().await?;
+        let started = Instant::now();
+        let claimed = claim(tx.conn()).await?;
+        let took = started.elapsed();
+        tx.commit().await?;
+        self.after_claim(store, took).await;
+        Ok(claimed)
+    }
+
+    /// Called after every claim on the table, with how long its
     /// statement took. Analyses the table (on PostgreSQL) when the claim
     /// was slow and no refresh ran lately; returns whether it did. A
     /// refresh that fails is logged: the claims go on as they were.
